@@ -1,0 +1,59 @@
+"""AWS backend: EC2 instance, security group, EBS volumes. The reference backend."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pulumi
+
+from polyvm.backend import Backend, BackendSettings, Capabilities
+from polyvm.hookspecs import hookimpl
+from polyvm.spec import VmSpec
+
+
+class AwsSettings(BackendSettings):
+    """Pulumi config ``polyvm:aws``. Without vpc_id/subnet_id the account's default VPC is used."""
+
+    vpc_id: str | None = None
+    subnet_id: str | None = None
+
+
+class AwsBackend(Backend):
+    name = "aws"
+    description = "Amazon EC2 instance, security group and EBS volumes (pulumi-aws)"
+    capabilities = Capabilities(
+        firewall="cloud",
+        egress="all (explicit rule)",
+        max_data_disks=11,
+        public_ip=True,
+        private_ip_only=True,
+        host_key_at_creation=True,
+        notes="Images without cloud-init fall back to trust-on-first-use for the host key.",
+    )
+    settings_model = AwsSettings
+    sdk_modules = ("pulumi_aws", "pulumi_tls")
+    extra = "aws"
+    mock_outputs = {
+        "aws:ec2/instance:Instance": lambda name, inputs: {
+            "publicIp": "203.0.113.10" if inputs.get("associatePublicIpAddress") else None,
+            "privateIp": "172.31.0.10",
+            "availabilityZone": inputs.get("availabilityZone") or "us-east-1a",
+        },
+        "aws:ebs/volume:Volume": lambda name, inputs: {
+            "id": "vol-0" + hashlib.sha256(name.encode()).hexdigest()[:16]},
+    }
+    mock_calls = {
+        "aws:ec2/getAmi:getAmi": lambda args: {"id": "ami-0123456789abcdef0", "name": args["filters"][0]["values"][0]},
+    }
+
+    def create(self, spec: VmSpec, settings: BackendSettings, opts: pulumi.ResourceOptions | None = None) -> Any:
+        from .component import AwsVirtualMachine
+
+        assert isinstance(settings, AwsSettings)
+        return AwsVirtualMachine(spec, settings, opts)
+
+
+@hookimpl
+def polyvm_register_backends(register):
+    register(AwsBackend())

@@ -1,0 +1,148 @@
+"""Pure functions: VmSpec -> AWS resource arguments. No Pulumi calls, no SDK imports; tested directly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from polyvm.errors import SpecError
+from polyvm.spec import VmSpec
+
+#: Official AMI owners and name patterns per OS family/version (x86_64, HVM, EBS-backed).
+AMI_LOOKUP: dict[tuple[str, str], tuple[str, str]] = {
+    ("ubuntu", "22.04"): ("099720109477", "ubuntu/images/hvm-ssd*/ubuntu-jammy-22.04-amd64-server-*"),
+    ("ubuntu", "24.04"): ("099720109477", "ubuntu/images/hvm-ssd*/ubuntu-noble-24.04-amd64-server-*"),
+    ("debian", "12"): ("136693071363", "debian-12-amd64-*"),
+    ("amazon-linux", "2023"): ("137112412989", "al2023-ami-2023.*-x86_64"),
+    ("rhel", "9"): ("309956199498", "RHEL-9.*_HVM-*-x86_64-*"),
+}
+
+#: Instance types polyvm picks from cpus/memory: (type, vCPUs, GiB), cheapest first. All are Nitro
+#: instances, so EBS volumes appear as NVMe devices (see DEVICE_BY_ID). Override with size.instance_type.aws.
+INSTANCE_TYPES: tuple[tuple[str, int, float], ...] = (
+    ("t3.nano", 2, 0.5),
+    ("t3.micro", 2, 1),
+    ("t3.small", 2, 2),
+    ("t3.medium", 2, 4),
+    ("t3.large", 2, 8),
+    ("t3.xlarge", 4, 16),
+    ("t3.2xlarge", 8, 32),
+    ("m6i.4xlarge", 16, 64),
+    ("m6i.8xlarge", 32, 128),
+    ("m6i.16xlarge", 64, 256),
+    ("r6i.16xlarge", 64, 512),
+    ("m6i.32xlarge", 128, 512),
+    ("r6i.32xlarge", 128, 1024),
+)
+
+#: Device names for VolumeAttachment, in order; on Nitro the guest sees NVMe devices instead.
+ATTACH_DEVICE_NAMES = tuple(f"/dev/sd{c}" for c in "fghijklmnop")
+
+#: Stable guest path of an EBS volume on Nitro instances ("vol-0abc" -> "...vol0abc").
+DEVICE_BY_ID = "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{volume_id_nodash}"
+
+ALL_TRAFFIC_EGRESS = {
+    "protocol": "-1",
+    "from_port": 0,
+    "to_port": 0,
+    "cidr_blocks": ["0.0.0.0/0"],
+    "ipv6_cidr_blocks": ["::/0"],
+    "description": "all outbound (package mirrors, time, DNS)",
+}
+
+
+def instance_type(spec: VmSpec) -> str:
+    """The override if given, else the cheapest table entry with at least the asked cpus and memory."""
+    if "aws" in spec.size.instance_type:
+        return spec.size.instance_type["aws"]
+    for name, cpus, mem in INSTANCE_TYPES:
+        if cpus >= spec.size.cpus and mem >= spec.size.memory_gb:
+            return name
+    raise SpecError([f"size: no AWS instance type in polyvm's table has {spec.size.cpus} vCPUs and "
+                     f"{spec.size.memory_gb} GiB; set size.instance_type.aws"])
+
+
+def ami_query(spec: VmSpec) -> dict[str, Any] | None:
+    """Arguments for aws.ec2.get_ami, or None when the spec pins an image id."""
+    if "aws" in spec.image.image_id:
+        return None
+    owner, pattern = AMI_LOOKUP[(spec.image.family, spec.image.version)]
+    return {
+        "most_recent": True,
+        "owners": [owner],
+        "filters": [
+            {"name": "name", "values": [pattern]},
+            {"name": "architecture", "values": ["x86_64"]},
+            {"name": "virtualization-type", "values": ["hvm"]},
+            {"name": "root-device-type", "values": ["ebs"]},
+        ],
+    }
+
+
+def security_group_args(spec: VmSpec, vpc_id: str | None) -> dict[str, Any]:
+    """Ingress exactly as the spec says, one explicit egress rule, tags."""
+    ingress = []
+    for rule in spec.ingress:
+        if rule.protocol == "icmp":
+            from_port, to_port, proto = -1, -1, "icmp"
+        else:
+            from_port, to_port, proto = rule.from_port, rule.to_port, rule.protocol
+        entry: dict[str, Any] = {"protocol": proto, "from_port": from_port, "to_port": to_port,
+                                 "description": rule.description or f"polyvm {proto}/{rule.port or 'all'}"}
+        if rule.ipv4_cidrs:
+            entry["cidr_blocks"] = rule.ipv4_cidrs
+        if rule.ipv6_cidrs:
+            if rule.protocol == "icmp":
+                # ICMPv6 is its own protocol in EC2; split it out so both families work.
+                ingress.append({"protocol": "icmpv6", "from_port": -1, "to_port": -1,
+                                "ipv6_cidr_blocks": rule.ipv6_cidrs, "description": entry["description"]})
+            else:
+                entry["ipv6_cidr_blocks"] = rule.ipv6_cidrs
+        if "cidr_blocks" in entry or "ipv6_cidr_blocks" in entry:
+            ingress.append(entry)
+    args: dict[str, Any] = {
+        "description": f"polyvm {spec.name}: ingress from the VM spec only",
+        "ingress": ingress,
+        "egress": [dict(ALL_TRAFFIC_EGRESS)],
+        "tags": spec.all_tags(),
+    }
+    if vpc_id:
+        args["vpc_id"] = vpc_id
+    return args
+
+
+def instance_args(spec: VmSpec, *, subnet_id: str | None) -> dict[str, Any]:
+    """Everything about the Instance that does not depend on other resources' outputs."""
+    args: dict[str, Any] = {
+        "instance_type": instance_type(spec),
+        "associate_public_ip_address": spec.public_ip,
+        "root_block_device": {"volume_size": spec.root_disk_gb, "volume_type": "gp3", "encrypted": True,
+                              "delete_on_termination": True, "tags": spec.all_tags()},
+        # IMDSv2 only: the instance metadata service cannot be reached with a plain GET (SSRF defence).
+        "metadata_options": {"http_tokens": "required", "http_endpoint": "enabled",
+                             "http_put_response_hop_limit": 1},
+        "user_data_replace_on_change": True,
+        "tags": spec.all_tags(),
+    }
+    if spec.zone:
+        args["availability_zone"] = spec.zone
+    if subnet_id:
+        args["subnet_id"] = subnet_id
+    return args
+
+
+def volume_args(spec: VmSpec) -> list[dict[str, Any]]:
+    """One gp3, encrypted EBS volume per data disk (the AZ comes from the instance at declare time)."""
+    out = []
+    for disk in spec.data_disks:
+        out.append({
+            "size": disk.size_gb,
+            "type": "gp3",
+            "encrypted": True,
+            "tags": {**spec.all_tags(), "Name": f"{spec.name}-{disk.name}", "polyvm-disk": disk.name},
+        })
+    return out
+
+
+def guest_device_path(volume_id: str) -> str:
+    """Where a Nitro guest sees the volume: /dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0abc…"""
+    return DEVICE_BY_ID.format(volume_id_nodash=volume_id.replace("-", "", 1))

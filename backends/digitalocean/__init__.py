@@ -1,0 +1,1 @@
+"""digitalocean backend (in progress)."""

@@ -1,0 +1,1 @@
+"""gcp backend (in progress)."""

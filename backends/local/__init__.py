@@ -1,0 +1,1 @@
+"""local backend (in progress)."""

@@ -1,0 +1,193 @@
+"""The backend contract: what every backend declares and provides.
+
+A backend maps a :class:`~polyvm.spec.VmSpec` to its cloud's resources as one Pulumi ComponentResource
+(``polyvm:<backend>:VirtualMachine``) with the same outputs everywhere (:data:`OUTPUT_NAMES`). It
+declares :class:`Capabilities`; :meth:`Backend.check` turns every spec option the backend cannot honour
+into an :class:`~polyvm.errors.UnsupportedFeatureError` naming the backend and the option.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import MissingDependencyError, SpecError, UnsupportedFeatureError
+from .spec import SUPPORTED_IMAGES, VmSpec, format_validation_error
+
+if TYPE_CHECKING:
+    import pulumi
+
+#: Outputs every backend's VirtualMachine component registers, with the same meaning everywhere.
+OUTPUT_NAMES: tuple[str, ...] = (
+    "public_ip",         # str | None: address to SSH to from outside (None without a public IP)
+    "private_ip",        # str: address inside the cloud network
+    "ssh_user",          # str: login user cloud-init created with the spec's key
+    "host_key",          # str | None: "ssh-ed25519 AAAA…" when known at creation, else None (trust on first use)
+    "data_disk_devices", # dict[str, str]: data disk name -> stable device path the guest sees
+)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do. Rendered as the capability matrix (``polyvm backends``, docs/backends.md)."""
+
+    firewall: Literal["cloud", "guest"]
+    """Where ingress rules are enforced: a cloud firewall resource, or nftables applied in the guest over SSH."""
+    egress: str
+    """What outbound traffic the backend allows, in words (shown in the matrix)."""
+    max_data_disks: int
+    public_ip: bool
+    private_ip_only: bool
+    """Whether a VM without a public IP (``public_ip: false``) is possible."""
+    host_key_at_creation: bool
+    """True when the backend injects a generated host key (cloud-init) so SSH is pinned from the first connection."""
+    os_families: frozenset[str] = frozenset(SUPPORTED_IMAGES)
+    protocols: frozenset[str] = frozenset({"tcp", "udp", "icmp"})
+    ipv6_ingress: bool = True
+    port_ranges: bool = True
+    instance_type_override: bool = True
+    image_id_override: bool = True
+    regions: bool = True
+    zones: bool = True
+    tags: bool = True
+    notes: str = ""
+
+    # Row labels for the matrix, in order.
+    MATRIX_ROWS: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("firewall", "firewall"),
+        ("egress", "egress"),
+        ("max_data_disks", "data disks (max)"),
+        ("public_ip", "public IP"),
+        ("private_ip_only", "private-only VM"),
+        ("host_key_at_creation", "host key at creation"),
+        ("os_families", "OS families"),
+        ("protocols", "protocols"),
+        ("ipv6_ingress", "IPv6 ingress"),
+        ("port_ranges", "port ranges"),
+        ("instance_type_override", "instance type override"),
+        ("image_id_override", "image id override"),
+        ("regions", "region"),
+        ("zones", "zone"),
+        ("tags", "tags"),
+    )
+
+    def row(self) -> dict[str, str]:
+        out = {}
+        for attr, label in self.MATRIX_ROWS:
+            v = getattr(self, attr)
+            if isinstance(v, bool):
+                v = "yes" if v else "no"
+            elif isinstance(v, frozenset):
+                v = ", ".join(sorted(v))
+            out[label] = str(v)
+        return out
+
+
+class BackendSettings(BaseModel):
+    """Per-backend settings from Pulumi config ``polyvm:<backend>``; backends subclass this."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Backend(ABC):
+    """Base class of every backend (built-in or third-party).
+
+    Subclasses set ``name``, ``description``, ``capabilities``, ``sdk_modules``/``extra`` and implement
+    :meth:`create`. ``settings_model`` validates ``polyvm:<name>`` config.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities]
+    settings_model: ClassVar[type[BackendSettings]] = BackendSettings
+    #: Python modules the backend needs at declare time, and the extra that installs them.
+    sdk_modules: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str | None] = None
+    #: For offline plans and contract tests under Pulumi mocks: resource type token -> function
+    #: (name, inputs) -> outputs the cloud would add (may include "id"); and invoke token -> result.
+    mock_outputs: ClassVar[dict[str, Any]] = {}
+    mock_calls: ClassVar[dict[str, Any]] = {}
+
+    # --- validation ----------------------------------------------------------------------------------
+    def unsupported(self, spec: VmSpec) -> list[str]:
+        """Every option in ``spec`` this backend cannot honour, as 'path (why)' strings. Generic checks
+        come from the capabilities; override and extend for backend-specific limits."""
+        caps = self.capabilities
+        out: list[str] = []
+        if spec.image.family not in caps.os_families:
+            out.append(f"image.family {spec.image.family!r} (supported: {', '.join(sorted(caps.os_families))})")
+        if len(spec.data_disks) > caps.max_data_disks:
+            out.append(f"data_disks ({len(spec.data_disks)} asked, at most {caps.max_data_disks})")
+        if spec.public_ip and not caps.public_ip:
+            out.append("public_ip: true (this backend gives no public address)")
+        if not spec.public_ip and not caps.private_ip_only:
+            out.append("public_ip: false (every VM of this backend gets a public address)")
+        for i, rule in enumerate(spec.ingress):
+            if rule.protocol not in caps.protocols:
+                out.append(f"ingress[{i}].protocol {rule.protocol!r} "
+                           f"(supported: {', '.join(sorted(caps.protocols))})")
+            if rule.ipv6_cidrs and not caps.ipv6_ingress:
+                out.append(f"ingress[{i}].cidrs IPv6 {', '.join(rule.ipv6_cidrs)}")
+            if isinstance(rule.port, tuple) and not caps.port_ranges:
+                out.append(f"ingress[{i}].port range {rule.port[0]}-{rule.port[1]}")
+        if self.name in spec.size.instance_type and not caps.instance_type_override:
+            out.append(f"size.instance_type.{self.name}")
+        if self.name in spec.image.image_id and not caps.image_id_override:
+            out.append(f"image.image_id.{self.name}")
+        if spec.region and not caps.regions:
+            out.append(f"region {spec.region!r}")
+        if spec.zone and not caps.zones:
+            out.append(f"zone {spec.zone!r}")
+        if spec.tags and not caps.tags:
+            out.append("tags")
+        return out
+
+    def check(self, spec: VmSpec) -> None:
+        """Raise UnsupportedFeatureError listing every option this backend cannot honour."""
+        problems = self.unsupported(spec)
+        if problems:
+            raise UnsupportedFeatureError(self.name, problems)
+
+    def parse_settings(self, data: Mapping[str, Any] | None) -> BackendSettings:
+        """Validate ``polyvm:<name>`` config into this backend's settings model (all problems at once)."""
+        try:
+            return self.settings_model.model_validate(dict(data or {}))
+        except ValidationError as exc:
+            raise SpecError(format_validation_error(exc, prefix=f"polyvm:{self.name}"),
+                            source=f"Pulumi config polyvm:{self.name}") from None
+
+    # --- SDKs ------------------------------------------------------------------------------------------
+    def require_sdk(self) -> dict[str, ModuleType]:
+        """Import the backend's SDK modules, or fail with a one-line install hint."""
+        mods = {}
+        for mod in self.sdk_modules:
+            try:
+                mods[mod] = importlib.import_module(mod)
+            except ImportError:
+                raise MissingDependencyError(f"the {self.name} backend", self.extra or self.name, mod) from None
+        return mods
+
+    # --- declaring -------------------------------------------------------------------------------------
+    @abstractmethod
+    def create(self, spec: VmSpec, settings: BackendSettings,
+               opts: "pulumi.ResourceOptions | None" = None) -> "pulumi.ComponentResource":
+        """Declare the VM as one ComponentResource ``polyvm:<name>:VirtualMachine`` with OUTPUT_NAMES outputs."""
+
+    def declare(self, spec: VmSpec, settings: Mapping[str, Any] | BackendSettings | None = None,
+                opts: "pulumi.ResourceOptions | None" = None) -> "pulumi.ComponentResource":
+        """Validate everything, then create. Nothing is declared when anything is wrong."""
+        self.check(spec)
+        if not isinstance(settings, BackendSettings):
+            settings = self.parse_settings(settings)
+        self.require_sdk()
+        return self.create(spec, settings, opts)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description,
+                "capabilities": dataclasses.asdict(self.capabilities)}

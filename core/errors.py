@@ -1,0 +1,114 @@
+"""The one error hierarchy of polyvm.
+
+Every error a user can cause or fix derives from :class:`PolyvmError`; the CLI prints its message on one
+line and exits non-zero (``exit_code``) without a traceback. Messages never contain secrets.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+
+class PolyvmError(Exception):
+    """Base of every polyvm error. ``exit_code`` is what the CLI exits with."""
+
+    exit_code: int = 1
+
+
+class SpecError(PolyvmError):
+    """A VmSpec (or backend settings) is invalid. Carries every problem found, each with its field path."""
+
+    exit_code = 2
+
+    def __init__(self, problems: Iterable[str], *, source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        count = len(self.problems)
+        super().__init__(f"invalid VM spec{where} ({count} problem{'s' if count != 1 else ''}):\n{lines}")
+
+
+class ConfigError(PolyvmError):
+    """Pulumi config or a CLI input file is missing, unreadable or of the wrong shape."""
+
+    exit_code = 2
+
+
+class PluginError(PolyvmError):
+    """A plugin is broken or registered something invalid."""
+
+
+class UnknownBackendError(PluginError):
+    """No backend of that name is registered."""
+
+    exit_code = 2
+
+    def __init__(self, name: str, available: Iterable[str]) -> None:
+        self.name = name
+        self.available = sorted(available)
+        super().__init__(
+            f"unknown backend {name!r}; available backends: {', '.join(self.available) or '(none)'}"
+        )
+
+
+class MissingDependencyError(PolyvmError):
+    """A backend's cloud SDK (or another optional package) is not installed."""
+
+    def __init__(self, what: str, extra: str, module: str) -> None:
+        self.extra = extra
+        self.module = module
+        super().__init__(f"{what} needs the Python package {module!r}: pip install 'polyvm[{extra}]'")
+
+
+class UnsupportedFeatureError(SpecError):
+    """A backend cannot honour something the spec asks for. Never silently dropped."""
+
+    def __init__(self, backend: str, problems: Iterable[str]) -> None:
+        self.backend = backend
+        super().__init__([f"backend {backend!r} cannot honour {p}" for p in problems])
+
+
+class ProvisionError(PolyvmError):
+    """Something failed while reaching or changing a VM over SSH."""
+
+
+class HostKeyError(ProvisionError):
+    """The host key presented by a server is unknown when it must be known, or differs from the pinned one."""
+
+
+class AuthenticationError(ProvisionError):
+    """The server refused our credentials. Never retried."""
+
+
+class ConnectTimeoutError(ProvisionError):
+    """A host could not be reached before the deadline."""
+
+
+class CommandError(ProvisionError):
+    """A remote command exited non-zero, timed out or lost its connection."""
+
+    def __init__(self, message: str, *, host: str = "", command: str = "", exit_code: int | None = None,
+                 stderr_tail: str = "") -> None:
+        self.host = host
+        self.command = command
+        self.exit_status = exit_code
+        self.stderr_tail = stderr_tail
+        super().__init__(message)
+
+
+class FanoutError(ProvisionError):
+    """Steps failed on one or more hosts of a fan-out run."""
+
+    def __init__(self, failed: dict[str, BaseException]) -> None:
+        self.failed = failed
+        detail = "; ".join(f"{h}: {e}" for h, e in failed.items())
+        super().__init__(f"{len(failed)} host(s) failed: {', '.join(failed)} ({detail})")
+
+
+class RecipeError(PolyvmError):
+    """A recipe could not bring a host to the desired state."""
+
+
+class SandboxError(PolyvmError):
+    """The local backend or `polyvm sandbox` cannot proceed (missing root, sshd, ...)."""

@@ -1,0 +1,89 @@
+"""The Pulumi program body, shared by examples/postgres-vm, ``polyvm plan`` and the tests.
+
+Reads ``polyvm:backend`` and ``polyvm:vm`` (one spec) or ``polyvm:vms`` (a list) from Pulumi config,
+validates everything before declaring anything, and declares each VM through the chosen backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import pulumi
+
+from .backend import OUTPUT_NAMES, Backend
+from .errors import ConfigError, PolyvmError, SpecError
+from .plugins import get_backend
+from .spec import VmSpec, parse_spec
+
+#: Hook for what runs after a VM is declared (the postgres example passes the recipe here).
+AfterVm = Callable[[VmSpec, Any], None]
+
+
+def specs_from_config(cfg: pulumi.Config) -> tuple[str, list[VmSpec], Mapping[str, Any]]:
+    """(backend name, specs, backend settings) from the ``polyvm`` config namespace; all problems at once."""
+    backend = cfg.get("backend")
+    if not backend:
+        raise ConfigError("Pulumi config polyvm:backend is not set: pulumi config set polyvm:backend aws")
+    vm, vms = cfg.get_object("vm"), cfg.get_object("vms")
+    if vm is None and vms is None:
+        raise ConfigError("Pulumi config has neither polyvm:vm (one VM) nor polyvm:vms (a list); "
+                          "see examples/postgres-vm/Pulumi.aws.yaml")
+    raw = ([vm] if vm is not None else []) + list(vms or [])
+    specs, problems = [], []
+    for i, item in enumerate(raw):
+        try:
+            specs.append(parse_spec(item))
+        except SpecError as exc:
+            where = "polyvm:vm" if (vm is not None and i == 0) else f"polyvm:vms[{i - (vm is not None)}]"
+            problems += [f"{where}.{p}" for p in exc.problems]
+    if problems:
+        raise SpecError(problems, source="Pulumi config")
+    settings = cfg.get_object(backend) or {}
+    return backend, specs, settings
+
+
+def declare(backend: Backend | str, specs: Sequence[VmSpec], settings: Mapping[str, Any] | None = None,
+            *, after: AfterVm | None = None, export: bool = True) -> dict[str, Any]:
+    """Validate every spec against the backend, then declare them. Returns {vm name: component}."""
+    be = get_backend(backend) if isinstance(backend, str) else backend
+    problems: list[str] = []
+    parsed = None
+    try:
+        parsed = be.parse_settings(settings)
+    except SpecError as exc:
+        problems += exc.problems
+    names = [s.name for s in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        problems.append(f"VM names must be unique; repeated: {', '.join(dup)}")
+    for spec in specs:
+        problems += [f"{spec.name}: {p}" for p in _unsupported(be, spec)]
+    if problems:
+        raise SpecError(problems)
+    vms = {}
+    for spec in specs:
+        vm = be.declare(spec, parsed)
+        vms[spec.name] = vm
+        if export:
+            pulumi.export(spec.name, {k: getattr(vm, k) for k in OUTPUT_NAMES})
+        if after is not None:
+            after(spec, vm)
+    return vms
+
+
+def _unsupported(be: Backend, spec: VmSpec) -> list[str]:
+    try:
+        be.check(spec)
+    except SpecError as exc:
+        return exc.problems
+    return []
+
+
+def run(after: AfterVm | None = None) -> dict[str, Any]:
+    """Entry point for a Pulumi program's __main__.py. A PolyvmError stops the run with its message only."""
+    try:
+        backend, specs, settings = specs_from_config(pulumi.Config("polyvm"))
+        return declare(backend, specs, settings, after=after)
+    except PolyvmError as exc:
+        # pulumi.RunError prints the message without a Python traceback.
+        raise pulumi.RunError(str(exc)) from None

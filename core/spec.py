@@ -1,0 +1,443 @@
+"""VmSpec: one cloud-neutral, validated description of a VM.
+
+Validation happens here, before any cloud is touched, and reports every problem at once with its field
+path (``ingress[1].cidrs[0]: '10.0.0.0/33' is not a CIDR``). The schema is documented in docs/spec.md.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ConfigError, SpecError
+
+#: OS families and the versions polyvm knows how to boot and provision.
+SUPPORTED_IMAGES: dict[str, tuple[str, ...]] = {
+    "ubuntu": ("22.04", "24.04"),
+    "debian": ("12",),
+    "amazon-linux": ("2023",),
+    "rhel": ("9",),  # the RHEL family: RHEL, Rocky, AlmaLinux (which one is a backend image choice)
+}
+
+#: Named sizes, for people who do not want to think in cpus and GiB.
+NAMED_SIZES: dict[str, tuple[int, float]] = {
+    "nano": (1, 0.5),
+    "micro": (1, 1),
+    "small": (2, 2),
+    "medium": (2, 4),
+    "large": (2, 8),
+    "xlarge": (4, 16),
+    "2xlarge": (8, 32),
+}
+
+#: Ports of well-known database servers; opening one of them to the world needs allow_public.
+DATABASE_PORTS: dict[int, str] = {
+    1433: "SQL Server",
+    1521: "Oracle",
+    3306: "MySQL",
+    5432: "PostgreSQL",
+    5984: "CouchDB",
+    6379: "Redis",
+    7000: "Cassandra",
+    9042: "Cassandra",
+    9200: "Elasticsearch",
+    11211: "memcached",
+    26257: "CockroachDB",
+    27017: "MongoDB",
+}
+SSH_PORT = 22
+
+_NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+_DISK_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_TAG_KEY_RE = re.compile(r"^[A-Za-z0-9_.:/=+@-]{1,127}$")
+_PUBKEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+_RESERVED_USERS = {"root", "daemon", "bin", "sys", "nobody", "postgres", "sshd"}
+
+
+def _check_cidr(value: str) -> str:
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a CIDR") from None
+        raise ValueError(f"{value!r} has host bits set; did you mean "
+                         f"{ipaddress.ip_network(value, strict=False)}?") from None
+    return str(net)
+
+
+Cidr = Annotated[str, AfterValidator(_check_cidr)]
+
+
+def _is_world(cidr: str) -> bool:
+    return ipaddress.ip_network(cidr).prefixlen == 0
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Size(_Model):
+    """How big the VM is: cpus and memory, or a named size; optionally a per-backend instance type."""
+
+    cpus: int = Field(ge=1, le=448)
+    memory_gb: float = Field(gt=0, le=24576)
+    instance_type: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per-backend override, e.g. {aws: t3.large, gcp: e2-standard-2}; wins over cpus/memory.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            if data not in NAMED_SIZES:
+                raise ValueError(f"unknown size {data!r}; named sizes are {', '.join(NAMED_SIZES)}")
+            cpus, mem = NAMED_SIZES[data]
+            return {"cpus": cpus, "memory_gb": mem}
+        if isinstance(data, dict) and "name" in data:
+            data = dict(data)
+            name = data.pop("name")
+            if name not in NAMED_SIZES:
+                raise ValueError(f"unknown size {name!r}; named sizes are {', '.join(NAMED_SIZES)}")
+            cpus, mem = NAMED_SIZES[name]
+            data.setdefault("cpus", cpus)
+            data.setdefault("memory_gb", mem)
+        return data
+
+
+class Image(_Model):
+    """Operating system: family + version, with an optional per-backend image id override."""
+
+    family: Literal["ubuntu", "debian", "amazon-linux", "rhel"]
+    version: str
+    image_id: dict[str, str] = Field(
+        default_factory=dict, description="Per-backend image override, e.g. {aws: ami-0123456789abcdef0}."
+    )
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_str(cls, v: Any) -> Any:
+        # YAML reads 12 and 22.04 as numbers; keep the user's text.
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return f"{v:.2f}" if isinstance(v, float) else str(v)
+        return v
+
+    @model_validator(mode="after")
+    def _known(self) -> "Image":
+        known = SUPPORTED_IMAGES[self.family]
+        if self.version not in known:
+            raise ValueError(
+                f"{self.family} {self.version!r} is not supported; supported versions: {', '.join(known)}"
+            )
+        return self
+
+
+class DataDisk(_Model):
+    """An extra block device, formatted and mounted by recipes that use it."""
+
+    name: str
+    size_gb: int = Field(ge=1, le=65536)
+    mount_point: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _DISK_NAME_RE.match(v):
+            raise ValueError(f"{v!r} must be lowercase letters, digits and '-', starting with a letter, "
+                             "at most 31 characters")
+        return v
+
+    @field_validator("mount_point")
+    @classmethod
+    def _mount(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.startswith("/") or v == "/" or "//" in v or "/../" in f"{v}/" or any(c.isspace() for c in v):
+            raise ValueError(f"{v!r} must be an absolute path other than / without spaces or '..'")
+        return v.rstrip("/")
+
+
+def _parse_port(v: Any) -> Any:
+    if isinstance(v, str) and "-" in v:
+        lo, _, hi = v.partition("-")
+        try:
+            return (int(lo), int(hi))
+        except ValueError:
+            raise ValueError(f"{v!r} is not a port or a range like '8000-8100'") from None
+    if isinstance(v, str):
+        try:
+            return int(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a port or a range like '8000-8100'") from None
+    return v
+
+
+class IngressRule(_Model):
+    """Inbound traffic the VM accepts. Everything else inbound is dropped."""
+
+    protocol: Literal["tcp", "udp", "icmp"] = "tcp"
+    port: Annotated[int | tuple[int, int] | None, BeforeValidator(_parse_port)] = None
+    cidrs: list[Cidr] = Field(min_length=1)
+    description: str = ""
+    allow_public: bool = Field(
+        default=False, description="Required to open SSH or a database port to 0.0.0.0/0 or ::/0."
+    )
+
+    @property
+    def from_port(self) -> int | None:
+        return self.port[0] if isinstance(self.port, tuple) else self.port
+
+    @property
+    def to_port(self) -> int | None:
+        return self.port[1] if isinstance(self.port, tuple) else self.port
+
+    def covers(self, port: int) -> bool:
+        if self.protocol != "tcp" or self.port is None:
+            return False
+        return self.from_port <= port <= self.to_port  # type: ignore[operator]
+
+    @property
+    def ipv4_cidrs(self) -> list[str]:
+        return [c for c in self.cidrs if ipaddress.ip_network(c).version == 4]
+
+    @property
+    def ipv6_cidrs(self) -> list[str]:
+        return [c for c in self.cidrs if ipaddress.ip_network(c).version == 6]
+
+    @field_validator("port")
+    @classmethod
+    def _port_range(cls, v: Any) -> Any:
+        ports = v if isinstance(v, tuple) else (v,) if v is not None else ()
+        for p in ports:
+            if not 1 <= p <= 65535:
+                raise ValueError(f"{p} is not a port (1-65535)")
+        if isinstance(v, tuple) and v[0] > v[1]:
+            raise ValueError(f"range {v[0]}-{v[1]} is reversed")
+        if isinstance(v, tuple) and v[0] == v[1]:
+            return v[0]
+        return v
+
+    @model_validator(mode="after")
+    def _secure_by_default(self) -> "IngressRule":
+        if self.protocol == "icmp":
+            if self.port is not None:
+                raise ValueError("icmp rules take no port")
+            return self
+        if self.port is None:
+            raise ValueError(f"{self.protocol} rules need a port or a range")
+        if self.allow_public:
+            return self
+        world = [c for c in self.cidrs if _is_world(c)]
+        if not world:
+            return self
+        if self.covers(SSH_PORT):
+            raise ValueError(f"SSH (22) open to {', '.join(world)} is refused; restrict cidrs or set "
+                             "allow_public: true on this rule")
+        dbs = [f"{p} ({n})" for p, n in DATABASE_PORTS.items() if self.covers(p)]
+        if dbs:
+            raise ValueError(f"database port {', '.join(dbs)} open to {', '.join(world)} is refused; "
+                             "restrict cidrs or set allow_public: true on this rule")
+        return self
+
+
+class SshLogin(_Model):
+    """The login user cloud-init creates and the public key it authorizes."""
+
+    user: str = "polyvm"
+    public_key: str
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str) -> str:
+        if not _USER_RE.match(v):
+            raise ValueError(f"{v!r} is not a valid Linux user name")
+        if v in _RESERVED_USERS:
+            raise ValueError(f"{v!r} is a system account; choose another login user")
+        return v
+
+    @field_validator("public_key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        parts = v.split()
+        if len(parts) < 2 or parts[0] not in _PUBKEY_TYPES:
+            if "PRIVATE KEY" in v:
+                raise ValueError("this is a private key; give the public half (the .pub file)")
+            raise ValueError(f"not an OpenSSH public key (expected one of {', '.join(_PUBKEY_TYPES[:3])} …)")
+        import base64
+        import binascii
+
+        try:
+            base64.b64decode(parts[1], validate=True)
+        except binascii.Error:
+            raise ValueError("the key's base64 body is damaged") from None
+        return v
+
+
+class VmSpec(_Model):
+    """One cloud-neutral, validated description of a VM."""
+
+    name: str
+    size: Size
+    image: Image
+    root_disk_gb: int = Field(default=20, ge=8, le=16384)
+    data_disks: list[DataDisk] = Field(default_factory=list)
+    ingress: list[IngressRule] = Field(default_factory=list)
+    ssh: SshLogin
+    public_ip: bool = True
+    region: str | None = None
+    zone: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(f"{v!r} must be 1-63 lowercase letters, digits and '-', starting with a letter "
+                             "(it becomes a hostname)")
+        return v
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not _TAG_KEY_RE.match(k)]
+        if bad:
+            raise ValueError(f"tag keys {bad} must be 1-127 characters of letters, digits and _.:/=+@-")
+        if len(v) > 40:
+            raise ValueError("at most 40 tags")
+        return v
+
+    @field_validator("data_disks")
+    @classmethod
+    def _unique_disks(cls, disks: list[DataDisk]) -> list[DataDisk]:
+        # A field validator (not a model validator) so it reports alongside other fields' problems.
+        names = [d.name for d in disks]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        mounts = [d.mount_point for d in disks if d.mount_point]
+        dup_mounts = sorted({m for m in mounts if mounts.count(m) > 1})
+        problems = []
+        if dup:
+            problems.append(f"data disk names must be unique; repeated: {', '.join(dup)}")
+        if dup_mounts:
+            problems.append(f"data disk mount points must be unique; repeated: {', '.join(dup_mounts)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return disks
+
+    # --- conveniences used by backends and recipes -------------------------------------------------
+    def all_tags(self) -> dict[str, str]:
+        """User tags plus the ones polyvm adds everywhere (Name, managed-by)."""
+        return {"Name": self.name, "managed-by": "polyvm", **self.tags}
+
+    @property
+    def open_tcp_ports(self) -> list[int | tuple[int, int]]:
+        return [r.port for r in self.ingress if r.protocol == "tcp" and r.port is not None]
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith(("function-", "tuple[", "int")):
+            continue  # pydantic's internal union/validator labels say nothing to a user
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(spec)"
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    loc = _format_loc(tuple(err["loc"]))
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field (check its spelling; see docs/spec.md)"
+    if err["type"] == "missing":
+        msg = "is required"
+    if err["type"] == "literal_error":
+        msg = f"{err.get('input')!r} is not one of {msg.split('Input should be ')[-1]}"
+    return f"{loc}: {msg}"
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]:
+    """Turn pydantic's errors into 'field.path[0]: message' lines, without duplicates."""
+    seen: list[str] = []
+    for err in exc.errors(include_url=False):
+        line = _format_error(err)
+        if prefix:
+            line = f"{prefix}.{line}" if not line.startswith("(spec)") else f"{prefix}: {line[8:]}"
+        if line not in seen:
+            seen.append(line)
+    return seen
+
+
+def parse_spec(data: Mapping[str, Any] | None, *, source: str | None = None) -> VmSpec:
+    """Validate a plain mapping (from YAML or Pulumi config) into a VmSpec, or raise SpecError listing all problems."""
+    if not isinstance(data, Mapping):
+        raise SpecError([f"(spec): expected a mapping of fields, got {type(data).__name__}"], source=source)
+    try:
+        return VmSpec.model_validate(dict(data))
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc), source=source) from None
+
+
+def load_yaml(path: str | Path) -> Any:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {p}: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+
+
+def load_spec_file(path: str | Path) -> list[VmSpec]:
+    """Load a YAML file holding one spec (a mapping) or several (``vms: [...]``)."""
+    data = load_yaml(path)
+    if isinstance(data, Mapping) and "vms" in data and set(data) == {"vms"}:
+        items = data["vms"]
+        if not isinstance(items, list) or not items:
+            raise SpecError(["vms: expected a non-empty list of VM specs"], source=str(path))
+        specs, problems = [], []
+        for i, item in enumerate(items):
+            try:
+                specs.append(parse_spec(item))
+            except SpecError as exc:
+                problems += [f"vms[{i}].{p}" for p in exc.problems]
+        if problems:
+            raise SpecError(problems, source=str(path))
+        names = [s.name for s in specs]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise SpecError([f"vms: names must be unique; repeated: {', '.join(dup)}"], source=str(path))
+        return specs
+    return [parse_spec(data, source=str(path))]

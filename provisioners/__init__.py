@@ -1,0 +1,1 @@
+"""SSH provisioning layer (in progress)."""

@@ -1,0 +1,1 @@
+"""Recipes that turn a VM into a working service over SSH."""

@@ -1,0 +1,1 @@
+"""PostgreSQL recipe (in progress)."""
