@@ -83,11 +83,13 @@ class Plugins:
                     continue
                 try:
                     plugin = ep.load()
-                except Exception as exc:  # noqa: BLE001
+                    self.pm.register(plugin, ep.name)
+                    # A hookimpl whose name matches no hookspec is a typo: reject that plugin, keep the rest.
+                    self.pm.check_pending()
+                except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the rest
+                    if self.pm.get_plugin(ep.name) is not None:
+                        self.pm.unregister(name=ep.name)
                     self._warn(ep.name, exc)
-                    continue
-                self.pm.register(plugin, ep.name)
-        # A hookimpl whose name matches no hookspec is a typo; say so rather than ignore it.
         self.pm.check_pending()
 
     def register(self, plugin: Any, name: str | None = None) -> None:
