@@ -23,6 +23,8 @@ from .spec import SUPPORTED_IMAGES, VmSpec, format_validation_error
 if TYPE_CHECKING:
     import pulumi
 
+    from .plan import Plan
+
 #: Outputs every backend's VirtualMachine component registers, with the same meaning everywhere.
 OUTPUT_NAMES: tuple[str, ...] = (
     "public_ip",         # str | None: address to SSH to from outside (None without a public IP)
@@ -31,6 +33,26 @@ OUTPUT_NAMES: tuple[str, ...] = (
     "host_key",          # str | None: "ssh-ed25519 AAAA…" when known at creation, else None (trust on first use)
     "data_disk_devices", # dict[str, str]: data disk name -> stable device path the guest sees
 )
+
+#: One firewall rule in cloud-neutral form: (protocol, from_port, to_port, cidr). ``protocol`` is "tcp",
+#: "udp", "icmp" or "all"; ports are None for icmp and "all". Used by the contract suite to compare what a
+#: backend will enforce with what the spec asks (see :meth:`Backend.planned_ingress`).
+FirewallRule = tuple[str, "int | None", "int | None", str]
+
+#: Unrestricted outbound traffic, IPv4 and IPv6: the usual documented egress.
+ALL_EGRESS: frozenset[FirewallRule] = frozenset({("all", None, None, "0.0.0.0/0"), ("all", None, None, "::/0")})
+
+
+def spec_ingress_rules(spec: VmSpec) -> set[FirewallRule]:
+    """The spec's ingress rules in :data:`FirewallRule` form, one per (rule, cidr)."""
+    out: set[FirewallRule] = set()
+    for rule in spec.ingress:
+        for cidr in rule.cidrs:
+            if rule.protocol == "icmp":
+                out.add(("icmp", None, None, cidr))
+            else:
+                out.add((rule.protocol, rule.from_port, rule.to_port, cidr))
+    return out
 
 
 @dataclass(frozen=True)
@@ -113,6 +135,9 @@ class Backend(ABC):
     #: (name, inputs) -> outputs the cloud would add (may include "id"); and invoke token -> result.
     mock_outputs: ClassVar[dict[str, Any]] = {}
     mock_calls: ClassVar[dict[str, Any]] = {}
+    #: The outbound rules the backend applies, in FirewallRule form (``capabilities.egress`` says it in
+    #: words). The contract suite checks that :meth:`planned_egress` equals this.
+    egress_rules: ClassVar[frozenset[FirewallRule]] = ALL_EGRESS
 
     # --- validation ----------------------------------------------------------------------------------
     def unsupported(self, spec: VmSpec) -> list[str]:
@@ -187,6 +212,26 @@ class Backend(ABC):
             settings = self.parse_settings(settings)
         self.require_sdk()
         return self.create(spec, settings, opts)
+
+    # --- reading an offline plan (the contract suite, polyvm.testing) ------------------------------------
+    # Each takes the Plan of ONE VM (polyvm.plan.plan(backend, [spec])) and reads back what the backend
+    # declared, so the contract can compare it with the spec. Guest-firewall backends return the rules
+    # they will apply inside the guest.
+    def planned_ingress(self, plan: "Plan") -> set[FirewallRule]:
+        """Inbound traffic the planned VM accepts, one FirewallRule per (protocol, ports, cidr)."""
+        raise NotImplementedError(f"backend {self.name!r} does not implement planned_ingress")
+
+    def planned_egress(self, plan: "Plan") -> set[FirewallRule]:
+        """Outbound traffic the planned VM may send, in FirewallRule form."""
+        raise NotImplementedError(f"backend {self.name!r} does not implement planned_egress")
+
+    def planned_disks(self, plan: "Plan") -> dict[str, int]:
+        """The planned data disks (root disk excluded): spec disk name -> size in GB."""
+        raise NotImplementedError(f"backend {self.name!r} does not implement planned_disks")
+
+    def planned_tags(self, plan: "Plan") -> dict[str, str]:
+        """Tags (labels) on the planned VM resource itself, as key -> value."""
+        raise NotImplementedError(f"backend {self.name!r} does not implement planned_tags")
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description,

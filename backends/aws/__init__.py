@@ -53,6 +53,28 @@ class AwsBackend(Backend):
         assert isinstance(settings, AwsSettings)
         return AwsVirtualMachine(spec, settings, opts)
 
+    # --- reading a plan back (contract suite) ---------------------------------------------------------
+    def _sg(self, plan: Any) -> dict[str, Any]:
+        (sg,) = plan.by_type("aws:ec2/securityGroup:SecurityGroup")
+        return sg.inputs
+
+    def planned_ingress(self, plan: Any) -> set:
+        from .mapping import firewall_rules
+
+        return firewall_rules(self._sg(plan).get("ingress") or [])
+
+    def planned_egress(self, plan: Any) -> set:
+        from .mapping import firewall_rules
+
+        return firewall_rules(self._sg(plan).get("egress") or [])
+
+    def planned_disks(self, plan: Any) -> dict[str, int]:
+        return {v.inputs["tags"]["polyvm-disk"]: int(v.inputs["size"]) for v in plan.by_type("aws:ebs/volume:Volume")}
+
+    def planned_tags(self, plan: Any) -> dict[str, str]:
+        (vm,) = plan.by_type("aws:ec2/instance:Instance")
+        return dict(vm.inputs.get("tags") or {})
+
 
 @hookimpl
 def polyvm_register_backends(register):

@@ -146,3 +146,19 @@ def volume_args(spec: VmSpec) -> list[dict[str, Any]]:
 def guest_device_path(volume_id: str) -> str:
     """Where a Nitro guest sees the volume: /dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0abc…"""
     return DEVICE_BY_ID.format(volume_id_nodash=volume_id.replace("-", "", 1))
+
+
+def firewall_rules(sg_rules: list[dict[str, Any]]) -> set[tuple[str, int | None, int | None, str]]:
+    """Security group rules as recorded in a plan (camelCase inputs) -> polyvm FirewallRule tuples."""
+    out: set[tuple[str, int | None, int | None, str]] = set()
+    for r in sg_rules:
+        proto = str(r.get("protocol"))
+        cidrs = list(r.get("cidrBlocks") or []) + list(r.get("ipv6CidrBlocks") or [])
+        for cidr in cidrs:
+            if proto in ("-1", "all"):
+                out.add(("all", None, None, cidr))
+            elif proto in ("icmp", "icmpv6", "1", "58"):
+                out.add(("icmp", None, None, cidr))
+            else:
+                out.add((proto, int(r["fromPort"]), int(r["toPort"]), cidr))
+    return out

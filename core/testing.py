@@ -1,0 +1,463 @@
+"""The backend contract suite, shipped as a pytest plugin (entry point ``pytest11: polyvm_contract``).
+
+Every backend, built-in or third-party, runs the same tests under Pulumi's mock runtime (no cloud, no
+credentials) with one class in its own test suite::
+
+    from polyvm.testing import BackendContract
+    from my_polyvm_backend import MyBackend
+
+    class TestMyBackend(BackendContract):
+        backend = MyBackend()
+        settings = {"project": "demo"}   # optional: what Pulumi config polyvm:<name> would hold
+
+The sample specs are derived from the backend's declared :class:`~polyvm.backend.Capabilities`: every
+feature it claims is exercised, every feature it lacks must be rejected with an
+:class:`~polyvm.errors.UnsupportedFeatureError` naming the backend and the option, before any resource
+is declared. The backend reads its plan back through ``Backend.planned_ingress/planned_egress/
+planned_disks/planned_tags`` so the contract can compare the declared firewall, disks and tags with
+the spec.
+
+Importing this module is cheap (it runs in every pytest session where polyvm is installed): Pulumi and
+cryptography are imported only when a contract test runs; no cloud SDK is ever imported here.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+import pytest
+
+from .backend import OUTPUT_NAMES, Backend, BackendSettings, Capabilities, FirewallRule, spec_ingress_rules
+from .errors import MissingDependencyError, SpecError, UnsupportedFeatureError
+from .spec import DATABASE_PORTS, SSH_PORT, SUPPORTED_IMAGES, VmSpec, parse_spec
+
+if TYPE_CHECKING:
+    from .plan import Plan
+
+__all__ = ["BackendContract", "contract_public_key", "sample_spec_data", "plan_of", "find_in_clear"]
+
+#: Addresses from the documentation ranges (RFC 5737/3849) and private space: never routable to anyone.
+ADMIN_CIDR = "203.0.113.0/24"
+ADMIN_CIDR6 = "2001:db8::/32"
+APP_CIDR = "10.0.0.0/8"
+_FAMILY_PREFERENCE = ("ubuntu", "debian", "rhel", "amazon-linux")
+
+
+@functools.lru_cache(maxsize=1)
+def contract_public_key() -> str:
+    """A freshly generated ed25519 login public key (OpenSSH format), one per test session."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    pub = Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return pub.decode() + " polyvm-contract"
+
+
+def _default_image(caps: Capabilities) -> dict[str, str]:
+    for family in _FAMILY_PREFERENCE:
+        if family in caps.os_families:
+            return {"family": family, "version": SUPPORTED_IMAGES[family][0]}
+    family = sorted(caps.os_families)[0]
+    return {"family": family, "version": SUPPORTED_IMAGES[family][0]}
+
+
+def sample_spec_data(caps: Capabilities, kind: str = "full", *, name: str | None = None,
+                     region: str | None = None, zone: str | None = None) -> dict[str, Any]:
+    """A standard sample spec (as plain data) using only what ``caps`` claims to support.
+
+    kinds: ``minimal`` (no ingress, no disks), ``full`` (every supported ingress form, data disks, tags,
+    region/zone when given), ``private`` (no public IP; only when the backend can do that).
+    """
+    data: dict[str, Any] = {
+        "name": name or f"contract-{kind}",
+        "size": {"cpus": 2, "memory_gb": 4},
+        "image": _default_image(caps),
+        "ssh": {"user": "polyvm", "public_key": contract_public_key()},
+        "public_ip": caps.public_ip,
+    }
+    if kind == "private":
+        data["public_ip"] = False
+    if kind in ("full", "private"):
+        admin = [ADMIN_CIDR] + ([ADMIN_CIDR6] if caps.ipv6_ingress else [])
+        ingress: list[dict[str, Any]] = [
+            {"protocol": "tcp", "port": SSH_PORT, "cidrs": admin, "description": "ssh from admins"},
+            {"protocol": "tcp", "port": 5432, "cidrs": [APP_CIDR], "description": "postgres from apps"},
+        ]
+        if caps.port_ranges:
+            ingress.append({"protocol": "tcp", "port": "8000-8100", "cidrs": [APP_CIDR]})
+        if "udp" in caps.protocols:
+            ingress.append({"protocol": "udp", "port": 51820, "cidrs": [ADMIN_CIDR]})
+        if "icmp" in caps.protocols:
+            ingress.append({"protocol": "icmp", "cidrs": admin})
+        data["ingress"] = ingress
+        ndisks = min(2, caps.max_data_disks)
+        data["data_disks"] = [{"name": "data", "size_gb": 10, "mount_point": "/srv/data"},
+                              {"name": "wal", "size_gb": 25}][:ndisks]
+        if caps.tags:
+            data["tags"] = {"env": "contract", "team": "data"}
+        if region and caps.regions:
+            data["region"] = region
+        if zone and caps.zones:
+            data["zone"] = zone
+    return data
+
+
+def plan_of(backend: Backend, specs: list[VmSpec], settings: Mapping[str, Any] | None) -> "Plan":
+    from .plan import plan
+
+    return plan(backend, specs, settings, backends=[backend])
+
+
+def find_in_clear(value: Any, marker: str, path: str = "") -> list[str]:
+    """Paths in recorded resource inputs where ``marker`` appears outside a Pulumi secret."""
+    from pulumi.runtime import rpc
+
+    if isinstance(value, str):
+        return [path or "(value)"] if marker in value else []
+    if isinstance(value, Mapping):
+        if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
+            return []
+        out = []
+        for k, v in value.items():
+            out += find_in_clear(v, marker, f"{path}.{k}" if path else str(k))
+        return out
+    if isinstance(value, (list, tuple)):
+        out = []
+        for i, v in enumerate(value):
+            out += find_in_clear(v, marker, f"{path}[{i}]")
+        return out
+    return []
+
+
+def _covers(rule: FirewallRule, port: int) -> bool:
+    proto, lo, hi, _cidr = rule
+    if proto == "all":
+        return True
+    if proto != "tcp":
+        return False
+    return lo is not None and hi is not None and lo <= port <= hi
+
+
+def _fmt(rules: set[FirewallRule]) -> str:
+    return "\n".join(f"    {r}" for r in sorted(rules, key=repr)) or "    (none)"
+
+
+class BackendContract:
+    """Mix into a test class and set ``backend``; pytest collects the inherited ``test_*`` methods."""
+
+    #: The backend under test (an instance).
+    backend: ClassVar[Backend]
+    #: What Pulumi config ``polyvm:<name>`` holds for the plans (validated by the backend's settings model).
+    settings: ClassVar[Mapping[str, Any] | None] = None
+    #: Region/zone used in the full sample spec, when the backend supports them (e.g. "eastus", "eu-west-1a").
+    region: ClassVar[str | None] = None
+    zone: ClassVar[str | None] = None
+    #: Values used to probe the per-backend overrides.
+    instance_type_override: ClassVar[str] = "contract-instance-type"
+    image_id_override: ClassVar[str] = "contract-image-id"
+    #: Backend-specific limits beyond the capabilities: (patch merged into the full sample spec,
+    #: text the error must contain). Each must be rejected before anything is declared.
+    extra_unsupported: ClassVar[tuple[tuple[dict[str, Any], str], ...]] = ()
+
+    # --- helpers -------------------------------------------------------------------------------------
+    @classmethod
+    def _cache(cls) -> dict[str, Any]:
+        if "_contract_cache" not in cls.__dict__:
+            cls._contract_cache = {}  # type: ignore[attr-defined]
+        return cls.__dict__["_contract_cache"]
+
+    @property
+    def caps(self) -> Capabilities:
+        return self.backend.capabilities
+
+    def spec(self, kind: str = "full", **patch: Any) -> VmSpec:
+        data = sample_spec_data(self.caps, kind, region=self.region, zone=self.zone)
+        data.update(patch)
+        return parse_spec(data)
+
+    def sample_kinds(self) -> list[str]:
+        kinds = ["minimal", "full"]
+        if self.caps.private_ip_only and self.caps.public_ip:
+            kinds.append("private")
+        return kinds
+
+    def plan(self, kind: str) -> tuple[VmSpec, "Plan"]:
+        cache = self._cache()
+        if kind not in cache:
+            spec = self.spec(kind)
+            cache[kind] = (spec, plan_of(self.backend, [spec], self.settings))
+        return cache[kind]
+
+    def plans(self) -> list[tuple[str, VmSpec, "Plan"]]:
+        return [(k, *self.plan(k)) for k in self.sample_kinds()]
+
+    def _component(self, plan: "Plan", spec: VmSpec):
+        token = f"polyvm:{self.backend.name}:VirtualMachine"
+        comps = plan.by_type(token)
+        assert len(comps) == 1, f"expected exactly one {token}, found {len(comps)}"
+        assert comps[0].name == spec.name, f"the component is named {comps[0].name!r}, not the VM name {spec.name!r}"
+        return comps[0]
+
+    def _declare_expecting_rejection(self, spec: VmSpec, settings: Any = None) -> SpecError:
+        """Run the program under mocks; return the SpecError it raised, and check nothing was declared."""
+        from .plan import run_mocked
+        from .program import declare
+
+        def program() -> Any:
+            try:
+                declare(self.backend, [spec], self.settings if settings is None else settings, export=False)
+            except SpecError as exc:
+                return exc
+            return None
+
+        err, _mocks, monitor = run_mocked(program, [self.backend])
+        assert err is not None, "the spec was accepted"
+        assert not monitor.registered, (
+            "resources were declared before the spec was rejected: "
+            + ", ".join(f"{t} {n}" for _u, _p, t, n, _c in monitor.registered))
+        return err
+
+    # --- the backend's declarations --------------------------------------------------------------------
+    def test_declaration(self) -> None:
+        be = self.backend
+        assert isinstance(be, Backend)
+        assert isinstance(be.name, str) and be.name.replace("-", "").isalnum() and be.name == be.name.lower(), \
+            f"backend name {be.name!r} must be lowercase letters, digits and '-'"
+        assert be.description, "the backend needs a one-line description (shown by `polyvm backends`)"
+        assert isinstance(be.capabilities, Capabilities)
+        assert be.capabilities.egress.strip(), "capabilities.egress must say what outbound traffic is allowed"
+        assert be.capabilities.os_families, "the backend must support at least one OS family"
+        assert issubclass(be.settings_model, BackendSettings)
+        if be.sdk_modules:
+            assert be.extra, "a backend with sdk_modules must name the extra that installs them"
+        for rule in be.egress_rules:
+            assert len(rule) == 4 and rule[0] in ("tcp", "udp", "icmp", "all"), f"bad egress rule {rule!r}"
+
+    def test_importing_backend_does_not_import_sdk(self) -> None:
+        module = type(self.backend).__module__
+        sdks = [m for m in self.backend.sdk_modules]
+        code = ("import sys, importlib; importlib.import_module(%r); "
+                "print(sorted(m for m in %r if m in sys.modules))" % (module, sdks))
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, f"importing {module} failed:\n{out.stderr[-2000:]}"
+        assert out.stdout.strip() == "[]", f"importing {module} imported its SDK {out.stdout.strip()}; " \
+                                           "import it inside the backend only when declaring"
+
+    def test_missing_sdk_gives_install_hint(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        if not self.backend.sdk_modules:
+            assert self.backend.require_sdk() == {}
+            return
+        for mod in self.backend.sdk_modules:
+            monkeypatch.setitem(sys.modules, mod, None)  # makes `import mod` raise ImportError
+        with pytest.raises(MissingDependencyError) as info:
+            self.backend.declare(self.spec("minimal"), self.settings)
+        assert f"pip install 'polyvm[{self.backend.extra}]'" in str(info.value)
+
+    def test_unknown_setting_is_rejected(self) -> None:
+        bad = {**dict(self.settings or {}), "no_such_option": 1}
+        with pytest.raises(SpecError) as info:
+            self.backend.parse_settings(bad)
+        assert f"polyvm:{self.backend.name}.no_such_option" in str(info.value)
+        err = self._declare_expecting_rejection(self.spec("minimal"), settings=bad)
+        assert "no_such_option" in str(err)
+
+    # --- the component tree ----------------------------------------------------------------------------
+    def test_exactly_one_component_and_everything_under_it(self) -> None:
+        for kind, spec, plan in self.plans():
+            comp = self._component(plan, spec)
+            assert comp.parent is None, f"[{kind}] the component must be a root of the stack"
+            by_urn = {r.urn: r for r in plan.resources}
+            for res in plan.resources:
+                if res is comp:
+                    continue
+                chain, cur = [], res
+                while cur.parent is not None and cur.parent in by_urn and cur.urn not in chain:
+                    chain.append(cur.urn)
+                    cur = by_urn[cur.parent]
+                assert cur is comp, f"[{kind}] {res.type} {res.name} is not a descendant of the component"
+            assert any(r.custom for r in plan.resources), f"[{kind}] the plan declares no cloud resource"
+
+    def test_two_vms_in_one_stack(self) -> None:
+        a = parse_spec(sample_spec_data(self.caps, "full", name="contract-a", region=self.region, zone=self.zone))
+        b = parse_spec(sample_spec_data(self.caps, "full", name="contract-b", region=self.region, zone=self.zone))
+        plan = plan_of(self.backend, [a, b], self.settings)
+        token = f"polyvm:{self.backend.name}:VirtualMachine"
+        assert sorted(r.name for r in plan.by_type(token)) == ["contract-a", "contract-b"]
+        urns = [r.urn for r in plan.resources]
+        assert len(urns) == len(set(urns)), "two VMs in one stack declare resources with the same name"
+        assert set(plan.outputs) == {"contract-a", "contract-b"}
+
+    # --- outputs ---------------------------------------------------------------------------------------
+    def test_outputs(self) -> None:
+        for kind, spec, plan in self.plans():
+            outs = plan.outputs.get(spec.name)
+            assert outs is not None, f"[{kind}] no outputs for {spec.name}"
+            missing = [k for k in OUTPUT_NAMES if k not in outs]
+            assert not missing, f"[{kind}] outputs missing: {missing}"
+            if spec.public_ip:
+                assert outs["public_ip"], f"[{kind}] public_ip is empty although the spec asks for one"
+                ipaddress.ip_address(outs["public_ip"])
+            else:
+                assert outs["public_ip"] is None, f"[{kind}] public_ip must be None for a private VM"
+            assert outs["private_ip"], f"[{kind}] private_ip is empty"
+            ipaddress.ip_address(outs["private_ip"])
+            assert outs["ssh_user"] == spec.ssh.user
+            if self.caps.host_key_at_creation:
+                hk = outs["host_key"]
+                assert isinstance(hk, str) and hk.startswith("ssh-") and len(hk.split()) >= 2, \
+                    f"[{kind}] host_key must be an OpenSSH public key when host_key_at_creation, got {hk!r}"
+            devices = outs["data_disk_devices"] or {}
+            assert sorted(devices) == sorted(d.name for d in spec.data_disks), \
+                f"[{kind}] data_disk_devices keys {sorted(devices)} != data disk names"
+            paths = list(devices.values())
+            assert all(isinstance(p, str) and p.startswith("/dev/") for p in paths), \
+                f"[{kind}] data disk device paths must be /dev/... paths: {paths}"
+            assert len(set(paths)) == len(paths), f"[{kind}] two data disks share a device path: {paths}"
+
+    # --- firewall ----------------------------------------------------------------------------------------
+    def test_ingress_is_exactly_the_spec(self) -> None:
+        for kind, spec, plan in self.plans():
+            want = spec_ingress_rules(spec)
+            got = set(self.backend.planned_ingress(plan))
+            assert got == want, (f"[{kind}] planned ingress differs from the spec\n  extra:\n{_fmt(got - want)}"
+                                 f"\n  missing:\n{_fmt(want - got)}")
+
+    def test_egress_is_as_documented(self) -> None:
+        for kind, _spec, plan in self.plans():
+            got = set(self.backend.planned_egress(plan))
+            assert got == set(self.backend.egress_rules), (
+                f"[{kind}] planned egress differs from the documented egress_rules "
+                f"({self.caps.egress})\n  planned:\n{_fmt(got)}\n  documented:\n{_fmt(set(self.backend.egress_rules))}")
+
+    def test_no_world_open_ssh_or_database_by_default(self) -> None:
+        for kind, _spec, plan in self.plans():
+            for rule in self.backend.planned_ingress(plan):
+                if ipaddress.ip_network(rule[3]).prefixlen == 0:
+                    for port in (SSH_PORT, *DATABASE_PORTS):
+                        assert not _covers(rule, port), f"[{kind}] port {port} is open to the world: {rule}"
+
+    def test_world_open_ssh_only_with_allow_public(self) -> None:
+        rule = {"protocol": "tcp", "port": 22, "cidrs": ["0.0.0.0/0"], "allow_public": True}
+        spec = self.spec("minimal", ingress=[rule])
+        plan = plan_of(self.backend, [spec], self.settings)
+        assert set(self.backend.planned_ingress(plan)) == {("tcp", 22, 22, "0.0.0.0/0")}
+
+    # --- disks, tags, secrets --------------------------------------------------------------------------
+    def test_data_disks(self) -> None:
+        for kind, spec, plan in self.plans():
+            want = {d.name: d.size_gb for d in spec.data_disks}
+            got = dict(self.backend.planned_disks(plan))
+            assert got == want, f"[{kind}] planned data disks {got} differ from the spec's {want}"
+
+    def test_tags_applied(self) -> None:
+        if not self.caps.tags:
+            return  # rejection of tags is checked by test_unsupported_options_are_rejected
+        _k, spec, plan = self.plans()[1]  # the full spec carries tags
+        got = self.backend.planned_tags(plan)
+        missing = {k: v for k, v in spec.tags.items() if got.get(k) != v}
+        assert not missing, f"tags not applied to the VM: {missing} (planned: {got})"
+        assert got.get("managed-by") == "polyvm", f"the VM lacks the managed-by=polyvm tag (planned: {got})"
+
+    def test_no_private_key_or_user_data_in_clear(self) -> None:
+        for kind, _spec, plan in self.plans():
+            for res in plan.resources:
+                for marker in ("PRIVATE KEY", "#cloud-config"):
+                    leaks = find_in_clear(res.inputs, marker)
+                    assert not leaks, f"[{kind}] {res.type} {res.name}: {marker!r} in clear at {leaks}"
+
+    # --- what the backend cannot do ------------------------------------------------------------------------
+    def unsupported_probes(self) -> list[tuple[str, dict[str, Any], str]]:
+        """(label, patch to the full sample spec, text the error must name) for each lacking capability."""
+        caps, name = self.caps, self.backend.name
+        probes: list[tuple[str, dict[str, Any], str]] = []
+        for family, versions in SUPPORTED_IMAGES.items():
+            if family not in caps.os_families:
+                probes.append((f"os {family}", {"image": {"family": family, "version": versions[0]}},
+                               "image.family"))
+        if caps.max_data_disks < 64:
+            disks = [{"name": f"d{i}", "size_gb": 1} for i in range(caps.max_data_disks + 1)]
+            probes.append(("too many data disks", {"data_disks": disks}, "data_disks"))
+        if not caps.private_ip_only:
+            probes.append(("private VM", {"public_ip": False}, "public_ip"))
+        if not caps.public_ip:
+            probes.append(("public IP", {"public_ip": True}, "public_ip"))
+        for proto in ("udp", "icmp"):
+            if proto not in caps.protocols:
+                rule = {"protocol": proto, "cidrs": [ADMIN_CIDR], **({"port": 53} if proto == "udp" else {})}
+                probes.append((f"{proto} ingress", {"ingress": [rule]}, "protocol"))
+        if not caps.ipv6_ingress:
+            probes.append(("IPv6 ingress", {"ingress": [{"port": 22, "cidrs": [ADMIN_CIDR6]}]}, "IPv6"))
+        if not caps.port_ranges:
+            probes.append(("port range", {"ingress": [{"port": "8000-8100", "cidrs": [APP_CIDR]}]}, "port range"))
+        if not caps.instance_type_override:
+            probes.append(("instance type", {"size": {"cpus": 2, "memory_gb": 4, "instance_type":
+                                                      {name: self.instance_type_override}}}, "size.instance_type"))
+        if not caps.image_id_override:
+            image = {**_default_image(caps), "image_id": {name: self.image_id_override}}
+            probes.append(("image id", {"image": image}, "image.image_id"))
+        if not caps.regions:
+            probes.append(("region", {"region": "contract-region-1"}, "region"))
+        if not caps.zones:
+            probes.append(("zone", {"zone": "contract-zone-1a"}, "zone"))
+        if not caps.tags:
+            probes.append(("tags", {"tags": {"env": "contract"}}, "tags"))
+        for i, (patch, text) in enumerate(self.extra_unsupported):
+            probes.append((f"extra_unsupported[{i}]", patch, text))
+        return probes
+
+    def test_unsupported_options_are_rejected(self) -> None:
+        failures = []
+        for label, patch, text in self.unsupported_probes():
+            spec = self.spec("full", **patch)
+            try:
+                self.backend.check(spec)
+            except UnsupportedFeatureError as exc:
+                direct: Exception | None = exc
+            else:
+                direct = None
+            try:
+                err = self._declare_expecting_rejection(spec)
+            except AssertionError as exc:
+                failures.append(f"{label}: {exc}")
+                continue
+            msg = str(err)
+            if f"backend {self.backend.name!r}" not in msg or text not in msg:
+                failures.append(f"{label}: the error must name backend {self.backend.name!r} and {text!r}: {msg}")
+            if direct is None and text not in msg:
+                failures.append(f"{label}: Backend.check() accepted the spec")
+        assert not failures, "unsupported options not rejected properly:\n" + "\n".join(failures)
+
+    def test_supported_options_plan(self) -> None:
+        """Everything the capabilities claim works: every OS family/version, overrides, max data disks."""
+        caps, name = self.caps, self.backend.name
+        variants: list[tuple[str, dict[str, Any]]] = []
+        for family in sorted(caps.os_families):
+            for version in SUPPORTED_IMAGES[family]:
+                variants.append((f"{family} {version}", {"image": {"family": family, "version": version}}))
+        if caps.instance_type_override:
+            variants.append(("instance type override", {"size": {"cpus": 2, "memory_gb": 4, "instance_type":
+                                                                 {name: self.instance_type_override}}}))
+        if caps.image_id_override:
+            variants.append(("image id override",
+                             {"image": {**_default_image(caps), "image_id": {name: self.image_id_override}}}))
+        if 0 < caps.max_data_disks <= 64:
+            variants.append(("max data disks", {"data_disks": [{"name": f"d{i}", "size_gb": 1 + i}
+                                                               for i in range(caps.max_data_disks)]}))
+        for size in ({"cpus": 1, "memory_gb": 0.5}, {"cpus": 8, "memory_gb": 32}):
+            variants.append((f"size {size}", {"size": size}))
+        failures = []
+        for label, patch in variants:
+            spec = self.spec("full", **patch)
+            try:
+                plan = plan_of(self.backend, [spec], self.settings)
+                self._component(plan, spec)
+                assert dict(self.backend.planned_disks(plan)) == {d.name: d.size_gb for d in spec.data_disks}
+            except Exception as exc:  # noqa: BLE001 - collect every failing variant
+                failures.append(f"{label}: {type(exc).__name__}: {exc}")
+        assert not failures, "specs within the declared capabilities failed to plan:\n" + "\n".join(failures)
