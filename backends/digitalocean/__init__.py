@@ -1,1 +1,99 @@
-"""digitalocean backend (in progress)."""
+"""DigitalOcean backend: Droplet, cloud firewall, block storage volumes (pulumi-digitalocean 4.x)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from pydantic import field_validator
+
+from polyvm.backend import Backend, BackendSettings, Capabilities
+from polyvm.hookspecs import hookimpl
+from polyvm.spec import VmSpec
+
+from . import mapping as m
+
+_REGION_RE = re.compile(r"^[a-z]{3}[0-9]$")
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class DigitalOceanSettings(BackendSettings):
+    """Pulumi config ``polyvm:digitalocean``.
+
+    ``region`` is the default region slug (``fra1``, ``nyc3`` …); a spec's own ``region`` wins, and one of
+    the two is required. ``vpc_uuid`` places the Droplets in that VPC (else the region's default VPC).
+    """
+
+    region: str | None = None
+    vpc_uuid: str | None = None
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: str | None) -> str | None:
+        if v is not None and not _REGION_RE.match(v):
+            raise ValueError(f"{v!r} is not a DigitalOcean region slug (like fra1, nyc3, sgp1)")
+        return v
+
+    @field_validator("vpc_uuid")
+    @classmethod
+    def _vpc(cls, v: str | None) -> str | None:
+        if v is not None and not _UUID_RE.match(v):
+            raise ValueError(f"{v!r} is not a VPC UUID (like 8d3c1e2a-0b4f-4c8e-9a1d-2f6b7c8d9e0f)")
+        return v
+
+
+def _numeric_id(name: str) -> str:
+    return str(100000000 + int(hashlib.sha256(name.encode()).hexdigest()[:7], 16))
+
+
+class DigitalOceanBackend(Backend):
+    name = "digitalocean"
+    description = "DigitalOcean Droplet, cloud firewall and block storage volumes (pulumi-digitalocean)"
+    capabilities = Capabilities(
+        firewall="cloud",
+        egress="all (explicit tcp, udp and icmp rules to 0.0.0.0/0 and ::/0)",
+        max_data_disks=m.MAX_VOLUMES,
+        public_ip=True,
+        private_ip_only=True,
+        host_key_at_creation=True,
+        os_families=frozenset({"ubuntu", "debian", "rhel"}),
+        zones=False,
+        notes=("rhel means Rocky Linux 9; amazon-linux only with image.image_id.digitalocean. "
+               "Tags become 'key:value' tag names. The Droplet size also sets the root disk, so a large "
+               "root_disk_gb picks a larger size."),
+    )
+    settings_model = DigitalOceanSettings
+    sdk_modules = ("pulumi_digitalocean", "pulumi_tls")
+    extra = "digitalocean"
+    mock_outputs = {
+        "digitalocean:index/droplet:Droplet": lambda name, inputs: {
+            "id": _numeric_id(name),
+            "ipv4Address": "203.0.113.20" if inputs.get("publicNetworking", True) else "",
+            "ipv4AddressPrivate": "10.114.0.2",
+            "urn": f"do:droplet:{_numeric_id(name)}",
+        },
+        "digitalocean:index/sshKey:SshKey": lambda name, inputs: {
+            "id": _numeric_id(name), "fingerprint": "3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa"},
+        "digitalocean:index/volume:Volume": lambda name, inputs: {
+            "id": "506f78a4-" + hashlib.sha256(name.encode()).hexdigest()[:4] + "-11ef-8e21-0a58ac14a1b2"},
+    }
+    mock_calls: dict[str, Any] = {}
+
+    def unsupported(self, spec: VmSpec) -> list[str]:
+        out = super().unsupported(spec)
+        if "digitalocean" in spec.image.image_id:
+            # A custom image makes any family possible; the family then only picks the recipe.
+            out = [p for p in out if not p.startswith("image.family ")]
+        return out + m.unsupported(spec)
+
+    def create(self, spec: VmSpec, settings: BackendSettings, opts: Any = None) -> Any:
+        from .component import DigitalOceanVirtualMachine
+
+        assert isinstance(settings, DigitalOceanSettings)
+        return DigitalOceanVirtualMachine(spec, settings, opts)
+
+
+@hookimpl
+def polyvm_register_backends(register):
+    register(DigitalOceanBackend())

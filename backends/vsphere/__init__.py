@@ -1,1 +1,125 @@
-"""vsphere backend (in progress)."""
+"""vSphere backend: a VM cloned from a template, cloud-init through guestinfo (pulumi-vsphere 4.x).
+
+vSphere has no firewall resource: ingress is enforced in the guest (nftables, applied over SSH by the
+provisioning layer), and :meth:`VsphereBackend.planned_ingress` returns the rules that will be applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import uuid
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from polyvm.backend import Backend, BackendSettings, Capabilities
+from polyvm.hookspecs import hookimpl
+from polyvm.spec import SUPPORTED_IMAGES, VmSpec
+
+from . import mapping as m
+
+
+class VsphereSettings(BackendSettings):
+    """Pulumi config ``polyvm:vsphere``: where the VM goes and what it is cloned from (names, not ids).
+
+    Exactly one of ``cluster`` (its root resource pool is used) and ``resource_pool`` (a path such as
+    ``cluster1/Resources/db``) is required. ``template`` is a VM template with open-vm-tools and cloud-init
+    (>= 21.3, VMware datasource); ``image.image_id.vsphere`` in a spec picks another template for that VM.
+    """
+
+    datacenter: str = Field(min_length=1)
+    datastore: str = Field(min_length=1)
+    network: str = Field(min_length=1)
+    template: str = Field(min_length=1)
+    cluster: str | None = None
+    resource_pool: str | None = None
+    folder: str | None = None
+    #: Guest customization on clone (hostname, DHCP on the one NIC); false leaves it all to cloud-init.
+    customize: bool = True
+    domain: str = "local"
+    dns_servers: list[str] = Field(default_factory=list)
+    linked_clone: bool = False
+
+    @field_validator("dns_servers")
+    @classmethod
+    def _dns(cls, v: list[str]) -> list[str]:
+        for s in v:
+            try:
+                ipaddress.ip_address(s)
+            except ValueError:
+                raise ValueError(f"{s!r} is not an IP address") from None
+        return v
+
+    @model_validator(mode="after")
+    def _placement(self) -> "VsphereSettings":
+        if bool(self.cluster) == bool(self.resource_pool):
+            raise ValueError("set exactly one of cluster (use its root resource pool) and resource_pool "
+                             f"(got {'both' if self.cluster else 'neither'})")
+        return self
+
+
+def _uuid(name: str) -> str:
+    return str(uuid.UUID(hashlib.sha256(name.encode()).hexdigest()[:32]))
+
+
+def _mock_vm(name: str, inputs: dict) -> dict:
+    # The cloud adds each disk's UUID; the mock derives one per label (vSphere's start with 6000C29).
+    disks = [dict(d, uuid="6000C29" + _uuid(f"{name}/{d.get('label')}")[7:]) for d in inputs.get("disks", [])]
+    return {"id": _uuid(name), "uuid": _uuid(name), "defaultIpAddress": "192.0.2.50",
+            "guestIpAddresses": ["192.0.2.50"], "disks": disks, "moid": "vm-1001"}
+
+
+class VsphereBackend(Backend):
+    name = "vsphere"
+    description = "vSphere VM cloned from a template, cloud-init via guestinfo (pulumi-vsphere)"
+    capabilities = Capabilities(
+        firewall="guest",
+        egress="all (nftables output policy accept, applied in the guest)",
+        max_data_disks=m.MAX_DATA_DISKS,
+        public_ip=True,
+        private_ip_only=True,
+        host_key_at_creation=True,
+        os_families=frozenset(SUPPORTED_IMAGES),
+        instance_type_override=False,
+        regions=False,
+        zones=False,
+        notes=("One address from the port group: reported as public_ip (when public_ip: true) and "
+               "private_ip; whether it is reachable from the internet is up to your network. Ingress is "
+               "enforced by nftables in the guest. The template must be of the spec's OS family. "
+               "Tags are written to the VM's Notes as key=value lines (no vCenter tag objects)."),
+    )
+    settings_model = VsphereSettings
+    sdk_modules = ("pulumi_vsphere", "pulumi_tls")
+    extra = "vsphere"
+    mock_outputs = {"vsphere:index/virtualMachine:VirtualMachine": _mock_vm}
+    mock_calls = {
+        "vsphere:index/getDatacenter:getDatacenter": lambda a: {"id": "datacenter-3", "name": a.get("name")},
+        "vsphere:index/getDatastore:getDatastore": lambda a: {"id": "datastore-14", "name": a["name"]},
+        "vsphere:index/getComputeCluster:getComputeCluster": lambda a: {
+            "id": "domain-c8", "name": a["name"], "resourcePoolId": "resgroup-9"},
+        "vsphere:index/getResourcePool:getResourcePool": lambda a: {"id": "resgroup-42", "name": a.get("name")},
+        "vsphere:index/getNetwork:getNetwork": lambda a: {"id": "network-15", "name": a["name"], "type": "Network"},
+        "vsphere:index/getVirtualMachine:getVirtualMachine": lambda a: {
+            "id": "4217a5c4-1f4e-4a2f-9bde-6b1d2c3e4f50", "uuid": "4217a5c4-1f4e-4a2f-9bde-6b1d2c3e4f50",
+            "name": a["name"], "guestId": "ubuntu64Guest", "scsiType": "pvscsi", "firmware": "efi",
+            "networkInterfaceTypes": ["vmxnet3"],
+            "disks": [{"label": "disk0", "size": 10, "thinProvisioned": True,
+                       "eagerlyScrub": False, "unitNumber": 0}],
+        },
+    }
+
+    def planned_ingress(self, plan: Any) -> Any:
+        """The rules the provisioning layer applies in the guest with nftables: exactly the spec's."""
+        return [rule for spec in getattr(plan, "specs", []) for rule in m.planned_ingress(spec)]
+
+    def create(self, spec: VmSpec, settings: BackendSettings, opts: Any = None) -> Any:
+        from .component import VsphereVirtualMachine
+
+        assert isinstance(settings, VsphereSettings)
+        return VsphereVirtualMachine(spec, settings, opts)
+
+
+@hookimpl
+def polyvm_register_backends(register):
+    register(VsphereBackend())

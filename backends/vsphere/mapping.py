@@ -1,0 +1,108 @@
+"""Pure functions: VmSpec -> vSphere resource arguments. No Pulumi calls, no SDK imports; tested directly."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from typing import Any
+
+from polyvm.errors import ConfigError
+from polyvm.spec import IngressRule, VmSpec
+
+#: Data disks sit on SCSI controller 0 next to the root disk (unit 0). Unit 7 belongs to the controller
+#: itself, so units 1-6 and 8-15 are free: 14 data disks.
+DATA_DISK_UNITS: tuple[int, ...] = tuple(u for u in range(1, 16) if u != 7)
+MAX_DATA_DISKS = len(DATA_DISK_UNITS)
+
+#: With ``disk.EnableUUID`` set (``enable_disk_uuid``), the guest sees each virtual disk's UUID as its
+#: SCSI WWN, so udev links it as /dev/disk/by-id/wwn-0x<uuid, lower case, no dashes>. Stable across
+#: reboots and controller renumbering (unlike /dev/sdX or by-path), and known once the VM exists. This is
+#: the rule the vSphere CSI driver uses too.
+GUEST_DEVICE_PATH = "/dev/disk/by-id/wwn-0x{uuid}"
+
+
+def guest_device_path(disk_uuid: str) -> str:
+    """'6000C29a-…' (the vSphere disk UUID) -> '/dev/disk/by-id/wwn-0x6000c29a…'."""
+    return GUEST_DEVICE_PATH.format(uuid=disk_uuid.replace("-", "").lower())
+
+
+def template_name(spec: VmSpec, default: str) -> str:
+    """``image.image_id.vsphere`` (a template name) wins over the ``template`` setting."""
+    return spec.image.image_id.get("vsphere", default)
+
+
+def memory_mb(spec: VmSpec) -> int:
+    """vSphere takes memory in MiB, a multiple of 4."""
+    mb = math.ceil(spec.size.memory_gb * 1024)
+    return mb + (-mb % 4)
+
+
+def root_disk_size(spec: VmSpec, template_disk_gb: int | float | None) -> int:
+    """The spec's root disk size; a clone can grow the template's disk but never shrink it."""
+    if template_disk_gb is not None and spec.root_disk_gb < template_disk_gb:
+        raise ConfigError(f"{spec.name}: root_disk_gb {spec.root_disk_gb} is smaller than the vSphere "
+                          f"template's disk ({int(template_disk_gb)} GiB); a clone cannot shrink a disk")
+    return spec.root_disk_gb
+
+
+def disks(spec: VmSpec, root: dict[str, Any]) -> list[dict[str, Any]]:
+    """The root disk (``root``: label/size/thin_provisioned/eagerly_scrub from the template) and one
+    thin-provisioned disk per data disk, on SCSI 0 by unit number, in spec order."""
+    out = [{"label": "disk0", "unit_number": 0, **root}]
+    for disk, unit in zip(spec.data_disks, DATA_DISK_UNITS):
+        out.append({"label": f"disk{unit}", "unit_number": unit, "size": disk.size_gb,
+                    "thin_provisioned": True})
+    return out
+
+
+def annotation(spec: VmSpec) -> str:
+    """The VM's Notes: what polyvm made it from, and its tags as key=value lines."""
+    lines = [f"polyvm VM {spec.name}", "tags:"]
+    lines += [f"  {k}={v}" for k, v in spec.all_tags().items()]
+    return "\n".join(lines)
+
+
+def guestinfo(spec: VmSpec, user_data: str) -> dict[str, str]:
+    """extra_config for cloud-init's VMware datasource (cloud-init >= 21.3 with open-vm-tools):
+    meta data (instance id, hostname) and the user data, both base64. The user data carries the
+    generated host key, so this whole map is a secret."""
+    meta = {"instance-id": spec.name, "local-hostname": spec.name}
+    return {
+        "guestinfo.metadata": base64.b64encode(json.dumps(meta).encode()).decode(),
+        "guestinfo.metadata.encoding": "base64",
+        "guestinfo.userdata": base64.b64encode(user_data.encode()).decode(),
+        "guestinfo.userdata.encoding": "base64",
+    }
+
+
+def customize(spec: VmSpec, domain: str, dns_servers: list[str]) -> dict[str, Any]:
+    """Guest customization on clone: hostname and one DHCP interface (an empty interface block)."""
+    out: dict[str, Any] = {
+        "linux_options": {"host_name": spec.name, "domain": domain},
+        "network_interfaces": [{}],
+    }
+    if dns_servers:
+        out["dns_server_lists"] = list(dns_servers)
+    return out
+
+
+def vm_args(spec: VmSpec, *, folder: str | None) -> dict[str, Any]:
+    """Everything about the VirtualMachine that does not depend on lookups."""
+    args: dict[str, Any] = {
+        "name": spec.name,
+        "num_cpus": spec.size.cpus,
+        "memory": memory_mb(spec),
+        "enable_disk_uuid": True,  # so data disks have stable /dev/disk/by-id/wwn-0x… paths
+        "annotation": annotation(spec),
+        "wait_for_guest_net_timeout": 10,
+        "wait_for_guest_ip_timeout": 0,
+    }
+    if folder:
+        args["folder"] = folder
+    return args
+
+
+def planned_ingress(spec: VmSpec) -> list[IngressRule]:
+    """The rules the SSH layer applies in the guest (nftables), exactly the spec's."""
+    return list(spec.ingress)
