@@ -179,6 +179,11 @@ class Backend(ABC):
         if problems:
             raise UnsupportedFeatureError(self.name, problems)
 
+    def settings_problems(self, spec: VmSpec, settings: BackendSettings) -> list[str]:
+        """Problems only visible with both the spec and the settings (e.g. no location in either), as
+        'path: why' strings. Checked for every spec before anything is declared; override as needed."""
+        return []
+
     def parse_settings(self, data: Mapping[str, Any] | None) -> BackendSettings:
         """Validate ``polyvm:<name>`` config into this backend's settings model (all problems at once)."""
         try:
@@ -210,6 +215,9 @@ class Backend(ABC):
         self.check(spec)
         if not isinstance(settings, BackendSettings):
             settings = self.parse_settings(settings)
+        problems = self.settings_problems(spec, settings)
+        if problems:
+            raise SpecError(problems, source=f"Pulumi config polyvm:{self.name}")
         self.require_sdk()
         return self.create(spec, settings, opts)
 

@@ -58,6 +58,8 @@ def declare(backend: Backend | str, specs: Sequence[VmSpec], settings: Mapping[s
         problems.append(f"VM names must be unique; repeated: {', '.join(dup)}")
     for spec in specs:
         problems += [f"{spec.name}: {p}" for p in _unsupported(be, spec)]
+        if parsed is not None:
+            problems += [f"{spec.name}: {p}" for p in be.settings_problems(spec, parsed)]
     if problems:
         raise SpecError(problems)
     vms = {}
