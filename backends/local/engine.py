@@ -1,0 +1,555 @@
+"""The local host engine: VM-like hosts on this Linux machine, without a hypervisor.
+
+A host is
+
+* a network namespace ``pvm-<i>`` joined to this machine by a veth pair on its own /30 inside
+  198.19.0.0/16 (part of the 198.18.0.0/15 benchmark range): this machine is ``base+1``, the guest
+  ``base+2``; there is no route out, so the guest reaches nothing but this machine;
+* its own mount, UTS and PID namespaces whose root is an overlay of this machine's ``/`` with an
+  in-memory (tmpfs) upper layer, so nothing written inside reaches the real filesystem;
+* its own sshd (PID 1 inside) with a freshly generated ed25519 host key, known before the host starts;
+* optionally: a login user with password-less sudo, loop-device data disks, PostgreSQL clusters removed
+  ("fresh"), an nftables ruleset applied inside the namespace before sshd starts.
+
+Index ``i`` is allocated atomically by ``ip netns add pvm-<i>`` (it fails when the name is taken), so
+several processes (pytest runs, ``polyvm sandbox``) can create hosts at the same time.
+
+Everything about a host lives in ``<state_dir>/pvm-<i>/`` with a ``host.json`` record, so
+:meth:`Engine.down` and :meth:`Engine.list` work from a new process and after a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from polyvm.errors import SandboxError
+
+#: Where host records live unless told otherwise (``polyvm sandbox`` uses it; tests pass a tmp dir).
+DEFAULT_STATE_DIR = Path(os.environ.get("POLYVM_LOCAL_STATE_DIR", "/var/lib/polyvm/local"))
+
+#: Host i gets the /30 at NETWORK + 4*i. 198.19.0.0/16 is the upper half of the benchmark range
+#: 198.18.0.0/15; the lower half is left to other tools (e.g. the shared testhost script).
+NETWORK = ipaddress.IPv4Network("198.19.0.0/16")
+MAX_INDEX = NETWORK.num_addresses // 4 - 1
+NETNS_PREFIX = "pvm-"
+INSTALL_HINT = "apt-get install -y openssh-server nftables iproute2 sudo"
+
+_SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#: Tools the engine runs, and the Debian package that provides each.
+_TOOLS: dict[str, str] = {
+    "ip": "iproute2",
+    "unshare": "util-linux",
+    "nsenter": "util-linux",
+    "mount": "mount",
+    "chroot": "coreutils",
+    "sshd": "openssh-server",
+    "nft": "nftables",
+    "losetup": "mount",
+    "sudo": "sudo",
+    "useradd": "passwd",
+}
+
+# Runs as PID 1 of the new PID namespace, in new mount + UTS namespaces, inside the host's netns.
+# Builds the overlay root, installs the host key and authorized keys, then becomes sshd.
+_GUEST_INIT = r"""
+set -eu
+mount --make-rprivate /
+L=/run/polyvm-layers; R=/run/polyvm-root
+mkdir -p "$L" "$R"
+mount -t tmpfs -o mode=0755 tmpfs "$L"
+mkdir -p "$L/upper" "$L/work"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$L/upper,workdir=$L/work" "$R"
+mount -t proc proc "$R/proc"
+mount --rbind /sys "$R/sys"
+mount --rbind /dev "$R/dev"
+mount -t tmpfs -o mode=0755 tmpfs "$R/run"
+mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
+# Hide every host's private files (this machine's state dir) from inside.
+if [ -d "$R$PVM_STATE_ROOT" ]; then mount -t tmpfs -o mode=0700,size=64k tmpfs "$R$PVM_STATE_ROOT"; fi
+hostname "$PVM_HOSTNAME"
+echo "$PVM_HOSTNAME" > "$R/etc/hostname"
+echo "127.0.1.1 $PVM_HOSTNAME" >> "$R/etc/hosts"
+rm -f "$R"/etc/ssh/ssh_host_*
+install -m 600 "$PVM_DIR/host_key" "$R/etc/ssh/ssh_host_ed25519_key"
+install -m 644 "$PVM_DIR/host_key.pub" "$R/etc/ssh/ssh_host_ed25519_key.pub"
+install -d -m 700 "$R/root/.ssh"
+install -m 600 "$PVM_DIR/authorized_keys" "$R/root/.ssh/authorized_keys"
+if [ "$PVM_PG" = fresh ]; then
+  rm -rf "$R"/var/lib/postgresql/*/* "$R"/etc/postgresql/*/*
+fi
+mkdir -p "$R/run/sshd" "$R/run/postgresql"
+chown postgres:postgres "$R/run/postgresql" 2>/dev/null || true
+if [ -n "$PVM_USER" ]; then
+  chroot "$R" useradd -m -s /bin/bash -p '*' "$PVM_USER"
+  u=$(chroot "$R" id -u "$PVM_USER"); g=$(chroot "$R" id -g "$PVM_USER")
+  install -d -m 700 -o "$u" -g "$g" "$R/home/$PVM_USER/.ssh"
+  install -m 600 -o "$u" -g "$g" "$PVM_DIR/authorized_keys" "$R/home/$PVM_USER/.ssh/authorized_keys"
+  echo "$PVM_USER ALL=(ALL) NOPASSWD:ALL" > "$R/etc/sudoers.d/90-polyvm-$PVM_USER"
+  chmod 440 "$R/etc/sudoers.d/90-polyvm-$PVM_USER"
+fi
+: > "$PVM_DIR/ready"
+cd "$R"
+exec chroot "$R" /bin/sh -c 'sleep "$0"; exec /usr/sbin/sshd -D -e \
+  -o ListenAddress="$1" -o UsePAM=no -o HostKey=/etc/ssh/ssh_host_ed25519_key \
+  -o PermitRootLogin=prohibit-password -o PasswordAuthentication=no' "$PVM_SSHD_DELAY" "$PVM_GUEST_IP"
+"""
+
+
+@dataclass
+class Host:
+    """One host as recorded in ``<state_dir>/<id>/host.json``."""
+
+    id: str                      # "pvm-<index>": netns name and state subdirectory
+    index: int
+    name: str                    # hostname inside (default: id)
+    guest_ip: str                # the host's address (SSH here)
+    host_ip: str                 # this machine's end of the link
+    veth: str                    # this machine's veth interface
+    host_key: str                # "ssh-ed25519 AAAA..." (pinned)
+    user: str                    # login user: "root" or the sudo user
+    state_dir: str
+    pid: int | None = None       # the `unshare` process (in the netns, outside the PID namespace)
+    init_pid: int | None = None  # PID 1 of the host's PID namespace, as seen from this machine
+    netns_inode: list[int] | None = None   # (st_dev, st_ino) of the netns, to find processes after a crash
+    disks: list[str] = field(default_factory=list)        # loop devices, in order
+    disk_images: list[str] = field(default_factory=list)  # their backing files
+    pg: str = "keep"
+    sshd_delay: float = 0.0
+    firewall: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    created: float = 0.0
+    boot_id: str = ""
+    status: str = "creating"     # creating | up
+
+    @property
+    def address(self) -> str:
+        return self.guest_ip
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.state_dir) / self.id
+
+    @property
+    def known_hosts_line(self) -> str:
+        return f"{self.guest_ip} {self.host_key}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "log"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Host":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def addresses(index: int) -> tuple[str, str]:
+    """(this machine's address, guest address) of host ``index``."""
+    if not 1 <= index <= MAX_INDEX:
+        raise ValueError(f"host index must be 1..{MAX_INDEX}")
+    base = NETWORK.network_address + 4 * index
+    return str(base + 1), str(base + 2)
+
+
+def generate_host_key(comment: str = "") -> tuple[bytes, str]:
+    """A fresh ed25519 key: (OpenSSH private key PEM, "ssh-ed25519 AAAA..." public key)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    return private, public
+
+
+def which(tool: str) -> str | None:
+    return shutil.which(tool, path=os.environ.get("PATH", "") + ":" + _SBIN_PATH)
+
+
+def missing_prerequisites(*, firewall: bool = True, disks: bool = True, user: bool = True) -> list[str]:
+    """What this machine lacks to run hosts, as human-readable problems (empty when all is there)."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("must run as root (network namespaces, mounts and loop devices need it)")
+    wanted = ["ip", "unshare", "nsenter", "mount", "chroot", "sshd"]
+    if firewall:
+        wanted.append("nft")
+    if disks:
+        wanted.append("losetup")
+    if user:
+        wanted += ["sudo", "useradd"]
+    missing = [t for t in wanted if which(t) is None]
+    if missing:
+        pkgs = sorted({_TOOLS[t] for t in missing})
+        problems.append(f"missing {', '.join(missing)} (Debian packages: {', '.join(pkgs)})")
+    return problems
+
+
+def check_prerequisites(**kwargs: bool) -> None:
+    """Raise SandboxError saying exactly what to do when this machine cannot run hosts. Changes nothing."""
+    problems = missing_prerequisites(**kwargs)
+    if problems:
+        raise SandboxError("the local backend cannot run here: " + "; ".join(problems)
+                           + f". As root, run: {INSTALL_HINT}")
+
+
+def _run(argv: Sequence[str], *, input: str | bytes | None = None, check: bool = True,
+         timeout: float = 30) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=os.environ.get("PATH", "") + ":" + _SBIN_PATH)
+    proc = subprocess.run(list(argv), input=input, capture_output=True, timeout=timeout, env=env,
+                          text=not isinstance(input, bytes))
+    if check and proc.returncode != 0:
+        err = proc.stderr if isinstance(proc.stderr, str) else proc.stderr.decode(errors="replace")
+        raise SandboxError(f"{' '.join(argv[:3])} failed (exit {proc.returncode}): {err.strip()[-500:]}")
+    return proc
+
+
+def _netns_names() -> set[str]:
+    try:
+        return set(os.listdir("/run/netns"))
+    except FileNotFoundError:
+        return set()
+
+
+def _pids_in_netns(dev_ino: tuple[int, int]) -> list[int]:
+    pids = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            st = os.stat(f"/proc/{entry}/ns/net")
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == dev_ino:
+            pids.append(int(entry))
+    return pids
+
+
+def _listening(pid: int, ip: str, port: int) -> bool:
+    """Whether a TCP socket listens on ip:port in the network namespace of process ``pid``."""
+    want = f"{int.from_bytes(ipaddress.IPv4Address(ip).packed, 'little'):08X}:{port:04X}"
+    want_any = f"00000000:{port:04X}"
+    try:
+        with open(f"/proc/{pid}/net/tcp") as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                if parts[3] == "0A" and parts[1] in (want, want_any):
+                    return True
+    except (OSError, StopIteration):
+        pass
+    return False
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+# Popen objects of hosts started by this process, so their exit status is collected (no zombies).
+_STARTED: dict[int, subprocess.Popen] = {}
+
+
+class Engine:
+    """Creates, lists, runs commands in and removes local hosts recorded under ``state_dir``."""
+
+    def __init__(self, state_dir: str | os.PathLike[str] | None = None) -> None:
+        self.state_dir = Path(state_dir) if state_dir is not None else DEFAULT_STATE_DIR
+
+    # --- records ---------------------------------------------------------------------------------------
+    def _ensure_state_dir(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.state_dir, 0o700)
+
+    def _save(self, host: Host) -> None:
+        path = host.dir / "host.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(host.to_json(), indent=2, sort_keys=True))
+        os.replace(tmp, path)
+
+    def get(self, host_id: str) -> Host | None:
+        try:
+            return Host.from_json(json.loads((self.state_dir / host_id / "host.json").read_text()))
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+            return None
+
+    def list(self) -> list[Host]:
+        """Every host recorded in the state dir (running or not), by index."""
+        hosts = []
+        if self.state_dir.is_dir():
+            for d in self.state_dir.iterdir():
+                if d.name.startswith(NETNS_PREFIX) and (h := self.get(d.name)) is not None:
+                    hosts.append(h)
+        return sorted(hosts, key=lambda h: h.index)
+
+    def find(self, name: str) -> Host | None:
+        """A host by id ("pvm-3") or hostname."""
+        for h in self.list():
+            if name in (h.id, h.name):
+                return h
+        return None
+
+    def is_running(self, host: Host) -> bool:
+        """Whether the host's init process is alive and still in the host's network namespace."""
+        if host.status != "up" or host.init_pid is None or host.netns_inode is None:
+            return False
+        try:
+            st = os.stat(f"/proc/{host.init_pid}/ns/net")
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == tuple(host.netns_inode)
+
+    def sshd_listening(self, host: Host) -> bool:
+        return host.pid is not None and _listening(host.pid, host.guest_ip, 22)
+
+    # --- up --------------------------------------------------------------------------------------------
+    def _allocate(self) -> int:
+        taken = _netns_names()
+        for index in range(1, MAX_INDEX + 1):
+            ns = f"{NETNS_PREFIX}{index}"
+            if ns in taken or (self.state_dir / ns).exists():
+                continue
+            proc = _run(["ip", "netns", "add", ns], check=False)
+            if proc.returncode == 0:
+                return index
+            if ns not in _netns_names():   # failed for another reason than "taken"
+                raise SandboxError(f"ip netns add {ns} failed: {proc.stderr.strip()}")
+        raise SandboxError("no free local host slot (all 198.19.0.0/16 links are taken)")
+
+    def up(self, *, authorized_keys: str, name: str | None = None, user: str | None = None,
+           disks_mb: Iterable[int] = (), pg: str = "keep", sshd_delay: float = 0.0,
+           firewall: str | None = None, labels: Mapping[str, str] | None = None,
+           timeout: float = 15.0) -> Host:
+        """Start one host and return once it is usable: sshd listening (or, with ``sshd_delay``, once
+        everything but sshd is in place). ``firewall`` is an nftables ruleset (see
+        :func:`polyvm.firewall.render_nftables`) applied inside before anything listens."""
+        disks_mb = [int(d) for d in disks_mb]
+        if pg not in ("keep", "fresh"):
+            raise ValueError("pg must be 'keep' or 'fresh'")
+        if any(d <= 0 for d in disks_mb):
+            raise ValueError("disk sizes must be positive (MiB)")
+        check_prerequisites(firewall=firewall is not None, disks=bool(disks_mb), user=user not in (None, "root"))
+        if user == "root":
+            user = None
+        self._ensure_state_dir()
+
+        index = self._allocate()
+        ns = f"{NETNS_PREFIX}{index}"
+        host_ip, guest_ip = addresses(index)
+        hdir = self.state_dir / ns
+        shutil.rmtree(hdir, ignore_errors=True)
+        hdir.mkdir(mode=0o700)
+        st = os.stat(f"/run/netns/{ns}")
+        host = Host(id=ns, index=index, name=name or ns, guest_ip=guest_ip, host_ip=host_ip,
+                    veth=f"pvm{index}", host_key="", user=user or "root", state_dir=str(self.state_dir),
+                    netns_inode=[st.st_dev, st.st_ino], pg=pg, sshd_delay=float(sshd_delay),
+                    firewall=firewall is not None, labels=dict(labels or {}), created=time.time(),
+                    boot_id=_boot_id())
+        self._save(host)
+        try:
+            self._start(host, authorized_keys, disks_mb, firewall, timeout)
+        except BaseException:
+            self.down(host)
+            raise
+        return host
+
+    def _start(self, host: Host, authorized_keys: str, disks_mb: list[int], firewall: str | None,
+               timeout: float) -> None:
+        hdir, ns = host.dir, host.id
+        private, public = generate_host_key(host.name)
+        fd = os.open(hdir / "host_key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(private)
+        (hdir / "host_key.pub").write_text(public + "\n")
+        (hdir / "authorized_keys").write_text(authorized_keys.strip() + "\n")
+        host.host_key = public
+
+        for i, size in enumerate(disks_mb):
+            img = hdir / f"disk{i}.img"
+            with open(img, "wb") as f:
+                f.truncate(size * 1024 * 1024)
+            host.disk_images.append(str(img))
+            self._save(host)  # record the image before attaching, so down() can find its loop device
+            dev = _run(["losetup", "--find", "--show", str(img)]).stdout.strip()
+            host.disks.append(dev)
+            self._save(host)
+
+        _run(["ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
+        _run(["ip", "-batch", "-"], input=f"addr add {host.host_ip}/30 dev {host.veth}\n"
+                                          f"link set {host.veth} up\n")
+        _run(["ip", "-n", ns, "-batch", "-"], input=f"addr add {host.guest_ip}/30 dev eth0\n"
+                                                    "link set eth0 up\nlink set lo up\n")
+        if firewall is not None:
+            (hdir / "firewall.nft").write_text(firewall)
+            _run(["ip", "netns", "exec", ns, "nft", "-f", str(hdir / "firewall.nft")])
+
+        env = {
+            "PATH": _SBIN_PATH, "LANG": "C.UTF-8",
+            "PVM_DIR": str(hdir), "PVM_STATE_ROOT": str(self.state_dir.resolve()),
+            "PVM_HOSTNAME": host.name, "PVM_GUEST_IP": host.guest_ip, "PVM_PG": host.pg,
+            "PVM_USER": host.user if host.user != "root" else "",
+            "PVM_SSHD_DELAY": f"{host.sshd_delay:g}",
+        }
+        with open(host.log_path, "ab") as log:
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", ns, "unshare", "--mount", "--uts", "--pid", "--fork",
+                 "--kill-child", "--mount-proc", "/bin/sh", "-c", _GUEST_INIT],
+                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        _STARTED[proc.pid] = proc
+        host.pid = proc.pid
+        self._save(host)
+
+        deadline = time.monotonic() + timeout
+        ready = hdir / "ready"
+        while True:
+            if proc.poll() is not None:
+                raise SandboxError(f"host {host.id} failed to start (exit {proc.returncode}): "
+                                   + host.log_path.read_text(errors="replace").strip()[-600:])
+            if host.init_pid is None:
+                kids = _children(proc.pid)
+                if kids:
+                    host.init_pid = kids[0]
+            if ready.exists() and host.init_pid is not None and (
+                    host.sshd_delay > 0 or _listening(proc.pid, host.guest_ip, 22)):
+                break
+            if time.monotonic() > deadline:
+                raise SandboxError(f"host {host.id} did not become ready within {timeout:g}s: "
+                                   + host.log_path.read_text(errors="replace").strip()[-600:])
+            time.sleep(0.005)
+        host.status = "up"
+        self._save(host)
+
+    # --- using a host ----------------------------------------------------------------------------------
+    def nsenter_argv(self, host: Host) -> list[str]:
+        """argv prefix that runs a command inside the host (all its namespaces and its root)."""
+        if not self.is_running(host):
+            raise SandboxError(f"host {host.id} is not running")
+        return ["nsenter", "-t", str(host.init_pid), "-m", "-u", "-n", "-p", "-r", "-w", "--"]
+
+    def exec(self, host: Host, argv: Sequence[str] | str, *, input: str | None = None, check: bool = True,
+             timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run ``argv`` (a string runs through /bin/sh -c) inside the host as root; returns text output."""
+        if isinstance(argv, str):
+            argv = ["/bin/sh", "-c", argv]
+        cmd = self.nsenter_argv(host) + ["env", "-i", f"PATH={_SBIN_PATH}", "HOME=/root", "LANG=C.UTF-8",
+                                         *argv]
+        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise SandboxError(f"command in {host.id} failed (exit {proc.returncode}): "
+                               f"{' '.join(argv)[:200]}: {proc.stderr.strip()[-500:]}")
+        return proc
+
+    # --- down ------------------------------------------------------------------------------------------
+    def down(self, host: Host | str) -> None:
+        """Remove a host and everything it holds: processes, namespaces, mounts, loop devices, veth and
+        files. Idempotent; works for hosts that crashed or were only partly created."""
+        if isinstance(host, str):
+            found = self.get(host) or self.find(host)
+            if found is None:
+                return
+            host = found
+        if not (host.dir / "host.json").exists():
+            return  # already removed (a second down, or another process did it)
+        ns = host.id
+        ours = self._owned_netns(host)
+        # Every process of the host is in its netns (sshd, sessions, postgres, the unshare parent).
+        # SIGKILL: unshare ignores SIGTERM, and the PID namespace dies with its PID 1.
+        if ours is not None:
+            for _ in range(250):
+                pids = _pids_in_netns(ours)
+                if not pids:
+                    break
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                self._reap()
+                time.sleep(0.02)
+        self._reap()
+        taken_by_other = False
+        with contextlib.suppress(OSError):
+            st = os.stat(f"/run/netns/{ns}")
+            taken_by_other = ours is None or (st.st_dev, st.st_ino) != ours
+        if not taken_by_other:
+            if ns in _netns_names():
+                _run(["ip", "netns", "del", ns], check=False)
+            _run(["ip", "link", "del", host.veth], check=False)
+        for img in host.disk_images:
+            for dev in _loop_devices_of(img):
+                _run(["losetup", "-d", dev], check=False)
+        shutil.rmtree(host.dir, ignore_errors=True)
+
+    def down_all(self, *, labels: Mapping[str, str] | None = None) -> list[Host]:
+        """Down every recorded host (whose labels include ``labels``); returns those removed."""
+        gone = []
+        for h in self.list():
+            if labels and any(h.labels.get(k) != v for k, v in labels.items()):
+                continue
+            self.down(h)
+            gone.append(h)
+        return gone
+
+    @staticmethod
+    def _owned_netns(host: Host) -> tuple[int, int] | None:
+        """(st_dev, st_ino) of the host's netns if it still exists and is the one this record made.
+
+        Namespace inode numbers are reused once a namespace is gone, so an inode alone proves nothing:
+        it must still be reachable through /run/netns/<id> or one of the host's own processes, in this boot.
+        """
+        if not host.netns_inode or host.boot_id != _boot_id():
+            return None
+        want = (host.netns_inode[0], host.netns_inode[1])
+        for path in (f"/run/netns/{host.id}", f"/proc/{host.pid}/ns/net", f"/proc/{host.init_pid}/ns/net"):
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                if (st.st_dev, st.st_ino) == want:
+                    return want
+        return None
+
+    @staticmethod
+    def _reap() -> None:
+        for pid, proc in list(_STARTED.items()):
+            if proc.poll() is not None:
+                del _STARTED[pid]
+
+
+def _loop_devices_of(image: str) -> list[str]:
+    """Loop devices whose backing file is ``image`` (read from sysfs; safe against reused numbers)."""
+    out = []
+    target = os.path.realpath(image)
+    for blk in Path("/sys/block").glob("loop*"):
+        try:
+            backing = (blk / "loop" / "backing_file").read_text().strip()
+        except OSError:
+            continue
+        if backing.removesuffix(" (deleted)") == target:
+            out.append(f"/dev/{blk.name}")
+    return out
