@@ -79,6 +79,15 @@ class DigitalOceanBackend(Backend):
             "id": "506f78a4-" + hashlib.sha256(name.encode()).hexdigest()[:4] + "-11ef-8e21-0a58ac14a1b2"},
     }
     mock_calls: dict[str, Any] = {}
+    egress_rules = frozenset(m.firewall_rules(list(m.OUTBOUND_RULES), "destinationAddresses"))
+
+    def require_sdk(self) -> dict[str, Any]:
+        # pulumi-digitalocean warns about its own deprecated resources on import; not the user's concern.
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return super().require_sdk()
 
     def unsupported(self, spec: VmSpec) -> list[str]:
         out = super().unsupported(spec)
@@ -92,6 +101,29 @@ class DigitalOceanBackend(Backend):
 
         assert isinstance(settings, DigitalOceanSettings)
         return DigitalOceanVirtualMachine(spec, settings, opts)
+
+    # --- reading a plan back (contract suite) ---------------------------------------------------------
+    def _one(self, plan: Any, typ: str) -> Any:
+        (res,) = plan.by_type(typ)
+        return res
+
+    def planned_ingress(self, plan: Any) -> set:
+        fw = self._one(plan, "digitalocean:index/firewall:Firewall")
+        return m.firewall_rules(fw.inputs.get("inboundRules") or [], "sourceAddresses")
+
+    def planned_egress(self, plan: Any) -> set:
+        fw = self._one(plan, "digitalocean:index/firewall:Firewall")
+        return m.firewall_rules(fw.inputs.get("outboundRules") or [], "destinationAddresses")
+
+    def planned_disks(self, plan: Any) -> dict[str, int]:
+        vm = self._one(plan, "polyvm:digitalocean:VirtualMachine")
+        prefix = f"{vm.name}-"
+        return {v.inputs["name"][len(prefix):]: int(v.inputs["size"])
+                for v in plan.by_type("digitalocean:index/volume:Volume")}
+
+    def planned_tags(self, plan: Any) -> dict[str, str]:
+        droplet = self._one(plan, "digitalocean:index/droplet:Droplet")
+        return m.parse_tags(list(droplet.inputs.get("tags") or []))
 
 
 @hookimpl

@@ -104,7 +104,9 @@ def unsupported(spec: VmSpec) -> list[str]:
     """What the generic capability checks cannot see: tag characters, volume names and sizes."""
     out: list[str] = []
     for k, v in spec.all_tags().items():
-        if not _TAG_RE.match(tag_name(k, v)):
+        if ":" in k:
+            out.append(f"tags.{k} (DigitalOcean tags are 'key:value' strings, so a key cannot contain ':')")
+        elif not _TAG_RE.match(tag_name(k, v)):
             out.append(f"tags.{k} (DigitalOcean tags are 'key:value' strings of letters, digits, ':', '-' "
                        f"and '_'; {tag_name(k, v)!r} is not one)")
     for i, disk in enumerate(spec.data_disks):
@@ -177,3 +179,36 @@ def volume_args(spec: VmSpec, *, region: str) -> list[dict[str, Any]]:
 def guest_device_path(volume_name: str) -> str:
     """Where the guest sees the volume: /dev/disk/by-id/scsi-0DO_Volume_<volume name>."""
     return GUEST_DEVICE_PATH.format(name=volume_name)
+
+
+# --- reading a plan back (contract suite; recorded inputs are camelCase) ------------------------------
+FirewallRule = tuple[str, "int | None", "int | None", str]
+
+
+def _ports(port_range: str | None) -> tuple[int | None, int | None]:
+    if not port_range:
+        return None, None
+    lo, _, hi = str(port_range).partition("-")
+    return int(lo), int(hi or lo)
+
+
+def firewall_rules(rules: list[dict[str, Any]], addresses_key: str) -> set[FirewallRule]:
+    """Firewall rules (as recorded in a plan or as built above) -> polyvm FirewallRule tuples."""
+    snake = {"sourceAddresses": "source_addresses", "destinationAddresses": "destination_addresses"}
+    out: set[FirewallRule] = set()
+    for r in rules:
+        proto = str(r["protocol"])
+        addresses = r.get(addresses_key) or r.get(snake[addresses_key]) or []
+        lo, hi = (None, None) if proto == "icmp" else _ports(r.get("portRange") or r.get("port_range"))
+        for addr in addresses:
+            out.add((proto, lo, hi, str(addr)))
+    return out
+
+
+def parse_tags(names: list[str]) -> dict[str, str]:
+    """DigitalOcean tag names -> key/value (the inverse of :func:`tag_name`; keys never contain ':')."""
+    out = {}
+    for n in names:
+        k, _, v = n.partition(":")
+        out[k] = v
+    return out

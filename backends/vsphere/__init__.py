@@ -109,9 +109,34 @@ class VsphereBackend(Backend):
         },
     }
 
-    def planned_ingress(self, plan: Any) -> Any:
-        """The rules the provisioning layer applies in the guest with nftables: exactly the spec's."""
-        return [rule for spec in getattr(plan, "specs", []) for rule in m.planned_ingress(spec)]
+    # --- reading a plan back (contract suite) ---------------------------------------------------------
+    def _vm(self, plan: Any) -> Any:
+        (vm,) = plan.by_type("vsphere:index/virtualMachine:VirtualMachine")
+        return vm
+
+    def planned_ingress(self, plan: Any) -> set:
+        """The rules the provisioning layer applies in the guest with nftables (published on the VM as
+        guestinfo.polyvm.ingress): exactly the spec's."""
+        from pulumi.runtime import rpc
+
+        extra = self._vm(plan).inputs["extraConfig"]
+        # The map holds the secret user data, so Pulumi records all of it as a secret: unwrap.
+        if extra.get(rpc._special_sig_key) == rpc._special_secret_sig:
+            extra = extra["value"]
+        return m.firewall_rules(extra["guestinfo.polyvm.ingress"])
+
+    def planned_egress(self, plan: Any) -> set:
+        """The guest firewall's output policy is accept: always the documented egress_rules."""
+        self._vm(plan)
+        return set(self.egress_rules)
+
+    def planned_disks(self, plan: Any) -> dict[str, int]:
+        prefix = m.disk_label("")
+        return {d["label"][len(prefix):]: int(d["size"]) for d in self._vm(plan).inputs.get("disks") or []
+                if d["label"].startswith(prefix)}
+
+    def planned_tags(self, plan: Any) -> dict[str, str]:
+        return m.parse_annotation_tags(self._vm(plan).inputs.get("annotation", ""))
 
     def create(self, spec: VmSpec, settings: BackendSettings, opts: Any = None) -> Any:
         from .component import VsphereVirtualMachine

@@ -60,12 +60,13 @@ class VsphereVirtualMachine(VirtualMachine):
             }],
             disks=template.disks.apply(lambda tdisks: m.disks(spec, root_disk(tdisks))),
             clone=clone,
-            extra_config=pulumi.Output.secret(user_data.apply(lambda ud: m.guestinfo(spec, ud))),
+            extra_config={**m.guestinfo_plain(spec),
+                          "guestinfo.userdata": pulumi.Output.secret(user_data.apply(m.guestinfo_userdata))},
             **m.vm_args(spec, folder=settings.folder),
             opts=self.child_opts(additional_secret_outputs=["extra_config"]),
         )
 
-        labels = {f"disk{unit}": disk.name for disk, unit in zip(spec.data_disks, m.DATA_DISK_UNITS)}
+        labels = {m.disk_label(disk.name): disk.name for disk in spec.data_disks}
 
         def devices(vm_disks: Any) -> dict[str, str]:
             out = {}

@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from polyvm.errors import ConfigError
-from polyvm.spec import IngressRule, VmSpec
+from polyvm.spec import VmSpec
 
 #: Data disks sit on SCSI controller 0 next to the root disk (unit 0). Unit 7 belongs to the controller
 #: itself, so units 1-6 and 8-15 are free: 14 data disks.
@@ -46,12 +46,17 @@ def root_disk_size(spec: VmSpec, template_disk_gb: int | float | None) -> int:
     return spec.root_disk_gb
 
 
+def disk_label(disk_name: str) -> str:
+    """The vSphere disk label of a data disk (labels are how the provider tracks disks; the root is disk0)."""
+    return f"data-{disk_name}"
+
+
 def disks(spec: VmSpec, root: dict[str, Any]) -> list[dict[str, Any]]:
-    """The root disk (``root``: label/size/thin_provisioned/eagerly_scrub from the template) and one
+    """The root disk (``root``: size/thin_provisioned/eagerly_scrub from the template) and one
     thin-provisioned disk per data disk, on SCSI 0 by unit number, in spec order."""
     out = [{"label": "disk0", "unit_number": 0, **root}]
     for disk, unit in zip(spec.data_disks, DATA_DISK_UNITS):
-        out.append({"label": f"disk{unit}", "unit_number": unit, "size": disk.size_gb,
+        out.append({"label": disk_label(disk.name), "unit_number": unit, "size": disk.size_gb,
                     "thin_provisioned": True})
     return out
 
@@ -63,17 +68,32 @@ def annotation(spec: VmSpec) -> str:
     return "\n".join(lines)
 
 
-def guestinfo(spec: VmSpec, user_data: str) -> dict[str, str]:
-    """extra_config for cloud-init's VMware datasource (cloud-init >= 21.3 with open-vm-tools):
-    meta data (instance id, hostname) and the user data, both base64. The user data carries the
-    generated host key, so this whole map is a secret."""
+def ingress_document(spec: VmSpec) -> str:
+    """The ingress rules the guest firewall (nftables, applied over SSH) enforces, as compact JSON.
+    Published as ``guestinfo.polyvm.ingress`` so what the VM will accept is visible in vCenter too."""
+    rules = []
+    for r in spec.ingress:
+        rules.append({"protocol": r.protocol,
+                      "ports": None if r.port is None else [r.from_port, r.to_port],
+                      "cidrs": list(r.cidrs)})
+    return json.dumps(rules, separators=(",", ":"))
+
+
+def guestinfo_plain(spec: VmSpec) -> dict[str, str]:
+    """The non-secret extra_config: cloud-init meta data (instance id, hostname) and the ingress rules."""
     meta = {"instance-id": spec.name, "local-hostname": spec.name}
     return {
         "guestinfo.metadata": base64.b64encode(json.dumps(meta).encode()).decode(),
         "guestinfo.metadata.encoding": "base64",
-        "guestinfo.userdata": base64.b64encode(user_data.encode()).decode(),
         "guestinfo.userdata.encoding": "base64",
+        "guestinfo.polyvm.ingress": ingress_document(spec),
     }
+
+
+def guestinfo_userdata(user_data: str) -> str:
+    """``guestinfo.userdata`` for cloud-init's VMware datasource (cloud-init >= 21.3 with open-vm-tools).
+    It carries the generated host key: the component keeps it a secret."""
+    return base64.b64encode(user_data.encode()).decode()
 
 
 def customize(spec: VmSpec, domain: str, dns_servers: list[str]) -> dict[str, Any]:
@@ -103,6 +123,27 @@ def vm_args(spec: VmSpec, *, folder: str | None) -> dict[str, Any]:
     return args
 
 
-def planned_ingress(spec: VmSpec) -> list[IngressRule]:
-    """The rules the SSH layer applies in the guest (nftables), exactly the spec's."""
-    return list(spec.ingress)
+# --- reading a plan back (contract suite) -------------------------------------------------------------
+FirewallRule = tuple[str, "int | None", "int | None", str]
+
+
+def firewall_rules(document: str) -> set[FirewallRule]:
+    """``guestinfo.polyvm.ingress`` -> polyvm FirewallRule tuples."""
+    out: set[FirewallRule] = set()
+    for r in json.loads(document or "[]"):
+        lo, hi = r["ports"] if r["ports"] else (None, None)
+        for cidr in r["cidrs"]:
+            out.add((r["protocol"], lo, hi, cidr))
+    return out
+
+
+def parse_annotation_tags(text: str) -> dict[str, str]:
+    """The inverse of :func:`annotation`'s tag lines."""
+    out = {}
+    lines = (text or "").splitlines()
+    if "tags:" in lines:
+        for line in lines[lines.index("tags:") + 1:]:
+            if line.startswith("  ") and "=" in line:
+                k, _, v = line.strip().partition("=")
+                out[k] = v
+    return out

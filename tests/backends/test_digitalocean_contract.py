@@ -1,0 +1,15 @@
+"""The DigitalOcean backend passes the contract suite (polyvm.testing) under Pulumi mocks."""
+
+from polyvm.backends.digitalocean import DigitalOceanBackend
+from polyvm.testing import BackendContract
+
+
+class TestDigitalOceanContract(BackendContract):
+    backend = DigitalOceanBackend()
+    settings = {"region": "nyc3"}
+    region = "fra1"
+    extra_unsupported = (
+        ({"tags": {"cost:center": "x"}}, "tags.cost:center"),
+        ({"tags": {"owner": "a b"}}, "tags.owner"),
+        ({"data_disks": [{"name": "big", "size_gb": 20000}]}, "data_disks[0].size_gb"),
+    )
