@@ -96,6 +96,10 @@ class DigitalOceanBackend(Backend):
             out = [p for p in out if not p.startswith("image.family ")]
         return out + m.unsupported(spec)
 
+    def settings_problems(self, spec: VmSpec, settings: BackendSettings) -> list[str]:
+        assert isinstance(settings, DigitalOceanSettings)
+        return [] if (spec.region or settings.region) else [m.NO_REGION]
+
     def create(self, spec: VmSpec, settings: BackendSettings, opts: Any = None) -> Any:
         from .component import DigitalOceanVirtualMachine
 

@@ -77,12 +77,15 @@ def image(spec: VmSpec) -> str:
     return IMAGE_SLUGS[(spec.image.family, spec.image.version)]
 
 
+NO_REGION = ("region: DigitalOcean needs a region; set region in the spec or region in Pulumi config "
+             "polyvm:digitalocean (e.g. fra1)")
+
+
 def region(spec: VmSpec, default: str | None) -> str:
     """The spec's region wins over the ``polyvm:digitalocean`` default; one of them is required."""
     r = spec.region or default
     if not r:
-        raise SpecError([f"{spec.name}: region: DigitalOcean needs a region; set region in the spec or "
-                         "region in Pulumi config polyvm:digitalocean (e.g. fra1)"])
+        raise SpecError([f"{spec.name}: {NO_REGION}"])
     return r
 
 

@@ -225,12 +225,13 @@ def test_missing_region_declares_nothing():
 
     def program():
         try:
-            declare(BE, [spec()], {}, export=False)
+            declare(BE, [spec(name="has-region", region="fra1"), spec(name="no-region")], {}, export=False)
         except SpecError as exc:
             return exc
 
     err, _mocks, monitor = run_mocked(program, [BE])
-    assert err is not None and "needs a region" in str(err)
+    assert err is not None and "no-region: region: DigitalOcean needs a region" in str(err)
+    assert "has-region" not in str(err)
     assert not monitor.registered
 
 
