@@ -1,1 +1,141 @@
-"""azure backend (in progress)."""
+"""Azure backend: resource group, VNet + subnet, Standard static public IP, NSG, NIC, VM and managed disks
+(pulumi-azure-native 3.x)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from polyvm.backend import Backend, BackendSettings, Capabilities
+from polyvm.hookspecs import hookimpl
+from polyvm.spec import VmSpec
+
+from . import mapping as m
+
+
+class AzureSettings(BackendSettings):
+    """Pulumi config ``polyvm:azure``.
+
+    ``location`` is required unless every VM spec sets ``region``. Without ``resource_group`` a new
+    resource group is created per VM; without ``subnet_id`` a VNet and subnet are created per VM.
+    """
+
+    location: str | None = Field(default=None, description="Azure location, e.g. westeurope (spec.region wins).")
+    resource_group: str | None = Field(default=None, description="Name of an existing resource group to use.")
+    subnet_id: str | None = Field(default=None, description="Resource id of an existing subnet to attach to.")
+    address_space: str = Field(default="10.10.0.0/16", description="VNet address space (new VNet only).")
+    subnet_prefix: str = Field(default="10.10.1.0/24", description="Subnet prefix (new VNet only).")
+    storage_account_type: str = Field(default="Premium_LRS", description="OS and data disk SKU.")
+
+    @field_validator("location")
+    @classmethod
+    def _location(cls, v: str | None) -> str | None:
+        if v is not None and not m._LOCATION_RE.match(v):
+            raise ValueError(f"{v!r} is not an Azure location name (like westeurope, eastus2)")
+        return v
+
+    @field_validator("resource_group")
+    @classmethod
+    def _rg(cls, v: str | None) -> str | None:
+        if v is not None and not __import__("re").match(r"^[-\w._()]{1,89}[-\w_()]$", v):
+            raise ValueError(f"{v!r} is not a valid resource group name")
+        return v
+
+    @field_validator("subnet_id")
+    @classmethod
+    def _subnet(cls, v: str | None) -> str | None:
+        if v is not None and not (v.startswith("/subscriptions/") and "/subnets/" in v):
+            raise ValueError("must be a subnet resource id: /subscriptions/…/virtualNetworks/…/subnets/…")
+        return v
+
+    @field_validator("address_space", "subnet_prefix")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        import ipaddress
+
+        try:
+            net = ipaddress.ip_network(v, strict=True)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a CIDR") from None
+        if net.version != 4:
+            raise ValueError(f"{v!r} must be an IPv4 CIDR")
+        return v
+
+    @field_validator("storage_account_type")
+    @classmethod
+    def _sku(cls, v: str) -> str:
+        allowed = ("Premium_LRS", "StandardSSD_LRS", "Standard_LRS", "Premium_ZRS", "StandardSSD_ZRS")
+        if v not in allowed:
+            raise ValueError(f"{v!r} is not one of {', '.join(allowed)}")
+        return v
+
+
+def _nic_outputs(name: str, inputs: dict) -> dict:
+    configs = [dict(c, privateIPAddress="10.10.1.4") for c in inputs.get("ipConfigurations") or []]
+    return {"ipConfigurations": configs}
+
+
+class AzureBackend(Backend):
+    name = "azure"
+    description = "Azure VM with NSG, Standard static public IP and managed disks (pulumi-azure-native)"
+    capabilities = Capabilities(
+        firewall="cloud",
+        egress="all IPv4 (explicit NSG rule)",
+        max_data_disks=m.MAX_DATA_DISKS,
+        public_ip=True,
+        private_ip_only=True,
+        host_key_at_creation=True,
+        os_families=frozenset({"ubuntu", "debian", "rhel"}),
+        ipv6_ingress=False,
+        notes="IPv4-only network; zones are 1, 2, 3; data disks at /dev/disk/azure/scsi1/lun<N>.",
+    )
+    egress_rules = frozenset({("all", None, None, "0.0.0.0/0")})
+    settings_model = AzureSettings
+    sdk_modules = ("pulumi_azure_native", "pulumi_tls")
+    extra = "azure"
+    mock_outputs = {
+        "azure-native:network:PublicIPAddress": lambda name, inputs: {"ipAddress": "20.50.0.10"},
+        "azure-native:network:NetworkInterface": _nic_outputs,
+        "azure-native:resources:ResourceGroup": lambda name, inputs: {"name": inputs.get("resourceGroupName")
+                                                                      or f"{name}-1a2b3c"},
+        "azure-native:network:VirtualNetwork": lambda name, inputs: {"name": inputs.get("virtualNetworkName")
+                                                                     or f"{name}-4d5e6f"},
+    }
+
+    def unsupported(self, spec: VmSpec) -> list[str]:
+        return super().unsupported(spec) + m.unsupported(spec)
+
+    def settings_problems(self, spec: VmSpec, settings: BackendSettings) -> list[str]:
+        assert isinstance(settings, AzureSettings)
+        return m.location_problems(spec, settings.location)
+
+    def create(self, spec: VmSpec, settings: BackendSettings, opts: Any = None) -> Any:
+        from .component import AzureVirtualMachine
+
+        assert isinstance(settings, AzureSettings)
+        return AzureVirtualMachine(spec, settings, opts)
+
+    # --- reading a plan back (contract suite) ---------------------------------------------------------
+    def _nsg_rules(self, plan: Any) -> list[dict]:
+        (nsg,) = plan.by_type("azure-native:network:NetworkSecurityGroup")
+        return list(nsg.inputs.get("securityRules") or [])
+
+    def planned_ingress(self, plan: Any) -> set:
+        return m.firewall_rules(self._nsg_rules(plan), "Inbound")
+
+    def planned_egress(self, plan: Any) -> set:
+        return m.firewall_rules(self._nsg_rules(plan), "Outbound")
+
+    def planned_disks(self, plan: Any) -> dict[str, int]:
+        return {d.inputs["tags"]["polyvm-disk"]: int(d.inputs["diskSizeGB"])
+                for d in plan.by_type("azure-native:compute:Disk")}
+
+    def planned_tags(self, plan: Any) -> dict[str, str]:
+        (vm,) = plan.by_type("azure-native:compute:VirtualMachine")
+        return dict(vm.inputs.get("tags") or {})
+
+
+@hookimpl
+def polyvm_register_backends(register):
+    register(AzureBackend())

@@ -1,0 +1,85 @@
+"""The Azure VirtualMachine component: thin Pulumi calls over the pure mapping in mapping.py."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_azure_native as azure
+
+from polyvm.cloudinit import host_key, user_data_output
+from polyvm.component import VirtualMachine
+from polyvm.spec import VmSpec
+
+from . import AzureSettings
+from . import mapping as m
+
+
+class AzureVirtualMachine(VirtualMachine):
+    def __init__(self, spec: VmSpec, settings: AzureSettings, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("azure", spec, opts)
+        name = spec.name
+        tags = spec.all_tags()
+        location = m.location(spec, settings.location)
+        zones = {"zones": [spec.zone]} if spec.zone else {}
+
+        if settings.resource_group:
+            rg_name: pulumi.Input[str] = settings.resource_group
+        else:
+            rg = azure.resources.ResourceGroup(f"{name}-rg", location=location, tags=tags, opts=self.child_opts())
+            rg_name = rg.name
+        where = {"resource_group_name": rg_name, "location": location}
+
+        if settings.subnet_id:
+            subnet_id: pulumi.Input[str] = settings.subnet_id
+        else:
+            # The subnet is its own resource, never inline in the VNet (mixing both makes them fight).
+            vnet = azure.network.VirtualNetwork(
+                f"{name}-vnet", **where, address_space={"address_prefixes": [settings.address_space]},
+                tags=tags, opts=self.child_opts(ignore_changes=["subnets"]))
+            subnet = azure.network.Subnet(
+                f"{name}-subnet", resource_group_name=rg_name, virtual_network_name=vnet.name,
+                address_prefix=settings.subnet_prefix, opts=self.child_opts())
+            subnet_id = subnet.id
+
+        nsg = azure.network.NetworkSecurityGroup(f"{name}-nsg", **where, security_rules=m.security_rules(spec),
+                                                 tags=tags, opts=self.child_opts())
+
+        ip_config: dict = {"name": "primary", "primary": True, "subnet": {"id": subnet_id},
+                           "private_ip_allocation_method": "Dynamic"}
+        public_ip = None
+        if spec.public_ip:
+            public_ip = azure.network.PublicIPAddress(f"{name}-ip", **where, **m.public_ip_args(spec),
+                                                      opts=self.child_opts())
+            ip_config["public_ip_address"] = {"id": public_ip.id}
+        nic = azure.network.NetworkInterface(f"{name}-nic", **where, ip_configurations=[ip_config],
+                                             network_security_group={"id": nsg.id}, tags=tags,
+                                             opts=self.child_opts())
+
+        attachments, devices = [], {}
+        for lun, (disk, disk_args) in enumerate(zip(spec.data_disks, m.data_disk_args(spec, settings.storage_account_type))):
+            managed = azure.compute.Disk(f"{name}-{disk.name}", **where, **disk_args, opts=self.child_opts())
+            attachments.append(m.data_disk_attachment(lun, managed.id))
+            devices[disk.name] = m.guest_device_path(lun)
+
+        key = host_key(name, self, "azure")
+        os_profile = m.os_profile(spec)
+        os_profile["custom_data"] = user_data_output(spec, key).apply(m.custom_data)
+
+        vm = azure.compute.VirtualMachine(
+            f"{name}-vm",
+            **where,
+            **zones,
+            hardware_profile={"vm_size": m.vm_size(spec)},
+            os_profile=os_profile,
+            storage_profile=m.storage_profile(spec, settings.storage_account_type, attachments),
+            network_profile={"network_interfaces": [{"id": nic.id, "primary": True, "delete_option": "Delete"}]},
+            tags=tags,
+            opts=self.child_opts(additional_secret_outputs=["osProfile"]),
+        )
+
+        self.finish(
+            public_ip=public_ip.ip_address if public_ip is not None else None,
+            private_ip=nic.ip_configurations.apply(lambda cs: cs[0].private_ip_address if cs else None),
+            ssh_user=spec.ssh.user,
+            host_key=key.public_key_openssh.apply(lambda k: k.strip()),
+            data_disk_devices=devices,
+        )

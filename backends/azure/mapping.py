@@ -1,0 +1,272 @@
+"""Pure functions: VmSpec -> Azure (pulumi-azure-native 3.x) resource arguments. No SDK imports.
+
+Everything here is plain data; component.py wires the resources together. The guest sees data disks
+by LUN under ``/dev/disk/azure/scsi1/lun<N>`` (udev rules shipped by the Azure Linux agent /
+azure-vm-utils in the marketplace images below).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+from polyvm.errors import SpecError
+from polyvm.spec import VmSpec
+
+#: Marketplace image references (publisher, offer, sku) per OS family/version; Gen2, x86_64, "latest".
+#: Amazon Linux is not published on Azure. RHEL is Red Hat's pay-as-you-go image.
+IMAGES: dict[tuple[str, str], tuple[str, str, str]] = {
+    ("ubuntu", "22.04"): ("Canonical", "0001-com-ubuntu-server-jammy", "22_04-lts-gen2"),
+    ("ubuntu", "24.04"): ("Canonical", "ubuntu-24_04-lts", "server"),
+    ("debian", "12"): ("Debian", "debian-12", "12-gen2"),
+    ("rhel", "9"): ("RedHat", "RHEL", "9-lvm-gen2"),
+}
+
+#: VM sizes polyvm picks from cpus/memory: (size, vCPUs, GiB), cheapest first. All support Premium SSD
+#: and present data disks on SCSI (so /dev/disk/azure/scsi1/lun<N> exists). Override with
+#: size.instance_type.azure.
+VM_SIZES: tuple[tuple[str, int, float], ...] = (
+    ("Standard_B1ls", 1, 0.5),
+    ("Standard_B1s", 1, 1),
+    ("Standard_B1ms", 1, 2),
+    ("Standard_B2s", 2, 4),
+    ("Standard_B2ms", 2, 8),
+    ("Standard_B4ms", 4, 16),
+    ("Standard_B8ms", 8, 32),
+    ("Standard_D16s_v5", 16, 64),
+    ("Standard_D32s_v5", 32, 128),
+    ("Standard_D48s_v5", 48, 192),
+    ("Standard_D64s_v5", 64, 256),
+    ("Standard_E64s_v5", 64, 512),
+    ("Standard_D96s_v5", 96, 384),
+    ("Standard_E96s_v5", 96, 672),
+)
+
+#: Data disks the smallest sizes in the table accept (B1ls/B1s: 2, B2s: 4); the backend's declared
+#: maximum is the table's common denominator for larger sizes.
+MAX_DATA_DISKS = 16
+
+#: Guest path of the data disk at a LUN.
+DEVICE_BY_LUN = "/dev/disk/azure/scsi1/lun{lun}"
+
+#: NSG priorities: spec rules from 100 in steps of 10 (IPv4 rule at +0), then the explicit deny.
+FIRST_PRIORITY = 100
+PRIORITY_STEP = 10
+DENY_ALL_INBOUND_PRIORITY = 4096
+ALLOW_ALL_OUTBOUND_PRIORITY = 4000
+MAX_INGRESS_RULES = (ALLOW_ALL_OUTBOUND_PRIORITY - FIRST_PRIORITY) // PRIORITY_STEP
+
+#: Admin user names Azure refuses for Linux VMs.
+RESERVED_ADMIN_USERS = frozenset({
+    "administrator", "admin", "user", "user1", "test", "user2", "test1", "user3", "admin1", "1", "123", "a",
+    "actuser", "adm", "admin2", "aspnet", "backup", "console", "david", "guest", "john", "owner", "root",
+    "server", "sql", "support", "support_388945a0", "sys", "test2", "test3", "user4", "user5",
+})
+#: SSH public key types Azure accepts in osProfile.linuxConfiguration.ssh.
+SSH_KEY_TYPES = ("ssh-rsa", "ssh-ed25519")
+
+ZONES = ("1", "2", "3")
+_LOCATION_RE = re.compile(r"^[a-z][a-z0-9]{2,40}$")
+_IMAGE_URN_RE = re.compile(r"^[^:\s]+:[^:\s]+:[^:\s]+:[^:\s]+$")
+_TAG_VALUE_MAX = 256
+
+_PROTOCOLS = {"tcp": "Tcp", "udp": "Udp", "icmp": "Icmp"}
+
+
+def vm_size(spec: VmSpec) -> str:
+    """The override if given, else the cheapest table entry with at least the asked cpus and memory."""
+    if "azure" in spec.size.instance_type:
+        return spec.size.instance_type["azure"]
+    for name, cpus, mem in VM_SIZES:
+        if cpus >= spec.size.cpus and mem >= spec.size.memory_gb:
+            return name
+    raise SpecError([f"size: no Azure VM size in polyvm's table has {spec.size.cpus} vCPUs and "
+                     f"{spec.size.memory_gb} GiB; set size.instance_type.azure"])
+
+
+def image_reference(spec: VmSpec) -> dict[str, str]:
+    """Marketplace reference, or the override: 'publisher:offer:sku:version' or an image resource id."""
+    override = spec.image.image_id.get("azure")
+    if override:
+        if override.startswith("/"):
+            return {"id": override}
+        publisher, offer, sku, version = override.split(":")
+        return {"publisher": publisher, "offer": offer, "sku": sku, "version": version}
+    publisher, offer, sku = IMAGES[(spec.image.family, spec.image.version)]
+    return {"publisher": publisher, "offer": offer, "sku": sku, "version": "latest"}
+
+
+def unsupported(spec: VmSpec) -> list[str]:
+    """Azure-specific limits beyond the declared capabilities, as 'option (why)' strings."""
+    out = []
+    if spec.ssh.user in RESERVED_ADMIN_USERS:
+        out.append(f"ssh.user {spec.ssh.user!r} (Azure refuses it as an admin user name)")
+    key_type = spec.ssh.public_key.split()[0]
+    if key_type not in SSH_KEY_TYPES:
+        out.append(f"ssh.public_key of type {key_type} (Azure accepts {', '.join(SSH_KEY_TYPES)})")
+    if spec.zone is not None and spec.zone not in ZONES:
+        out.append(f"zone {spec.zone!r} (Azure availability zones are {', '.join(ZONES)})")
+    override = spec.image.image_id.get("azure")
+    if override and not override.startswith("/") and not _IMAGE_URN_RE.match(override):
+        out.append(f"image.image_id.azure {override!r} (expected 'publisher:offer:sku:version' "
+                   "or an image resource id starting with /subscriptions/)")
+    if len(spec.ingress) > MAX_INGRESS_RULES:
+        out.append(f"ingress ({len(spec.ingress)} rules, at most {MAX_INGRESS_RULES} fit the NSG priorities)")
+    long_tags = [k for k, v in spec.tags.items() if len(v) > _TAG_VALUE_MAX]
+    if long_tags:
+        out.append(f"tags {long_tags} (Azure tag values are at most {_TAG_VALUE_MAX} characters)")
+    return out
+
+
+def location(spec: VmSpec, default: str | None) -> str | None:
+    return spec.region or default
+
+
+def location_problems(spec: VmSpec, default: str | None) -> list[str]:
+    loc = location(spec, default)
+    if loc is None:
+        return ["no Azure location: set region in the VM spec or location in Pulumi config polyvm:azure "
+                "(pulumi config set --path polyvm:azure.location westeurope)"]
+    if not _LOCATION_RE.match(loc):
+        where = "region" if spec.region else "polyvm:azure.location"
+        return [f"{where} {loc!r} is not an Azure location name (like westeurope, eastus2)"]
+    return []
+
+
+def security_rules(spec: VmSpec) -> list[dict[str, Any]]:
+    """NSG rules: each spec rule in order with priority 100, 110, …; then an explicit allow-all IPv4
+    outbound and a deny-all inbound that overrides Azure's default AllowVnetInBound and
+    AllowAzureLoadBalancerInBound (so only the spec's ingress is open)."""
+    rules: list[dict[str, Any]] = []
+    for i, rule in enumerate(spec.ingress):
+        if rule.protocol == "icmp":
+            port = "*"
+        elif rule.from_port == rule.to_port:
+            port = str(rule.from_port)
+        else:
+            port = f"{rule.from_port}-{rule.to_port}"
+        rules.append({
+            "name": f"polyvm-in-{i}",
+            "description": (rule.description or f"polyvm {rule.protocol}/{port}")[:140],
+            "priority": FIRST_PRIORITY + i * PRIORITY_STEP,
+            "direction": "Inbound",
+            "access": "Allow",
+            "protocol": _PROTOCOLS[rule.protocol],
+            "source_address_prefixes": list(rule.ipv4_cidrs),
+            "source_port_range": "*",
+            "destination_address_prefix": "*",
+            "destination_port_range": port,
+        })
+    rules.append({
+        "name": "polyvm-out-all",
+        "description": "all outbound IPv4 (package mirrors, time, DNS)",
+        "priority": ALLOW_ALL_OUTBOUND_PRIORITY,
+        "direction": "Outbound",
+        "access": "Allow",
+        "protocol": "*",
+        "source_address_prefix": "*",
+        "source_port_range": "*",
+        "destination_address_prefixes": ["0.0.0.0/0"],
+        "destination_port_range": "*",
+    })
+    rules.append({
+        "name": "polyvm-in-deny-all",
+        "description": "deny everything the spec does not allow (overrides Azure's default VNet allow)",
+        "priority": DENY_ALL_INBOUND_PRIORITY,
+        "direction": "Inbound",
+        "access": "Deny",
+        "protocol": "*",
+        "source_address_prefix": "*",
+        "source_port_range": "*",
+        "destination_address_prefix": "*",
+        "destination_port_range": "*",
+    })
+    return rules
+
+
+def firewall_rules(nsg_rules: list[dict[str, Any]], direction: str) -> set[tuple[str, int | None, int | None, str]]:
+    """Allow rules of an NSG as recorded in a plan (camelCase inputs) -> polyvm FirewallRule tuples."""
+    out: set[tuple[str, int | None, int | None, str]] = set()
+    for r in nsg_rules:
+        if r.get("direction") != direction or r.get("access") != "Allow":
+            continue
+        proto = str(r.get("protocol")).lower()
+        if direction == "Inbound":
+            cidrs = list(r.get("sourceAddressPrefixes") or []) + ([r["sourceAddressPrefix"]]
+                                                                  if r.get("sourceAddressPrefix") else [])
+        else:
+            cidrs = list(r.get("destinationAddressPrefixes") or []) + ([r["destinationAddressPrefix"]]
+                                                                       if r.get("destinationAddressPrefix") else [])
+        cidrs = ["0.0.0.0/0" if c in ("*", "Internet") else c for c in cidrs]
+        port = str(r.get("destinationPortRange", "*"))
+        for cidr in cidrs:
+            if proto == "*":
+                out.add(("all", None, None, cidr))
+            elif proto == "icmp":
+                out.add(("icmp", None, None, cidr))
+            elif port == "*":
+                out.add((proto, 1, 65535, cidr))
+            else:
+                lo, _, hi = port.partition("-")
+                out.add((proto, int(lo), int(hi or lo), cidr))
+    return out
+
+
+def data_disk_args(spec: VmSpec, storage_account_type: str) -> list[dict[str, Any]]:
+    """One empty managed disk per data disk (its own resource, so the VM can be replaced without it)."""
+    return [{
+        "disk_size_gb": disk.size_gb,
+        "creation_data": {"create_option": "Empty"},
+        "sku": {"name": storage_account_type},
+        "tags": {**spec.all_tags(), "Name": f"{spec.name}-{disk.name}", "polyvm-disk": disk.name},
+        **({"zones": [spec.zone]} if spec.zone else {}),
+    } for disk in spec.data_disks]
+
+
+def data_disk_attachment(lun: int, disk_id: Any) -> dict[str, Any]:
+    return {"lun": lun, "create_option": "Attach", "managed_disk": {"id": disk_id},
+            "caching": "ReadOnly", "delete_option": "Detach"}
+
+
+def guest_device_path(lun: int) -> str:
+    return DEVICE_BY_LUN.format(lun=lun)
+
+
+def custom_data(user_data: str) -> str:
+    """Azure wants custom data base64-encoded; cloud-init reads it as user data."""
+    return base64.b64encode(user_data.encode()).decode()
+
+
+def os_profile(spec: VmSpec) -> dict[str, Any]:
+    """SSH key login only: password authentication disabled, no admin password set."""
+    return {
+        "computer_name": spec.name,
+        "admin_username": spec.ssh.user,
+        "linux_configuration": {
+            "disable_password_authentication": True,
+            "provision_vm_agent": True,
+            "ssh": {"public_keys": [{"path": f"/home/{spec.ssh.user}/.ssh/authorized_keys",
+                                     "key_data": spec.ssh.public_key}]},
+        },
+    }
+
+
+def storage_profile(spec: VmSpec, storage_account_type: str, data_disks: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "image_reference": image_reference(spec),
+        "os_disk": {"create_option": "FromImage", "disk_size_gb": spec.root_disk_gb, "caching": "ReadWrite",
+                    "delete_option": "Delete", "managed_disk": {"storage_account_type": storage_account_type}},
+        "data_disks": data_disks,
+    }
+
+
+def public_ip_args(spec: VmSpec) -> dict[str, Any]:
+    """Standard SKU, static (Basic SKU public IPs are retired)."""
+    return {
+        "sku": {"name": "Standard", "tier": "Regional"},
+        "public_ip_allocation_method": "Static",
+        "public_ip_address_version": "IPv4",
+        "tags": spec.all_tags(),
+        **({"zones": [spec.zone]} if spec.zone else {}),
+    }
