@@ -6,7 +6,7 @@ import hashlib
 import re
 from typing import Any
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from polyvm.backend import Backend, BackendSettings, Capabilities
 from polyvm.hookspecs import hookimpl
@@ -25,8 +25,8 @@ class DigitalOceanSettings(BackendSettings):
     the two is required. ``vpc_uuid`` places the Droplets in that VPC (else the region's default VPC).
     """
 
-    region: str | None = None
-    vpc_uuid: str | None = None
+    region: str | None = Field(default=None, description="Default region slug, e.g. fra1 (spec.region wins).")
+    vpc_uuid: str | None = Field(default=None, description="UUID of an existing VPC (else the region's default VPC).")
 
     @field_validator("region")
     @classmethod

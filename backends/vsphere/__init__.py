@@ -28,18 +28,20 @@ class VsphereSettings(BackendSettings):
     (>= 21.3, VMware datasource); ``image.image_id.vsphere`` in a spec picks another template for that VM.
     """
 
-    datacenter: str = Field(min_length=1)
-    datastore: str = Field(min_length=1)
-    network: str = Field(min_length=1)
-    template: str = Field(min_length=1)
-    cluster: str | None = None
-    resource_pool: str | None = None
-    folder: str | None = None
-    #: Guest customization on clone (hostname, DHCP on the one NIC); false leaves it all to cloud-init.
-    customize: bool = True
-    domain: str = "local"
-    dns_servers: list[str] = Field(default_factory=list)
-    linked_clone: bool = False
+    datacenter: str = Field(min_length=1, description="Datacenter name.")
+    datastore: str = Field(min_length=1, description="Datastore for the VM's disks.")
+    network: str = Field(min_length=1, description="Port group (network) name for the VM's one NIC.")
+    template: str = Field(min_length=1, description="Template VM to clone (open-vm-tools + cloud-init >= 21.3); "
+                                                    "image.image_id.vsphere overrides it per VM.")
+    cluster: str | None = Field(default=None, description="Compute cluster; its root resource pool is used.")
+    resource_pool: str | None = Field(default=None, description="Resource pool path, instead of cluster.")
+    folder: str | None = Field(default=None, description="VM folder, relative to the datacenter.")
+    customize: bool = Field(default=True, description="Guest customization on clone (hostname, DHCP on the NIC); "
+                                                      "false leaves both to cloud-init.")
+    domain: str = Field(default="local", description="Domain for guest customization.")
+    dns_servers: list[str] = Field(default_factory=list, description="DNS servers for guest customization.")
+    linked_clone: bool = Field(default=False, description="Linked clone (needs a template snapshot; the root "
+                                                          "disk then keeps the template's size).")
 
     @field_validator("dns_servers")
     @classmethod

@@ -39,7 +39,7 @@ class VsphereVirtualMachine(VirtualMachine):
         def root_disk(tdisks: Any) -> dict[str, Any]:
             first = tdisks[0] if tdisks else None
             size = getattr(first, "size", None)
-            return {"size": m.root_disk_size(spec, size),
+            return {"size": m.root_disk_size(spec, size, linked_clone=settings.linked_clone),
                     "thin_provisioned": getattr(first, "thin_provisioned", True),
                     "eagerly_scrub": getattr(first, "eagerly_scrub", False)}
 

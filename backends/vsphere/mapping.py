@@ -38,8 +38,13 @@ def memory_mb(spec: VmSpec) -> int:
     return mb + (-mb % 4)
 
 
-def root_disk_size(spec: VmSpec, template_disk_gb: int | float | None) -> int:
-    """The spec's root disk size; a clone can grow the template's disk but never shrink it."""
+def root_disk_size(spec: VmSpec, template_disk_gb: int | float | None, *, linked_clone: bool = False) -> int:
+    """The spec's root disk size; a full clone can grow the template's disk but never shrink it, a linked
+    clone keeps it exactly."""
+    if linked_clone and template_disk_gb is not None and spec.root_disk_gb != template_disk_gb:
+        raise ConfigError(f"{spec.name}: root_disk_gb {spec.root_disk_gb} differs from the vSphere template's "
+                          f"disk ({int(template_disk_gb)} GiB); a linked clone keeps the template's disk size "
+                          "(set root_disk_gb to it, or linked_clone: false)")
     if template_disk_gb is not None and spec.root_disk_gb < template_disk_gb:
         raise ConfigError(f"{spec.name}: root_disk_gb {spec.root_disk_gb} is smaller than the vSphere "
                           f"template's disk ({int(template_disk_gb)} GiB); a clone cannot shrink a disk")

@@ -61,6 +61,9 @@ def test_root_disk_can_grow_but_not_shrink():
     assert m.root_disk_size(spec(), None) == 30
     with pytest.raises(ConfigError, match="cannot shrink"):
         m.root_disk_size(spec(root_disk_gb=8), 40)
+    assert m.root_disk_size(spec(), 30, linked_clone=True) == 30
+    with pytest.raises(ConfigError, match="linked clone keeps"):
+        m.root_disk_size(spec(), 10, linked_clone=True)
 
 
 def test_guest_device_path_from_disk_uuid():
