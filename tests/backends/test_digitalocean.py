@@ -248,3 +248,16 @@ def test_plan_cli_renders_offline(tmp_path):
     res = CliRunner().invoke(build_cli(), ["plan", "--backend", "digitalocean", "--spec", str(f)])
     assert res.exit_code == 0, res.output
     assert "digitalocean:index/droplet:Droplet" in res.output and "PRIVATE KEY" not in res.output
+
+
+def test_example_stack_config_plans():
+    from pathlib import Path
+
+    import yaml
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "postgres-vm" /
+                          "Pulumi.digitalocean.yaml").read_text())["config"]
+    assert cfg["polyvm:backend"] == "digitalocean"
+    s = parse_spec(cfg["polyvm:vm"])
+    p = plan(BE, [s], cfg["polyvm:digitalocean"])
+    assert p.outputs[s.name]["data_disk_devices"] == {"pgdata": "/dev/disk/by-id/scsi-0DO_Volume_db1-pgdata"}

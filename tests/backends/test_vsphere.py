@@ -193,3 +193,16 @@ def test_planned_ingress_is_the_spec_and_firewall_is_guest():
     p = plan(BE, [spec()], SETTINGS)
     assert BE.planned_ingress(p) == spec_ingress_rules(spec())
     assert BE.capabilities.firewall == "guest"
+
+
+def test_example_stack_config_plans():
+    from pathlib import Path
+
+    import yaml
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "postgres-vm" /
+                          "Pulumi.vsphere.yaml").read_text())["config"]
+    assert cfg["polyvm:backend"] == "vsphere"
+    s = parse_spec(cfg["polyvm:vm"])
+    p = plan(BE, [s], cfg["polyvm:vsphere"])
+    assert sorted(p.outputs[s.name]["data_disk_devices"]) == ["pgdata"]
