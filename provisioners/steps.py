@@ -1,0 +1,216 @@
+"""Steps: small objects that each change one thing on a host over a :class:`Connection` and say whether they did.
+
+A recipe is a list of steps; :func:`run_steps` applies them in order on one connection, :func:`fanout`
+(in fanout.py) on many hosts at once. Every step costs one exec channel on the shared connection.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as _secrets
+import shlex
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable, Mapping, Sequence
+
+from polyvm.errors import ConfigError, ProvisionError
+
+from .ssh import Connection, RunResult, Upload, mask
+
+
+@dataclass(frozen=True)
+class StepResult:
+    name: str
+    changed: bool
+    detail: str = ""
+
+
+class Step:
+    """Base class: ``apply(conn)`` brings one thing to the wanted state and returns a StepResult."""
+
+    name: str = "step"
+
+    def apply(self, conn: Connection) -> StepResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class CopyFile(Step):
+    """Copy one file (bytes, text or a local Path) to ``remote_path``; unchanged when the remote already matches."""
+
+    def __init__(self, content_or_path: bytes | str | Path, remote_path: str, *, mode: int = 0o644,
+                 owner: str | None = None, group: str | None = None, name: str | None = None) -> None:
+        self.content = content_or_path
+        self.remote_path = remote_path
+        self.mode = mode
+        self.owner = owner
+        self.group = group
+        self.name = name or f"copy {remote_path}"
+
+    def apply(self, conn: Connection) -> StepResult:
+        changed = conn.put(self.content, self.remote_path, mode=self.mode, owner=self.owner, group=self.group)
+        return StepResult(self.name, changed, "updated" if changed else "already up to date")
+
+
+class CopyDir(Step):
+    """Copy a local directory tree to ``remote_dir`` in one channel and one tar stream (changed files only).
+
+    File modes are copied from the local files unless ``mode`` is given. Remote files that do not exist
+    locally are left alone.
+    """
+
+    def __init__(self, local_dir: str | os.PathLike[str], remote_dir: str, *, mode: int | None = None,
+                 owner: str | None = None, group: str | None = None, exclude: Sequence[str] = (),
+                 name: str | None = None) -> None:
+        self.local_dir = Path(local_dir)
+        self.remote_dir = remote_dir.rstrip("/") or "/"
+        self.mode = mode
+        self.owner = owner
+        self.group = group
+        self.exclude = tuple(exclude)
+        self.name = name or f"copy {self.local_dir}/ to {self.remote_dir}/"
+
+    def uploads(self) -> tuple[list[Upload], list[str]]:
+        if not self.local_dir.is_dir():
+            raise ConfigError(f"{self.local_dir} is not a directory")
+        uploads: list[Upload] = []
+        dirs = [self.remote_dir]
+        for root, dirnames, filenames in os.walk(self.local_dir):
+            rel_root = Path(root).relative_to(self.local_dir)
+            dirnames[:] = sorted(d for d in dirnames if not self._excluded(rel_root / d))
+            for d in dirnames:
+                dirs.append(str(PurePosixPath(self.remote_dir, *(rel_root / d).parts)))
+            for f in sorted(filenames):
+                rel = rel_root / f
+                if self._excluded(rel):
+                    continue
+                local = Path(root) / f
+                mode = self.mode if self.mode is not None else (local.stat().st_mode & 0o777)
+                uploads.append(Upload(local, str(PurePosixPath(self.remote_dir, *rel.parts)), mode,
+                                      self.owner, self.group))
+        return uploads, dirs
+
+    def _excluded(self, rel: Path) -> bool:
+        return any(rel.match(pat) for pat in self.exclude)
+
+    def apply(self, conn: Connection) -> StepResult:
+        uploads, dirs = self.uploads()
+        flags = conn.put_files(uploads, make_dirs=dirs)
+        n = sum(flags)
+        return StepResult(self.name, n > 0, f"{n} of {len(flags)} file(s) updated")
+
+
+ChangedWhen = str | Callable[[RunResult], bool]
+
+
+class RunCommand(Step):
+    """Run a shell command. ``creates``: skip when that remote path exists; ``unless``: skip when that command
+    exits 0 (both checked in the same channel as the command). ``changed_when``: "always", "never" or a
+    function of the RunResult.
+    """
+
+    def __init__(self, command: str, *, name: str | None = None, stdin: bytes | str | None = None,
+                 env: Mapping[str, str] | None = None, creates: str | None = None, unless: str | None = None,
+                 changed_when: ChangedWhen = "always", secrets: Sequence[str] = (), sudo: bool | None = None,
+                 timeout: float | None = None) -> None:
+        if isinstance(changed_when, str) and changed_when not in ("always", "never"):
+            raise ConfigError(f"changed_when must be 'always', 'never' or a function, not {changed_when!r}")
+        self.command = command
+        self.stdin = stdin
+        self.env = dict(env or {})
+        self.creates = creates
+        self.unless = unless
+        self.changed_when = changed_when
+        self.secrets = list(secrets)
+        self.sudo = sudo
+        self.timeout = timeout
+        self.name = name or mask(command.strip().splitlines()[0] if command.strip() else command, self.secrets)[:80]
+
+    def apply(self, conn: Connection) -> StepResult:
+        marker = f"__polyvm_skipped_{_secrets.token_hex(6)}__"
+        guards = []
+        if self.creates:
+            guards.append(f"if [ -e {shlex.quote(self.creates)} ]; then echo {marker}c; exit 0; fi")
+        if self.unless:
+            guards.append(f"if ( {self.unless} ) >/dev/null 2>&1 </dev/null; then echo {marker}u; exit 0; fi")
+        command = "; ".join(guards + [self.command]) if guards else self.command
+        r = conn.run(command, stdin=self.stdin, env=self.env or None, timeout=self.timeout, sudo=self.sudo,
+                     name=self.name, secrets=self.secrets)
+        out = r.stdout.strip()
+        if guards and out in (marker + "c", marker + "u"):
+            why = f"{self.creates} exists" if out.endswith("c") else "'unless' command succeeded"
+            return StepResult(self.name, False, f"skipped: {why}")
+        return StepResult(self.name, _changed(self.changed_when, r), _summary(r))
+
+
+class Script(Step):
+    """Upload a script and run it with ``interpreter`` in one channel; the temporary file is removed after.
+
+    With ``changed_marker``, the step counts as changed only if the script prints that line on stdout.
+    """
+
+    def __init__(self, content: str | bytes, *, name: str = "script", stdin: bytes | str | None = None,
+                 interpreter: str = "/bin/sh", changed_marker: str | None = None,
+                 env: Mapping[str, str] | None = None, args: Sequence[str] = (), secrets: Sequence[str] = (),
+                 sudo: bool | None = None, timeout: float | None = None) -> None:
+        self.content = content.encode() if isinstance(content, str) else bytes(content)
+        self.name = name
+        self.stdin = stdin
+        self.interpreter = interpreter
+        self.changed_marker = changed_marker
+        self.env = dict(env or {})
+        self.args = list(args)
+        self.secrets = list(secrets)
+        self.sudo = sudo
+        self.timeout = timeout
+
+    def command(self) -> tuple[str, bytes]:
+        """The remote command and its stdin (script, then the caller's stdin)."""
+        user_stdin = self.stdin.encode() if isinstance(self.stdin, str) else (self.stdin or b"")
+        # GNU head -c reads exactly N bytes from a pipe, leaving the caller's stdin for the script.
+        take = f"head -c {len(self.content)}" if user_stdin else "cat"
+        args = " ".join(shlex.quote(a) for a in self.args)
+        cmd = (f'__polyvm_t=$(mktemp) || exit 1; trap \'rm -f "$__polyvm_t"\' EXIT; '
+               f'{take} > "$__polyvm_t" || exit 1; {self.interpreter} "$__polyvm_t" {args}'
+               + ("" if user_stdin else " </dev/null"))
+        return cmd, self.content + user_stdin
+
+    def apply(self, conn: Connection) -> StepResult:
+        cmd, data = self.command()
+        r = conn.run(cmd, stdin=data, env=self.env or None, timeout=self.timeout, sudo=self.sudo, name=self.name,
+                     secrets=self.secrets)
+        if self.changed_marker is None:
+            changed = True
+        else:
+            changed = any(line.strip() == self.changed_marker for line in r.stdout.splitlines())
+        return StepResult(self.name, changed, _summary(r))
+
+
+def _changed(rule: ChangedWhen, r: RunResult) -> bool:
+    if rule == "always":
+        return True
+    if rule == "never":
+        return False
+    return bool(rule(r))  # type: ignore[operator]
+
+
+def _summary(r: RunResult) -> str:
+    last = r.stdout.strip().splitlines()[-1:] or [""]
+    return (f"exit {r.exit_status} in {r.duration:.2f}s" + (f": {last[0][:120]}" if last[0] else ""))
+
+
+def run_steps(conn: Connection, steps: Sequence[Step]) -> list[StepResult]:
+    """Apply ``steps`` in order on one connection; stop at the first failure (raising it, with the results so
+    far attached as ``exc.results``)."""
+    results: list[StepResult] = []
+    with conn:
+        for step in steps:
+            try:
+                results.append(step.apply(conn))
+            except ProvisionError as exc:
+                exc.results = list(results)  # type: ignore[attr-defined]
+                exc.step = step.name  # type: ignore[attr-defined]
+                raise
+    return results
