@@ -2,6 +2,7 @@
 
 from polyvm.backends.aws import AwsBackend
 from polyvm.backends.azure import AzureBackend
+from polyvm.backends.gcp import GcpBackend
 from polyvm.testing import BackendContract
 
 
@@ -22,4 +23,17 @@ class TestAzureContract(BackendContract):
         ({"ssh": {"user": "admin", "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBwHd0ks5e0m5gUj4k2Gx0m4c1QzYlqZ6j2l4vbm5y2B"}},
          "ssh.user 'admin'"),
         ({"zone": "westeurope-1"}, "zone 'westeurope-1'"),
+    )
+
+
+class TestGcpContract(BackendContract):
+    backend = GcpBackend()
+    settings = {"project": "polyvm-contract", "zone": "europe-west1-b"}
+    region = "europe-west4"
+    zone = "europe-west4-a"
+    instance_type_override = "n2-standard-4"
+    image_id_override = "projects/my-project/global/images/my-ubuntu"
+    extra_unsupported = (
+        ({"tags": {"Owner": "Data Team"}}, "tags.Owner"),
+        ({"zone": "2"}, "zone '2'"),
     )
