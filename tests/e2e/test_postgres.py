@@ -1,0 +1,196 @@
+"""The PostgreSQL recipe against real SSH test hosts (network namespaces with their own sshd).
+
+Hosts start with PostgreSQL 15 installed but no cluster (pg="fresh"), like a new Debian VM, and a
+loop-device data disk. The client side of each test is this machine (psycopg over the host's link).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from polyvm.errors import RecipeError
+from polyvm.provisioners.ssh import Connection
+from polyvm.recipes.postgres import apply_postgres, parse_inputs
+
+psycopg = pytest.importorskip("psycopg", reason="psycopg is needed for client-side logins")
+
+pytestmark = pytest.mark.e2e
+
+APP_PASSWORD = "correct-horse-battery-staple"
+
+
+def connect(host) -> Connection:
+    return Connection(host.address, host.user, private_key_path=host.private_key_path, host_key=host.host_key,
+                      deadline=60)
+
+
+def inputs_for(host, **overrides):
+    data = {
+        "allowed_cidrs": [f"{host.record.host_ip}/32"],
+        "users": [{"name": "app", "password": APP_PASSWORD}],
+        "databases": [{"name": "app"}],
+        "data_device": host.disk,
+        "memory_mb": 512,
+    }
+    data.update(overrides)
+    return parse_inputs(data)
+
+
+def login(host, *, password=APP_PASSWORD, sslmode="require", dbname="app"):
+    return psycopg.connect(host=host.address, port=5432, user="app", password=password, dbname=dbname,
+                           sslmode=sslmode, connect_timeout=10)
+
+
+def psql(testhosts, host, sql: str) -> str:
+    r = testhosts.exec(host, ["runuser", "-u", "postgres", "--", "psql", "-XAt", "-d", "app", "-f", "-"],
+                       input=sql)
+    return r.stdout.strip()
+
+
+def start_time(testhosts, host) -> str:
+    return psql(testhosts, host, "SELECT pg_postmaster_start_time();")
+
+
+def test_fresh_host_full_run_locked_down_idempotent_and_data_survives(testhosts, capsys):
+    (host,) = testhosts.up(pg="fresh", disk_mb=256)
+
+    t0 = time.monotonic()
+    with connect(host) as conn:
+        first = apply_postgres(conn, inputs_for(host))
+    first_s = time.monotonic() - t0
+    assert first.changed
+    names = {s.name for s in first.steps if s.changed}
+    assert {"data disk", "cluster", "configuration", "server", "roles and databases"} <= names
+    assert "created ext4 filesystem" in next(s.detail for s in first.steps if s.name == "data disk")
+
+    # TLS + SCRAM login as the application user from an allowed address works.
+    with login(host) as c:
+        row = c.execute("SELECT current_user, ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
+        assert row[0] == "app" and row[1] is True
+        assert c.execute("SHOW password_encryption").fetchone()[0] == "scram-sha-256"
+    # The same login without TLS finds no pg_hba entry.
+    with pytest.raises(psycopg.OperationalError, match="no pg_hba.conf entry|no encryption"):
+        login(host, sslmode="disable")
+    # A wrong password fails.
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        login(host, password="wrong-password-123")
+    # A client outside the allowed CIDRs (the host itself, via its own address) is rejected.
+    r = testhosts.exec(host, ["psql", "-XAt", "-w",
+                              f"host={host.address} user=app dbname=app sslmode=require connect_timeout=5",
+                              "-c", "SELECT 1"], check=False)
+    assert r.returncode != 0 and "no pg_hba.conf entry" in r.stderr
+
+    # No trust anywhere; TCP only as hostssl + scram-sha-256 from the allowed (and loopback) networks.
+    rules = psql(testhosts, host, "SELECT type || ' ' || coalesce(address, '') || ' ' || auth_method "
+                                  "FROM pg_hba_file_rules ORDER BY line_number;").splitlines()
+    assert not any("trust" in r for r in rules)
+    assert rules[0] == "local  peer"
+    assert set(rules[1:]) == {"hostssl 127.0.0.1 scram-sha-256", "hostssl ::1 scram-sha-256",
+                              f"hostssl {host.record.host_ip} scram-sha-256"}
+    assert psql(testhosts, host, "SELECT rolpassword FROM pg_authid WHERE rolname = 'app';").startswith(
+        "SCRAM-SHA-256$4096:")
+    # Config files belong to postgres and are not world-readable.
+    perms = testhosts.exec(host, "stat -c '%U %a %n' /etc/postgresql/15/main/postgresql.conf "
+                                 "/etc/postgresql/15/main/pg_hba.conf /etc/postgresql/15/main/conf.d/50-polyvm.conf "
+                                 "/etc/postgresql/15/main/server.key").stdout.splitlines()
+    for line in perms:
+        owner, mode, _path = line.split()
+        assert owner == "postgres" and mode[-1] == "0", line
+    # The password was never logged.
+    logs = testhosts.exec(host, "cat /var/log/postgresql/*.log 2>/dev/null || true").stdout
+    assert APP_PASSWORD not in logs
+
+    # The data directory is on the data disk, mounted by UUID through fstab.
+    data_dir = psql(testhosts, host, "SHOW data_directory;")
+    assert data_dir == "/srv/postgresql/15/main"
+    src = testhosts.exec(host, ["findmnt", "-n", "-o", "SOURCE", "--target", data_dir]).stdout.strip()
+    assert src == host.disk
+    fstab = testhosts.exec(host, ["cat", "/etc/fstab"]).stdout
+    assert any(l.startswith("UUID=") and " /srv/postgresql " in l for l in fstab.splitlines())
+
+    # A second run with the same inputs changes nothing and does not restart the server.
+    before = start_time(testhosts, host)
+    t0 = time.monotonic()
+    with connect(host) as conn:
+        second = apply_postgres(conn, inputs_for(host))
+    second_s = time.monotonic() - t0
+    assert not second.changed, second.summary()
+    assert start_time(testhosts, host) == before
+
+    # Rows written now survive re-runs with changed settings: a reload (work_mem) ...
+    with login(host) as c:
+        c.execute("CREATE TABLE kept (id int PRIMARY KEY, note text)")
+        c.execute("INSERT INTO kept SELECT g, 'row ' || g FROM generate_series(1, 100) g")
+    with connect(host) as conn:
+        third = apply_postgres(conn, inputs_for(host, settings={"work_mem": "8MB"}))
+    assert third.changed and not third.restarted
+    assert "reloaded" in next(s.detail for s in third.steps if s.name == "server")
+    assert start_time(testhosts, host) == before
+    with login(host) as c:
+        assert c.execute("SHOW work_mem").fetchone()[0] == "8MB"
+    # ... and a restart, only because shared_buffers needs one.
+    with connect(host) as conn:
+        fourth = apply_postgres(conn, inputs_for(host, settings={"work_mem": "8MB", "shared_buffers": "64MB"}))
+    assert fourth.restarted and "shared_buffers" in next(s.detail for s in fourth.steps if s.name == "server")
+    assert start_time(testhosts, host) != before
+    with login(host) as c:
+        assert c.execute("SHOW shared_buffers").fetchone()[0] == "64MB"
+        assert c.execute("SELECT count(*) FROM kept").fetchone()[0] == 100
+
+    with capsys.disabled():
+        print(f"\n[postgres e2e] first run {first_s:.2f}s, unchanged re-run {second_s:.2f}s")
+
+
+def test_sudo_login_user_without_data_disk(testhosts):
+    (host,) = testhosts.up(pg="fresh", user="admin")
+    assert host.user == "admin"
+    inputs = inputs_for(host, data_device=None)
+    with connect(host) as conn:
+        first = apply_postgres(conn, inputs)
+        second = apply_postgres(conn, inputs)
+    assert first.changed and not second.changed
+    assert first.data_dir == "/var/lib/postgresql/15/main"
+    with login(host) as c:
+        assert c.execute("SELECT current_user").fetchone()[0] == "app"
+
+
+def test_existing_filesystem_on_data_disk_is_never_reformatted(testhosts):
+    (host,) = testhosts.up(pg="fresh", disk_mb=128)
+    testhosts.exec(host, f"mkfs.ext4 -q -L old {host.disk} && mkdir -p /mnt/old && mount {host.disk} /mnt/old "
+                         "&& echo precious > /mnt/old/keep.txt && umount /mnt/old")
+    uuid = testhosts.exec(host, ["blkid", "-p", "-s", "UUID", "-o", "value", host.disk]).stdout.strip()
+    with connect(host) as conn:
+        result = apply_postgres(conn, inputs_for(host))
+    assert "created" not in next(s.detail for s in result.steps if s.name == "data disk")
+    assert testhosts.exec(host, "cat /srv/postgresql/keep.txt").stdout.strip() == "precious"
+    assert testhosts.exec(host, ["blkid", "-p", "-s", "UUID", "-o", "value", host.disk]).stdout.strip() == uuid
+
+
+def test_disk_with_partition_table_is_refused(testhosts):
+    (host,) = testhosts.up(pg="fresh", disk_mb=64)
+    # An MBR with one Linux partition (what a disk partitioned elsewhere looks like), no filesystem.
+    mbr = bytearray(512)
+    mbr[446:462] = bytes([0, 0, 0, 0, 0x83, 0, 0, 0]) + (2048).to_bytes(4, "little") + (4096).to_bytes(4, "little")
+    mbr[510:512] = b"\x55\xaa"
+    with open(host.disk, "r+b") as dev:  # the loop device is visible from this machine too
+        dev.write(mbr)
+    with connect(host) as conn, pytest.raises(RecipeError, match="refusing to touch it"):
+        apply_postgres(conn, inputs_for(host))
+    assert "PTTYPE" in testhosts.exec(host, ["blkid", "-p", "-o", "export", host.disk], check=False).stdout
+
+
+def test_guest_firewall_opens_only_postgres_and_ssh(testhosts):
+    (host,) = testhosts.up(pg="fresh")
+    me = f"{host.record.host_ip}/32"
+    inputs = inputs_for(host, data_device=None, guest_firewall=True, ssh_cidrs=[me])
+    with connect(host) as conn:
+        first = apply_postgres(conn, inputs)
+        second = apply_postgres(conn, inputs)
+    assert any(s.name == "firewall" and s.changed for s in first.steps)
+    assert not second.changed
+    ruleset = testhosts.exec(host, ["nft", "list", "table", "inet", "polyvm"]).stdout
+    assert "policy drop" in ruleset and "tcp dport 5432 accept" in ruleset and "tcp dport 22 accept" in ruleset
+    with login(host) as c:  # still reachable from the allowed address
+        assert c.execute("SELECT 1").fetchone()[0] == 1
