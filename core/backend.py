@@ -241,6 +241,11 @@ class Backend(ABC):
         """Tags (labels) on the planned VM resource itself, as key -> value."""
         raise NotImplementedError(f"backend {self.name!r} does not implement planned_tags")
 
+    def doc_tables(self) -> dict[str, tuple[tuple[str, ...], list[tuple[Any, ...]]]]:
+        """Reference tables for docs/backends.md (e.g. the size and image tables the mapping uses):
+        title -> (column headers, rows). Override to document a backend's choices."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description,
                 "capabilities": dataclasses.asdict(self.capabilities)}

@@ -6,6 +6,7 @@ import hashlib
 from typing import Any
 
 import pulumi
+from pydantic import Field
 
 from polyvm.backend import Backend, BackendSettings, Capabilities
 from polyvm.hookspecs import hookimpl
@@ -15,8 +16,8 @@ from polyvm.spec import VmSpec
 class AwsSettings(BackendSettings):
     """Pulumi config ``polyvm:aws``. Without vpc_id/subnet_id the account's default VPC is used."""
 
-    vpc_id: str | None = None
-    subnet_id: str | None = None
+    vpc_id: str | None = Field(default=None, description="VPC for the security group (default VPC if unset).")
+    subnet_id: str | None = Field(default=None, description="Subnet for the instance (a default subnet if unset).")
 
 
 class AwsBackend(Backend):
@@ -52,6 +53,17 @@ class AwsBackend(Backend):
 
         assert isinstance(settings, AwsSettings)
         return AwsVirtualMachine(spec, settings, opts)
+
+    def doc_tables(self) -> dict:
+        from . import mapping as m
+
+        return {
+            "instance types (cheapest with at least the asked vCPUs and GiB)":
+                (("instance type", "vCPUs", "GiB"), list(m.INSTANCE_TYPES)),
+            "images (most recent AMI matching)":
+                (("family", "version", "owner", "name pattern"),
+                 [(f, v, o, f"`{p}`") for (f, v), (o, p) in m.AMI_LOOKUP.items()]),
+        }
 
     # --- reading a plan back (contract suite) ---------------------------------------------------------
     def _sg(self, plan: Any) -> dict[str, Any]:

@@ -116,6 +116,18 @@ class AzureBackend(Backend):
         assert isinstance(settings, AzureSettings)
         return AzureVirtualMachine(spec, settings, opts)
 
+    def doc_tables(self) -> dict:
+        return {
+            "VM sizes (cheapest with at least the asked vCPUs and GiB)": (("VM size", "vCPUs", "GiB"), list(m.VM_SIZES)),
+            "images (marketplace, version latest)": (("family", "version", "publisher", "offer", "sku"),
+                                                     [(f, v, *ref) for (f, v), ref in m.IMAGES.items()]),
+            "NSG rules": (("priority", "rule"), [
+                (f"{m.FIRST_PRIORITY} + {m.PRIORITY_STEP}·i", "allow ingress[i] (IPv4 sources)"),
+                (m.ALLOW_ALL_OUTBOUND_PRIORITY, "allow all outbound IPv4"),
+                (m.DENY_ALL_INBOUND_PRIORITY, "deny all other inbound (overrides Azure's AllowVnetInBound)"),
+            ]),
+        }
+
     # --- reading a plan back (contract suite) ---------------------------------------------------------
     def _nsg_rules(self, plan: Any) -> list[dict]:
         (nsg,) = plan.by_type("azure-native:network:NetworkSecurityGroup")

@@ -127,6 +127,14 @@ class GcpBackend(Backend):
         assert isinstance(settings, GcpSettings)
         return GcpVirtualMachine(spec, settings, opts)
 
+    def doc_tables(self) -> dict:
+        return {
+            "machine types (cheapest with at least the asked vCPUs and GiB)":
+                (("machine type", "vCPUs", "GiB"), list(m.MACHINE_TYPES)),
+            "images (public image families)": (("family", "version", "image"),
+                                               [(f, v, f"`{i}`") for (f, v), i in m.IMAGE_FAMILIES.items()]),
+        }
+
     # --- reading a plan back (contract suite) ---------------------------------------------------------
     def _firewalls(self, plan: Any) -> list[dict]:
         return [f.inputs for f in plan.by_type("gcp:compute/firewall:Firewall")]
