@@ -96,6 +96,18 @@ class DigitalOceanBackend(Backend):
             out = [p for p in out if not p.startswith("image.family ")]
         return out + m.unsupported(spec)
 
+    def doc_tables(self) -> dict:
+        return {
+            "Droplet sizes (cheapest with at least the asked vCPUs, GiB and root disk)":
+                (("size slug", "vCPUs", "GiB", "root disk GiB"), list(m.DROPLET_SIZES)),
+            "images": (("family", "version", "image slug"),
+                       [(f, v, f"`{slug}`") for (f, v), slug in m.IMAGE_SLUGS.items()]),
+            "guest paths and tags": (("what", "how"), [
+                ("data disk device", f"`{m.GUEST_DEVICE_PATH.format(name='<vm>-<disk>')}`"),
+                ("tag", "`key:value` (`key` for an empty value); keys with ':' are rejected"),
+            ]),
+        }
+
     def settings_problems(self, spec: VmSpec, settings: BackendSettings) -> list[str]:
         assert isinstance(settings, DigitalOceanSettings)
         return [] if (spec.region or settings.region) else [m.NO_REGION]

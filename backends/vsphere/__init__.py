@@ -111,6 +111,19 @@ class VsphereBackend(Backend):
         },
     }
 
+    def doc_tables(self) -> dict:
+        return {
+            "disks and guest data": (("what", "how"), [
+                ("root disk", "SCSI 0:0, the template's disk grown to root_disk_gb (never shrunk)"),
+                ("data disks", "SCSI 0:1-6 then 0:8-15 in spec order (unit 7 is the controller)"),
+                ("data disk device", f"`{m.GUEST_DEVICE_PATH.format(uuid='<disk uuid, no dashes, lower case>')}` "
+                                     "(enable_disk_uuid)"),
+                ("cloud-init", "`guestinfo.metadata` + `guestinfo.userdata` (base64, secret) in extra_config"),
+                ("ingress rules", "enforced by nftables in the guest; published as `guestinfo.polyvm.ingress`"),
+                ("tags", "`key=value` lines in the VM's Notes (annotation)"),
+            ]),
+        }
+
     # --- reading a plan back (contract suite) ---------------------------------------------------------
     def _vm(self, plan: Any) -> Any:
         (vm,) = plan.by_type("vsphere:index/virtualMachine:VirtualMachine")
