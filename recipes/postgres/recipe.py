@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 from polyvm.errors import CommandError, RecipeError
+from polyvm.provisioners.steps import Script, Step, StepResult
 
 from .inputs import PostgresInputs
 from .platform import Layout, OsRelease, layout_for, parse_os_release
@@ -40,17 +41,11 @@ from .roles import changes_from_psql_output, query_current_sql, roles_sql
 if TYPE_CHECKING:
     from polyvm.provisioners.ssh import Connection
 
+__all__ = ["PostgresRecipe", "RecipeResult", "apply_postgres", "build_steps", "detect", "layout_for_inputs"]
+
 FIREWALL_RULES_PATH = "/etc/polyvm/firewall.nft"
 PSQL_AS_POSTGRES = ("runuser -u postgres -- psql -X -At -v ON_ERROR_STOP=1 -h /var/run/postgresql "
                     "-p {port} -d postgres -f -")
-
-
-@dataclass
-class StepResult:
-    name: str
-    changed: bool
-    detail: str = ""
-    duration: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -62,43 +57,27 @@ class RemoteFile:
     group: str | None = "postgres"
 
 
-@dataclass
-class Step:
-    """Base: ``apply(conn) -> StepResult``. Subclasses are plain data, so the Pulumi form can declare them."""
+class ScriptStep(Script):
+    """A shell script run as root (uploaded and run in one channel). It prints CHANGED_MARKER when it changed
+    something; its other output lines are the step's detail. ``stdin`` may hold secrets (never argv)."""
 
-    name: str
-
-    def apply(self, conn: "Connection") -> StepResult:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-@dataclass
-class ScriptStep(Step):
-    """A shell script run as root; it prints CHANGED_MARKER when it changed something. ``stdin`` may hold
-    secrets (they go on the channel's stdin, never on a command line)."""
-
-    script: str = ""
-    stdin: str | None = None
-    secrets: Sequence[str] = ()
-
-    def command(self) -> str:
-        import shlex
-
-        return "sh -c " + shlex.quote(self.script)
+    def __init__(self, name: str, script: str, *, stdin: str | None = None, secrets: Sequence[str] = ()) -> None:
+        super().__init__(script, name=name, stdin=stdin, changed_marker=CHANGED_MARKER, secrets=secrets)
+        self.script = script
 
     def apply(self, conn: "Connection") -> StepResult:
-        r = conn.run(self.command(), stdin=self.stdin, name=self.name, secrets=list(self.secrets))
-        lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
-        changed = CHANGED_MARKER in lines
-        detail = "; ".join(ln for ln in lines if ln != CHANGED_MARKER)
-        return StepResult(self.name, changed, detail)
+        cmd, data = self.command()
+        r = conn.run(cmd, stdin=data, name=self.name, secrets=self.secrets, timeout=self.timeout)
+        lines = [ln.strip() for ln in r.stdout.splitlines() if ln.strip()]
+        return StepResult(self.name, CHANGED_MARKER in lines, "; ".join(ln for ln in lines if ln != CHANGED_MARKER))
 
 
-@dataclass
 class FilesStep(Step):
-    """Files copied atomically; unchanged files are not sent (content, mode and owner compared)."""
+    """Files copied atomically in one round trip; unchanged files are not sent (content, mode and owner compared)."""
 
-    files: Sequence[RemoteFile] = ()
+    def __init__(self, name: str, files: Sequence[RemoteFile]) -> None:
+        self.name = name
+        self.files = list(files)
 
     def apply(self, conn: "Connection") -> StepResult:
         from polyvm.provisioners.ssh import Upload
@@ -108,16 +87,16 @@ class FilesStep(Step):
         return StepResult(self.name, bool(changed), ("updated " + ", ".join(changed)) if changed else "")
 
 
-@dataclass
 class RolesStep(Step):
     """Roles and databases. Reads the stored SCRAM verifiers, sets a password only when it differs, and
     sends verifiers (never the password) through psql's stdin."""
 
-    inputs: PostgresInputs | None = None
+    def __init__(self, name: str, inputs: PostgresInputs) -> None:
+        self.name = name
+        self.inputs = inputs
 
     def apply(self, conn: "Connection") -> StepResult:
         inputs = self.inputs
-        assert inputs is not None
         if not inputs.users:
             return StepResult(self.name, False, "no users")
         cmd = PSQL_AS_POSTGRES.format(port=inputs.port)
@@ -143,6 +122,7 @@ class RecipeResult:
     pg_version: str
     data_dir: str
     steps: list[StepResult] = field(default_factory=list)
+    durations: dict[str, float] = field(default_factory=dict)
     duration: float = 0.0
 
     @property
@@ -194,7 +174,7 @@ def build_steps(inputs: PostgresInputs, layout: Layout, *, memory_mb: int | None
                        owner="root", group="root")]))
         steps.append(ScriptStep("firewall", render_template("firewall.sh.j2", rules_path=FIREWALL_RULES_PATH)))
     steps.append(ScriptStep("server", render_apply_script(inputs, layout)))
-    steps.append(RolesStep("roles and databases", inputs=inputs))
+    steps.append(RolesStep("roles and databases", inputs))
     steps.append(verify_step(inputs, layout))
     return steps
 
@@ -242,11 +222,22 @@ def apply_postgres(conn: "Connection", inputs: PostgresInputs, *, os_release: Os
     for step in steps:
         t0 = time.monotonic()
         try:
-            res = step.apply(conn)
-            res.duration = time.monotonic() - t0
-            result.steps.append(res)
+            result.steps.append(step.apply(conn))
+            result.durations[step.name] = time.monotonic() - t0
         except CommandError as exc:
             raise RecipeError(f"postgres recipe, step {step.name!r}: {exc}") from None
     result.duration = time.monotonic() - start
     return result
 
+
+
+class PostgresRecipe(Step):
+    """The whole recipe as one step (detect, then every step), e.g. for ``fanout(hosts, [PostgresRecipe(inputs)])``."""
+
+    def __init__(self, inputs: PostgresInputs, *, name: str = "postgres") -> None:
+        self.inputs = inputs
+        self.name = name
+
+    def apply(self, conn: "Connection") -> StepResult:
+        result = apply_postgres(conn, self.inputs)
+        return StepResult(self.name, result.changed, "; ".join(result.changes) or "no change")
