@@ -102,11 +102,13 @@ class VsphereBackend(Backend):
             "id": "domain-c8", "name": a["name"], "resourcePoolId": "resgroup-9"},
         "vsphere:index/getResourcePool:getResourcePool": lambda a: {"id": "resgroup-42", "name": a.get("name")},
         "vsphere:index/getNetwork:getNetwork": lambda a: {"id": "network-15", "name": a["name"], "type": "Network"},
+        # The mock template's disk is 8 GiB, the smallest root_disk_gb a spec may ask, so offline plans
+        # never trip the "cannot shrink" check (which needs the real template's size).
         "vsphere:index/getVirtualMachine:getVirtualMachine": lambda a: {
             "id": "4217a5c4-1f4e-4a2f-9bde-6b1d2c3e4f50", "uuid": "4217a5c4-1f4e-4a2f-9bde-6b1d2c3e4f50",
             "name": a["name"], "guestId": "ubuntu64Guest", "scsiType": "pvscsi", "firmware": "efi",
             "networkInterfaceTypes": ["vmxnet3"],
-            "disks": [{"label": "disk0", "size": 10, "thinProvisioned": True,
+            "disks": [{"label": "disk0", "size": 8, "thinProvisioned": True,
                        "eagerlyScrub": False, "unitNumber": 0}],
         },
     }

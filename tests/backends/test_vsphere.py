@@ -184,11 +184,6 @@ def test_outputs():
     assert plan(BE, [spec(public_ip=False)], SETTINGS).outputs["db1"]["public_ip"] is None
 
 
-def test_root_disk_smaller_than_template_fails_with_message():
-    with pytest.raises(Exception, match="cannot shrink"):
-        plan(BE, [spec(root_disk_gb=8)], SETTINGS)  # the mock template's disk is 10 GiB
-
-
 def test_planned_ingress_is_the_spec_and_firewall_is_guest():
     p = plan(BE, [spec()], SETTINGS)
     assert BE.planned_ingress(p) == spec_ingress_rules(spec())
