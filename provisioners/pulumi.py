@@ -1,0 +1,273 @@
+"""Pulumi dynamic resources on the SSH layer: ``CopyFile`` (a file on a host) and ``RemoteExec`` (a command).
+
+Both take ``connection`` inputs (host, port, user, private_key (made secret), host_key, bastion, ...; see
+:meth:`polyvm.provisioners.ssh.Connection.from_mapping`), ``triggers`` (any value; a change forces a re-run),
+and re-run on update when their content or commands change. ``RemoteExec`` exposes the tails of stdout and
+stderr, secret whenever any command, stdin or environment input was secret.
+
+The providers keep no state and capture no live client, so Pulumi can pickle them (it uses dill).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pulumi
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
+
+from .ssh import Connection, tail
+
+OUTPUT_TAIL_CHARS = 4096
+#: Connection settings whose change means "another machine": the resource is replaced, not updated.
+_IDENTITY_KEYS = ("host", "port", "user")
+_CONNECTION_KEYS = ("host", "port", "user", "private_key", "private_key_path", "private_key_password",
+                    "host_key", "known_hosts", "bastion", "connect_timeout", "deadline", "sudo",
+                    "insecure_accept_any_host_key")
+
+
+# --------------------------------------------------------------------------------------------------------
+# helpers shared by both providers (pure; the providers' own methods stay small)
+# --------------------------------------------------------------------------------------------------------
+
+def _plain(value: Any) -> Any:
+    """Pulumi hands numbers over as floats; make whole floats ints again, recursively."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def connection_from_props(props: Mapping[str, Any]) -> Connection:
+    conn = _plain(dict(props.get("connection") or {}))
+    return Connection.from_mapping({k: v for k, v in conn.items() if v is not None})
+
+
+def _connection_failures(props: Mapping[str, Any]) -> list[CheckFailure]:
+    conn = props.get("connection")
+    if not isinstance(conn, Mapping):
+        return [CheckFailure("connection", "connection settings are required (host, user, private_key, ...)")]
+    failures = []
+    if not conn.get("host"):
+        failures.append(CheckFailure("connection", "connection.host is required"))
+    unknown = sorted(set(conn) - set(_CONNECTION_KEYS))
+    if unknown:
+        failures.append(CheckFailure("connection", f"unknown connection setting(s): {', '.join(unknown)}"))
+    return failures
+
+
+def _identity(props: Mapping[str, Any]) -> tuple:
+    conn = _plain(dict(props.get("connection") or {}))
+    bastion = conn.get("bastion") or {}
+    return tuple(conn.get(k) for k in _IDENTITY_KEYS) + (bastion.get("host") if isinstance(bastion, Mapping)
+                                                          else None,)
+
+
+def _mode(value: Any) -> int:
+    if isinstance(value, str):
+        return int(value, 8)
+    return int(value if value is not None else 0o644)
+
+
+def _content_bytes(props: Mapping[str, Any]) -> bytes:
+    if props.get("content") is not None:
+        return str(props["content"]).encode()
+    return Path(str(props["source"])).expanduser().read_bytes()
+
+
+def _secret_connection(connection: Any) -> Any:
+    """Make the private key (and the bastion's) secret, whatever form the connection input has."""
+    if isinstance(connection, Mapping):
+        conn = dict(connection)
+        for k in ("private_key", "private_key_password"):
+            if conn.get(k) is not None:
+                conn[k] = pulumi.Output.secret(conn[k])
+        if isinstance(conn.get("bastion"), Mapping):
+            conn["bastion"] = _secret_connection(conn["bastion"])
+        return conn
+    return pulumi.Output.secret(connection)
+
+
+def _secretness_of(*inputs: Any) -> pulumi.Output:
+    """An empty placeholder that is secret exactly when one of ``inputs`` is: the Pulumi engine marks an
+    output secret when the input of the same name was (dynamic providers cannot mark outputs themselves)."""
+    return pulumi.Output.all(*[i for i in inputs if i is not None]).apply(lambda _: "")
+
+
+# --------------------------------------------------------------------------------------------------------
+# CopyFile
+# --------------------------------------------------------------------------------------------------------
+
+class CopyFileProvider(ResourceProvider):
+    """A file on a remote host. Inputs: connection, remote_path, content | source, mode, owner, group,
+    triggers, remove_on_delete. Outputs add ``sha256`` and ``size``."""
+
+    serialize_as_secret_always = False
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        failures = _connection_failures(news)
+        if not news.get("remote_path"):
+            failures.append(CheckFailure("remote_path", "remote_path is required"))
+        has_content, has_source = news.get("content") is not None, news.get("source") is not None
+        if has_content == has_source:
+            failures.append(CheckFailure("content", "give exactly one of content or source"))
+        elif has_source and not Path(str(news["source"])).expanduser().is_file():
+            failures.append(CheckFailure("source", f"local file {news['source']} does not exist"))
+        try:
+            _mode(news.get("mode"))
+        except (TypeError, ValueError):
+            failures.append(CheckFailure("mode", f"mode must be an int or an octal string, not {news.get('mode')!r}"))
+        checked = dict(news)
+        if not failures:
+            checked["sha256"] = hashlib.sha256(_content_bytes(news)).hexdigest()
+        return CheckResult(checked, failures)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        replaces = ["connection"] if _identity(olds) != _identity(news) else []
+        if olds.get("remote_path") != news.get("remote_path"):
+            replaces.append("remote_path")
+        news_sha = news.get("sha256") or hashlib.sha256(_content_bytes(news)).hexdigest()
+        changed = [k for k in ("mode", "owner", "group", "triggers", "remove_on_delete")
+                   if _plain(olds.get(k)) != _plain(news.get(k))]
+        if olds.get("sha256") != news_sha:
+            changed.append("content")
+        if _plain(olds.get("connection")) != _plain(news.get("connection")) and "connection" not in replaces:
+            changed.append("connection")
+        return DiffResult(changes=bool(replaces or changed), replaces=replaces, stables=[],
+                          delete_before_replace=False)
+
+    def _copy(self, props: dict[str, Any]) -> dict[str, Any]:
+        data = _content_bytes(props)
+        with connection_from_props(props) as conn:
+            conn.put(data, str(props["remote_path"]), mode=_mode(props.get("mode")), owner=props.get("owner"),
+                     group=props.get("group"))
+        outs = dict(props)
+        outs["sha256"] = hashlib.sha256(data).hexdigest()
+        outs["size"] = len(data)
+        return outs
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        outs = self._copy(props)
+        conn = _plain(props["connection"])
+        return CreateResult(f"{conn.get('host')}:{props['remote_path']}", outs)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(self._copy(news))
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        if not props.get("remove_on_delete"):
+            return
+        with connection_from_props(props) as conn:
+            conn.run(f"rm -f -- {_q(props['remote_path'])}", name=f"remove {props['remote_path']}")
+
+
+class CopyFile(pulumi.dynamic.Resource, module="polyvm", name="CopyFile"):
+    """Copy ``content`` (text) or ``source`` (a local file) to ``remote_path`` on the host in ``connection``."""
+
+    sha256: pulumi.Output[str]
+    size: pulumi.Output[int]
+
+    def __init__(self, resource_name: str, *, connection: Any, remote_path: Any, content: Any = None,
+                 source: Any = None, mode: Any = 0o644, owner: Any = None, group: Any = None,
+                 triggers: Any = None, remove_on_delete: bool = False,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        props = {
+            "connection": _secret_connection(connection), "remote_path": remote_path, "content": content,
+            "source": source, "mode": mode, "owner": owner, "group": group, "triggers": triggers,
+            "remove_on_delete": remove_on_delete,
+            "sha256": _secretness_of(content), "size": None,
+        }
+        super().__init__(CopyFileProvider(), resource_name, props, opts)
+
+
+# --------------------------------------------------------------------------------------------------------
+# RemoteExec
+# --------------------------------------------------------------------------------------------------------
+
+_RERUN_KEYS = ("create", "update", "stdin", "environment", "triggers", "sudo")
+
+
+class RemoteExecProvider(ResourceProvider):
+    """A command on a remote host: ``create`` runs on create, ``update`` (default: ``create``) when the
+    commands, stdin, environment or triggers change, ``delete`` (optional) on destroy."""
+
+    serialize_as_secret_always = False
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        failures = _connection_failures(news)
+        if not news.get("create"):
+            failures.append(CheckFailure("create", "create (the command to run) is required"))
+        env = news.get("environment")
+        if env is not None and not isinstance(env, Mapping):
+            failures.append(CheckFailure("environment", "environment must be a mapping of names to values"))
+        return CheckResult(news, failures)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        replaces = ["connection"] if _identity(olds) != _identity(news) else []
+        changed = [k for k in (*_RERUN_KEYS, "delete", "timeout") if _plain(olds.get(k)) != _plain(news.get(k))]
+        if _plain(olds.get("connection")) != _plain(news.get("connection")):
+            changed.append("connection")
+        return DiffResult(changes=bool(replaces or changed), replaces=replaces, stables=[],
+                          delete_before_replace=False)
+
+    def _run(self, props: dict[str, Any], command: str) -> dict[str, Any]:
+        env = {str(k): str(v) for k, v in (props.get("environment") or {}).items()}
+        timeout = props.get("timeout")
+        with connection_from_props(props) as conn:
+            r = conn.run(command, stdin=props.get("stdin"), env=env or None,
+                         timeout=float(timeout) if timeout else None, sudo=props.get("sudo"),
+                         name=props.get("name") or None)
+        outs = dict(props)
+        outs["stdout"] = tail(r.stdout, lines=10_000, chars=OUTPUT_TAIL_CHARS)
+        outs["stderr"] = tail(r.stderr, lines=10_000, chars=OUTPUT_TAIL_CHARS)
+        return outs
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        outs = self._run(props, str(props["create"]))
+        conn = _plain(props["connection"])
+        digest = hashlib.sha256(str(props["create"]).encode()).hexdigest()[:12]
+        return CreateResult(f"{conn.get('host')}:{digest}", outs)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        if all(_plain(olds.get(k)) == _plain(news.get(k)) for k in _RERUN_KEYS):
+            # only the delete command, timeout or connection details changed: nothing to re-run
+            outs = dict(news)
+            outs["stdout"], outs["stderr"] = olds.get("stdout", ""), olds.get("stderr", "")
+            return UpdateResult(outs)
+        return UpdateResult(self._run(news, str(news.get("update") or news["create"])))
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        if props.get("delete"):
+            self._run(props, str(props["delete"]))
+
+
+class RemoteExec(pulumi.dynamic.Resource, module="polyvm", name="RemoteExec"):
+    """Run ``create`` on the host in ``connection``; re-run ``update`` (default ``create``) on change."""
+
+    stdout: pulumi.Output[str]
+    stderr: pulumi.Output[str]
+
+    def __init__(self, resource_name: str, *, connection: Any, create: Any, update: Any = None,
+                 delete: Any = None, stdin: Any = None, environment: Any = None, triggers: Any = None,
+                 sudo: Any = None, timeout: Any = None, name: Any = None,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        placeholder = _secretness_of(create, update, delete, stdin, environment)
+        props = {
+            "connection": _secret_connection(connection), "create": create, "update": update, "delete": delete,
+            "stdin": stdin, "environment": environment, "triggers": triggers, "sudo": sudo, "timeout": timeout,
+            "name": name, "stdout": placeholder, "stderr": placeholder,
+        }
+        super().__init__(RemoteExecProvider(), resource_name, props, opts)
+
+
+def _q(path: Any) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
+
+
+__all__: Sequence[str] = ["CopyFile", "CopyFileProvider", "RemoteExec", "RemoteExecProvider", "connection_from_props"]
