@@ -37,3 +37,116 @@ class TestGcpContract(BackendContract):
         ({"tags": {"Owner": "Data Team"}}, "tags.Owner"),
         ({"zone": "2"}, "zone '2'"),
     )
+
+
+# --- the contract catches broken backends (so a passing run means something) ----------------------------
+import dataclasses  # noqa: E402
+
+import pytest  # noqa: E402
+
+import polyvm.backends.aws.component as aws_component  # noqa: E402
+import polyvm.backends.aws.mapping as aws_mapping  # noqa: E402
+from polyvm.errors import UnsupportedFeatureError  # noqa: E402
+
+
+def contract_for(be):
+    """A fresh contract instance (own plan cache) for ``be``."""
+    return type("Contract", (BackendContract,), {"backend": be})()
+
+
+def test_contract_catches_an_extra_open_port(monkeypatch):
+    real = aws_mapping.security_group_args
+
+    def leaky(spec, vpc_id):
+        args = real(spec, vpc_id)
+        args["ingress"].append({"protocol": "tcp", "from_port": 8080, "to_port": 8080, "cidr_blocks": ["0.0.0.0/0"]})
+        return args
+
+    monkeypatch.setattr(aws_mapping, "security_group_args", leaky)
+    with pytest.raises(AssertionError, match="extra"):
+        contract_for(AwsBackend()).test_ingress_is_exactly_the_spec()
+
+
+def test_contract_catches_a_world_open_database(monkeypatch):
+    real = aws_mapping.security_group_args
+
+    def leaky(spec, vpc_id):
+        args = real(spec, vpc_id)
+        args["ingress"].append({"protocol": "tcp", "from_port": 5432, "to_port": 5432, "cidr_blocks": ["0.0.0.0/0"]})
+        return args
+
+    monkeypatch.setattr(aws_mapping, "security_group_args", leaky)
+    with pytest.raises(AssertionError, match="port 5432 is open to the world"):
+        contract_for(AwsBackend()).test_no_world_open_ssh_or_database_by_default()
+
+
+def test_contract_catches_dropped_tags(monkeypatch):
+    real = aws_mapping.instance_args
+    monkeypatch.setattr(aws_mapping, "instance_args", lambda spec, **kw: {**real(spec, **kw), "tags": {}})
+    with pytest.raises(AssertionError, match="tags not applied"):
+        contract_for(AwsBackend()).test_tags_applied()
+
+
+def test_contract_catches_user_data_in_clear(monkeypatch):
+    from polyvm.cloudinit import render_user_data
+
+    monkeypatch.setattr(aws_component, "user_data_output", lambda spec, key: render_user_data(
+        spec, "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n", "ssh-ed25519 AAAA"))
+    with pytest.raises(AssertionError, match="in clear"):
+        contract_for(AwsBackend()).test_no_private_key_or_user_data_in_clear()
+
+
+def test_contract_catches_an_orphan_resource():
+    class OrphanAws(AwsBackend):
+        def create(self, spec, settings, opts=None):
+            import pulumi_tls as tls
+
+            tls.PrivateKey(f"{spec.name}-orphan", algorithm="ED25519")  # not parented to the component
+            return super().create(spec, settings, opts)
+
+    with pytest.raises(AssertionError, match="not a descendant of the component"):
+        contract_for(OrphanAws()).test_exactly_one_component_and_everything_under_it()
+
+
+def test_contract_catches_a_silently_ignored_limit():
+    class LaxAws(AwsBackend):
+        capabilities = dataclasses.replace(AwsBackend.capabilities, max_data_disks=1, zones=False)
+
+        def unsupported(self, spec):
+            return []  # claims limits but never enforces them
+
+    with pytest.raises(AssertionError, match="too many data disks: the spec was accepted"):
+        contract_for(LaxAws()).test_unsupported_options_are_rejected()
+
+
+def test_contract_catches_declaring_before_rejecting():
+    class LateAws(AwsBackend):
+        def create(self, spec, settings, opts=None):
+            import pulumi_tls as tls
+
+            tls.PrivateKey(f"{spec.name}-early", algorithm="ED25519")
+            if spec.zone:
+                raise UnsupportedFeatureError(self.name, [f"zone {spec.zone!r}"])
+            return super().create(spec, settings, opts)
+
+    contract = type("Contract", (BackendContract,), {"backend": LateAws(),
+                                                     "extra_unsupported": (({"zone": "x-1a"}, "zone 'x-1a'"),)})()
+    with pytest.raises(AssertionError, match="resources were declared before the spec was rejected"):
+        contract.test_unsupported_options_are_rejected()
+
+
+def test_contract_catches_a_wrong_disk_size(monkeypatch):
+    real = aws_mapping.volume_args
+    monkeypatch.setattr(aws_mapping, "volume_args", lambda spec: [{**a, "size": a["size"] + 1} for a in real(spec)])
+    with pytest.raises(AssertionError, match="planned data disks"):
+        contract_for(AwsBackend()).test_data_disks()
+
+
+def test_contract_catches_a_missing_planned_reader():
+    from polyvm.backend import Backend
+
+    class NoReaders(AwsBackend):
+        planned_ingress = Backend.planned_ingress  # the base: NotImplementedError naming the backend
+
+    with pytest.raises(NotImplementedError, match="backend 'aws' does not implement planned_ingress"):
+        contract_for(NoReaders()).test_ingress_is_exactly_the_spec()
