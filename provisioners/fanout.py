@@ -58,9 +58,16 @@ class FanoutResult:
             t.add_column(col, overflow="fold")
         for name, h in self.hosts.items():
             status = "[green]ok[/]" if h.ok else "[red]FAILED[/]"
-            detail = "" if h.ok else str(h.error).splitlines()[0][:200]
+            detail = "" if h.ok else _brief(h.error)
             t.add_row(name, status, str(len(h.results)), str(h.changed), f"{h.duration:.1f}s", detail)
         return t
+
+
+def _brief(error: BaseException | None) -> str:
+    """First line of an error, plus its last line when there are more (for a command: the stderr tail)."""
+    lines = [ln for ln in str(error).splitlines() if ln.strip()] or [type(error).__name__]
+    text = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+    return text[:300]
 
 
 def _unique_names(targets: Sequence[Connection]) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import secrets as _secrets
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Mapping, Sequence
 
@@ -23,6 +23,7 @@ class StepResult:
     name: str
     changed: bool
     detail: str = ""
+    output: RunResult | None = field(default=None, repr=False, compare=False)  # commands and scripts
 
 
 class Step:
@@ -142,7 +143,7 @@ class RunCommand(Step):
         if guards and out in (marker + "c", marker + "u"):
             why = f"{self.creates} exists" if out.endswith("c") else "'unless' command succeeded"
             return StepResult(self.name, False, f"skipped: {why}")
-        return StepResult(self.name, _changed(self.changed_when, r), _summary(r))
+        return StepResult(self.name, _changed(self.changed_when, r), _summary(r), r)
 
 
 class Script(Step):
@@ -185,7 +186,7 @@ class Script(Step):
             changed = True
         else:
             changed = any(line.strip() == self.changed_marker for line in r.stdout.splitlines())
-        return StepResult(self.name, changed, _summary(r))
+        return StepResult(self.name, changed, _summary(r), r)
 
 
 def _changed(rule: ChangedWhen, r: RunResult) -> bool:

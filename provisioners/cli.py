@@ -1,0 +1,224 @@
+"""``polyvm exec`` and ``polyvm copy``: the SSH layer from the command line, on hosts given with ``-H`` or
+in an inventory YAML file. Registered through the ``polyvm_register_commands`` hook like any plugin.
+
+Inventory file::
+
+    defaults:                      # any Connection setting, applied to every host
+      user: admin
+      private_key_path: ~/.ssh/id_ed25519
+      known_hosts: ./known_hosts
+    hosts:                         # a list of "[user@]host[:port]" strings or mappings ...
+      - 198.51.100.7
+      - {host: 198.51.100.8, host_key: "ssh-ed25519 AAAA...", bastion: {host: 198.51.100.1}}
+    # ... or a mapping of display name -> settings:  hosts: {db1: {host: 10.0.0.5}}
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import click
+
+from polyvm.errors import ConfigError, FanoutError
+from polyvm.hookspecs import hookimpl
+
+
+def parse_target(text: str) -> dict[str, Any]:
+    """``[user@]host[:port]`` (IPv6 as ``[addr]:port``) as Connection settings."""
+    out: dict[str, Any] = {}
+    rest = text.strip()
+    if not rest:
+        raise ConfigError("empty host")
+    if "@" in rest:
+        out["user"], rest = rest.rsplit("@", 1)
+    if rest.startswith("["):
+        end = rest.find("]")
+        if end < 0:
+            raise ConfigError(f"bad host {text!r}: missing ']'")
+        out["host"], tail = rest[1:end], rest[end + 1:]
+        if tail:
+            if not tail.startswith(":") or not tail[1:].isdigit():
+                raise ConfigError(f"bad host {text!r}: expected [address]:port")
+            out["port"] = int(tail[1:])
+    elif rest.count(":") == 1:
+        host, port = rest.split(":")
+        if not port.isdigit():
+            raise ConfigError(f"bad port in {text!r}")
+        out["host"], out["port"] = host, int(port)
+    else:
+        out["host"] = rest
+    if not out["host"]:
+        raise ConfigError(f"bad host {text!r}")
+    return out
+
+
+def load_inventory(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``(defaults, [host settings, ...])`` from an inventory YAML file; ConfigError saying what is wrong."""
+    import yaml
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read inventory {p}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"inventory {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, Mapping) or "hosts" not in data:
+        raise ConfigError(f"inventory {p} must be a mapping with a 'hosts' key (and optional 'defaults')")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, Mapping):
+        raise ConfigError(f"inventory {p}: 'defaults' must be a mapping")
+    raw = data["hosts"]
+    hosts: list[dict[str, Any]] = []
+    items: list[tuple[str | None, Any]]
+    if isinstance(raw, Mapping):
+        items = [(str(k), v if v is not None else {"host": str(k)}) for k, v in raw.items()]
+    elif isinstance(raw, list):
+        items = [(None, v) for v in raw]
+    else:
+        raise ConfigError(f"inventory {p}: 'hosts' must be a list or a mapping")
+    for i, (name, entry) in enumerate(items):
+        if isinstance(entry, str):
+            entry = parse_target(entry)
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"inventory {p}: hosts entry {name or i} must be a string or a mapping")
+        entry = dict(entry)
+        if name is not None:
+            entry.setdefault("host", name)
+            entry.setdefault("name", name)
+        if "host" not in entry:
+            raise ConfigError(f"inventory {p}: hosts entry {name or i} has no 'host'")
+        hosts.append(entry)
+    if not hosts:
+        raise ConfigError(f"inventory {p} lists no hosts")
+    return dict(defaults), hosts
+
+
+def build_connections(hosts: Sequence[str], inventory: str | None, options: Mapping[str, Any]) -> list:
+    """Connections for ``-H`` targets and/or an inventory; command-line options override inventory defaults."""
+    from .ssh import Connection
+
+    defaults: dict[str, Any] = {}
+    entries: list[dict[str, Any]] = []
+    if inventory:
+        defaults, entries = load_inventory(inventory)
+    entries += [parse_target(h) for h in hosts]
+    if not entries:
+        raise ConfigError("no hosts: give -H/--host (repeatable) or -i/--inventory FILE")
+    defaults.update({k: v for k, v in options.items() if v is not None})
+    if defaults.get("host_key") and len(entries) > 1:
+        raise ConfigError("--host-key pins one key; with several hosts put host_key in the inventory")
+    if isinstance(defaults.get("bastion"), str):
+        defaults["bastion"] = parse_target(defaults["bastion"])
+    return [Connection.from_mapping(e, defaults) for e in entries]
+
+
+def _connection_options(f):  # noqa: ANN001, ANN202 - click decorator stack
+    opts = [
+        click.option("-H", "--host", "hosts", multiple=True, metavar="[USER@]HOST[:PORT]",
+                     help="A target host (repeatable)."),
+        click.option("-i", "--inventory", type=click.Path(dir_okay=False), help="Inventory YAML file."),
+        click.option("-u", "--user", default=None, help="Login user (default root, or the inventory's)."),
+        click.option("-k", "--private-key", "private_key_path", type=click.Path(exists=True, dir_okay=False),
+                     default=None,
+                     help="Private key file (ed25519, ecdsa, rsa). Default: ssh-agent, then ~/.ssh/id_*."),
+        click.option("--host-key", default=None, help="Pinned host public key ('ssh-ed25519 AAAA...'), one host."),
+        click.option("--known-hosts", type=click.Path(dir_okay=False), default=None,
+                     help="known_hosts file for trust on first use (default ~/.config/polyvm/known_hosts)."),
+        click.option("--insecure-accept-any-host-key", is_flag=True, default=None,
+                     help="DANGEROUS: do not verify host keys at all (throw-away hosts only)."),
+        click.option("-J", "--jump", "bastion", default=None, metavar="[USER@]HOST[:PORT]",
+                     help="Jump host (bastion) to connect through."),
+        click.option("--sudo/--no-sudo", default=None, help="Run through sudo -n (default: when user is not root)."),
+        click.option("--deadline", type=float, default=None, help="Seconds to wait for hosts to come up (300)."),
+        click.option("-p", "--parallel", type=click.IntRange(1, 512), default=16, show_default=True,
+                     help="Hosts handled at once."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress display or summary table."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _options(kw: dict[str, Any]) -> dict[str, Any]:
+    return {k: kw.pop(k) for k in ("user", "private_key_path", "host_key", "known_hosts",
+                                   "insecure_accept_any_host_key", "bastion", "sudo", "deadline")}
+
+
+def _run_fanout(conns, steps, parallel: int, quiet: bool):  # noqa: ANN001, ANN202
+    from .fanout import fanout
+
+    return fanout(conns, steps, parallel=parallel, progress=not quiet, raise_on_failure=False)
+
+
+@click.command("exec")
+@_connection_options
+@click.option("--timeout", type=float, default=None, help="Seconds the command may run on each host.")
+@click.option("--stdin-file", type=click.File("rb"), default=None, help="Send this file to the command's stdin.")
+@click.argument("command", nargs=-1, required=True)
+def exec_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, quiet: bool, timeout: float | None,
+             stdin_file, command: tuple[str, ...], **kw: Any) -> None:  # noqa: ANN001
+    """Run COMMAND (through the remote shell) on every host in parallel; exit non-zero if any host fails."""
+    from .steps import RunCommand
+
+    conns = build_connections(hosts, inventory, _options(kw))
+    text = " ".join(command)
+    data = stdin_file.read() if stdin_file else None
+    result = _run_fanout(conns, [RunCommand(text, stdin=data, timeout=timeout, name=text[:80])], parallel, quiet)
+    for name, hr in result.hosts.items():
+        output = hr.results[0].output if hr.results else None
+        if output is None or not output.stdout:
+            continue
+        if len(result.hosts) == 1:
+            click.echo(output.stdout, nl=False)
+        else:
+            for line in output.stdout.splitlines():
+                click.echo(f"{name} | {line}")
+    if not result.ok:
+        raise FanoutError(result.failed)
+
+
+
+@click.command("copy")
+@_connection_options
+@click.option("--mode", default=None, help="Octal mode of the remote file(s) (default: 0644, dirs: local modes).")
+@click.option("--owner", default=None, help="Remote owner.")
+@click.option("--group", default=None, help="Remote group.")
+@click.argument("source", type=click.Path(exists=True))
+@click.argument("remote_path")
+def copy_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, quiet: bool, mode: str | None,
+             owner: str | None, group: str | None, source: str, remote_path: str, **kw: Any) -> None:
+    """Copy SOURCE (a file or a directory tree) to REMOTE_PATH on every host; unchanged files are skipped."""
+    from .steps import CopyDir, CopyFile
+
+    try:
+        mode_i = int(mode, 8) if mode else None
+    except ValueError:
+        raise ConfigError(f"--mode must be octal like 0644, not {mode!r}") from None
+    conns = build_connections(hosts, inventory, _options(kw))
+    src = Path(source)
+    if src.is_dir():
+        step = CopyDir(src, remote_path, mode=mode_i, owner=owner, group=group)
+    else:
+        if remote_path.endswith("/"):
+            remote_path += src.name
+        step = CopyFile(src, remote_path, mode=mode_i if mode_i is not None else 0o644, owner=owner, group=group)
+    result = _run_fanout(conns, [step], parallel, quiet)
+    if quiet:
+        for name, hr in result.hosts.items():
+            if hr.ok:
+                click.echo(f"{name}: {hr.results[0].detail}")
+    if not result.ok:
+        raise FanoutError(result.failed)
+
+
+@hookimpl
+def polyvm_register_commands(cli: click.Group) -> None:
+    cli.add_command(exec_cmd)
+    cli.add_command(copy_cmd)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(exec_cmd())
