@@ -52,7 +52,7 @@ class DigitalOceanBackend(Backend):
     description = "DigitalOcean Droplet, cloud firewall and block storage volumes (pulumi-digitalocean)"
     capabilities = Capabilities(
         firewall="cloud",
-        egress="all (explicit tcp, udp and icmp rules to 0.0.0.0/0 and ::/0)",
+        egress="all (explicit tcp, udp, icmp rules)",
         max_data_disks=m.MAX_VOLUMES,
         public_ip=True,
         private_ip_only=True,

@@ -77,7 +77,7 @@ class VsphereBackend(Backend):
     description = "vSphere VM cloned from a template, cloud-init via guestinfo (pulumi-vsphere)"
     capabilities = Capabilities(
         firewall="guest",
-        egress="all (nftables output policy accept, applied in the guest)",
+        egress="all (guest policy accept)",
         max_data_disks=m.MAX_DATA_DISKS,
         public_ip=True,
         private_ip_only=True,
