@@ -168,7 +168,10 @@ def load_private_key(text: str | bytes, *, password: str | None = None, source: 
         cls = paramiko.RSAKey
     else:
         raise ConfigError(f"{source}: unsupported key type {type(loaded).__name__}")
-    return cls.from_private_key(io.StringIO(data.decode()), password=password)
+    # Re-encode as unencrypted OpenSSH text, which every paramiko key class reads (PKCS#8 PEM it does not).
+    text_out = loaded.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                    serialization.NoEncryption()).decode()
+    return cls.from_private_key(io.StringIO(text_out))
 
 
 # --------------------------------------------------------------------------------------------------------

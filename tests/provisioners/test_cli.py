@@ -1,0 +1,99 @@
+"""polyvm exec / polyvm copy: target parsing, inventory errors, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from click.testing import CliRunner
+
+from polyvm.cli import build_cli
+from polyvm.errors import ConfigError
+from polyvm.provisioners.cli import build_connections, load_inventory, parse_target
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("h", {"host": "h"}),
+    ("admin@10.0.0.1", {"user": "admin", "host": "10.0.0.1"}),
+    ("admin@10.0.0.1:2222", {"user": "admin", "host": "10.0.0.1", "port": 2222}),
+    ("[2001:db8::1]:22", {"host": "2001:db8::1", "port": 22}),
+    ("2001:db8::1", {"host": "2001:db8::1"}),
+])
+def test_parse_target(text, expected):
+    assert parse_target(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "h:port", "[::1", "[::1]x", "u@"])
+def test_parse_target_rejects(text):
+    with pytest.raises(ConfigError):
+        parse_target(text)
+
+
+def test_inventory_forms(tmp_path):
+    f = tmp_path / "inv.yaml"
+    f.write_text("defaults: {user: admin}\nhosts:\n  - 10.0.0.1\n  - {host: 10.0.0.2, port: 2200}\n")
+    defaults, hosts = load_inventory(f)
+    assert defaults == {"user": "admin"} and hosts == [{"host": "10.0.0.1"}, {"host": "10.0.0.2", "port": 2200}]
+    f.write_text("hosts:\n  db1: {host: 10.0.0.5}\n  web.example:\n")
+    _, hosts = load_inventory(f)
+    assert hosts == [{"host": "10.0.0.5", "name": "db1"}, {"host": "web.example", "name": "web.example"}]
+    conns = build_connections(["root@10.0.0.9"], str(f), {"user": "ops", "bastion": "jump@10.0.0.1:2222",
+                                                          "sudo": None})
+    assert [c.label for c in conns] == ["ops@10.0.0.5 via jump@10.0.0.1:2222",
+                                        "ops@web.example via jump@10.0.0.1:2222",
+                                        "root@10.0.0.9 via jump@10.0.0.1:2222"]
+    assert conns[0].name == "db1"
+
+
+@pytest.mark.parametrize("content,message", [
+    ("hosts: [", "not valid YAML"),
+    ("- a\n", "must be a mapping with a 'hosts' key"),
+    ("hosts: 3\n", "must be a list or a mapping"),
+    ("hosts: []\n", "lists no hosts"),
+    ("hosts:\n  - {user: x}\n", "has no 'host'"),
+    ("hosts:\n  - {host: h, pasword: x}\n", "unknown connection setting"),
+])
+def test_inventory_errors_are_one_line_exit_2(tmp_path, content, message):
+    f = tmp_path / "inv.yaml"
+    f.write_text(content)
+    r = CliRunner().invoke(build_cli(), ["exec", "-i", str(f), "true"])
+    assert r.exit_code == 2, r.output
+    assert message in r.output and "Traceback" not in r.output
+
+
+def test_no_hosts_and_bad_mode():
+    r = CliRunner().invoke(build_cli(), ["exec", "true"])
+    assert r.exit_code == 2 and "no hosts" in r.output
+    r = CliRunner().invoke(build_cli(), ["copy", "-H", "h", "--mode", "rw", __file__, "/tmp/x"])
+    assert r.exit_code == 2 and "--mode must be octal" in r.output
+
+
+def test_unreachable_host_fails_with_reason_and_nonzero_exit(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = tmp_path / "id"
+    key.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = CliRunner().invoke(build_cli(), ["exec", "-q", "-H", f"127.0.0.1:{port}", "-k", str(key),
+                                         "--known-hosts", str(tmp_path / "kh"), "--deadline", "1", "true"])
+    assert r.exit_code == 1
+    assert "1 host(s) failed" in r.output and "connection refused" in r.output and "Traceback" not in r.output
+
+
+def test_commands_are_documented():
+    """Every option of the commands this plugin adds appears in docs/provisioners.md."""
+    from pathlib import Path
+
+    from polyvm.provisioners.cli import copy_cmd, exec_cmd
+
+    doc = (Path(__file__).parents[2] / "docs" / "provisioners.md").read_text()
+    for cmd in (exec_cmd, copy_cmd):
+        assert f"polyvm {cmd.name}" in doc
+        for p in cmd.params:
+            for opt in p.opts:
+                if opt.startswith("--"):
+                    assert opt in doc, f"{cmd.name} {opt} is not documented in docs/provisioners.md"

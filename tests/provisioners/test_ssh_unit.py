@@ -1,0 +1,186 @@
+"""The SSH layer's pure parts: masking, backoff, env encoding, keys, known_hosts, retry classification."""
+
+from __future__ import annotations
+
+import errno
+import pickle
+import random
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import paramiko
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from polyvm.errors import AuthenticationError, ConfigError, ConnectTimeoutError, HostKeyError
+from polyvm.provisioners import Connection, HostKeyPolicy, KnownHosts, backoff_delays, fingerprint, mask
+from polyvm.provisioners.ssh import (
+    _is_retryable,
+    encode_env,
+    load_private_key,
+    parse_public_keys,
+    tail,
+)
+
+
+def openssh_private(key) -> str:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                             serialization.NoEncryption()).decode()
+
+
+def openssh_public(key) -> str:
+    return key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                         serialization.PublicFormat.OpenSSH).decode()
+
+
+def test_mask_replaces_longest_secret_first_and_ignores_empty():
+    assert mask("pw=abc123 and abc", ["abc", "abc123", "", None]) == "pw=******** and ********"
+    assert mask("nothing", []) == "nothing"
+
+
+def test_tail_keeps_last_lines():
+    text = "\n".join(f"l{i}" for i in range(100)) + "\n\n"
+    assert tail(text, lines=3) == "l97\nl98\nl99"
+    assert len(tail("x" * 5000, chars=100)) == 100
+
+
+def test_backoff_grows_from_about_one_second_to_twenty_with_jitter():
+    gen = backoff_delays(rng=random.Random(1))
+    delays = [next(gen) for _ in range(10)]
+    assert 0.7 <= delays[0] <= 1.3 and 1.4 <= delays[1] <= 2.6 and 2.8 <= delays[2] <= 5.2
+    assert all(14 <= d <= 26 for d in delays[6:])
+    other = backoff_delays(rng=random.Random(2))
+    assert [next(other) for _ in range(10)] != delays  # jitter: hosts do not retry in lockstep
+
+
+@pytest.mark.parametrize("value", ["plain", "it's \"quoted\" $HOME `x` \\ ;", "two\nlines\n", "", "é ünïcode"])
+def test_env_line_round_trips_through_sh(value):
+    line = encode_env({"A_1": value, "B": "x"})
+    assert "\n" not in line
+    out = subprocess.run(["sh", "-c", 'IFS= read -r l; eval "$l"; printf "%s|%s" "$A_1" "$B"'],
+                         input=(line + "\n").encode(), capture_output=True, check=True).stdout.decode()
+    assert out == f"{value}|x"
+
+
+@pytest.mark.parametrize("name", ["1A", "A-B", "", "A B", "A;rm"])
+def test_env_rejects_bad_names(name):
+    with pytest.raises(ValueError):
+        encode_env({name: "x"})
+
+
+def test_parse_public_keys_and_fingerprint(tmp_path):
+    key = ed25519.Ed25519PrivateKey.generate()
+    pub = openssh_public(key)
+    typ, blob = pub.split()
+    assert parse_public_keys(pub + " comment") == [(typ, blob)]
+    assert parse_public_keys(f"198.51.100.1 {pub}\n# c\n") == [(typ, blob)]
+    assert parse_public_keys([pub, pub]) == [(typ, blob)] * 2
+    assert parse_public_keys(None) == []
+    with pytest.raises(ConfigError, match="not an SSH public key"):
+        parse_public_keys("hello world")
+    ecdsa_blob = openssh_public(ec.generate_private_key(ec.SECP256R1())).split()[1]
+    with pytest.raises(ConfigError, match="damaged"):
+        parse_public_keys(f"ssh-ed25519 {ecdsa_blob}")
+    (tmp_path / "k.pub").write_text(pub + "\n")
+    out = subprocess.run(["ssh-keygen", "-lf", str(tmp_path / "k.pub")], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[1] == fingerprint(blob)
+
+
+@pytest.mark.parametrize("make", [ed25519.Ed25519PrivateKey.generate,
+                                  lambda: ec.generate_private_key(ec.SECP256R1()),
+                                  lambda: rsa.generate_private_key(65537, 2048)])
+def test_load_private_key_types(make):
+    k = make()
+    loaded = load_private_key(openssh_private(k))
+    assert loaded.get_base64() == openssh_public(k).split()[1]
+    pem = k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                          serialization.NoEncryption()).decode()
+    assert load_private_key(pem).get_base64() == loaded.get_base64()
+
+
+def test_bad_private_key_error_never_echoes_it():
+    bogus = "-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0LWtleS1tYXRlcmlhbA==\n-----END OPENSSH PRIVATE KEY-----\n"
+    with pytest.raises(ConfigError) as ei:
+        load_private_key(bogus)
+    assert "c2VjcmV0" not in str(ei.value)
+    c = Connection("127.0.0.1", private_key=bogus, known_hosts="/nonexistent/kh")
+    with pytest.raises(ConfigError) as ei:
+        c.connect()
+    assert "c2VjcmV0" not in str(ei.value) and c.stats.connect_attempts == 0  # no traffic for config errors
+
+
+def test_known_hosts_records_once_under_concurrency_and_refuses_changes(tmp_path):
+    kh = KnownHosts(tmp_path / "d" / "known_hosts")
+    blob = openssh_public(ed25519.Ed25519PrivateKey.generate()).split()[1]
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(kh.check_or_record("h1", "ssh-ed25519", blob,
+                                                                                   record=True)))
+               for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["known"] * 19 + ["recorded"]
+    assert kh.path.read_text() == f"h1 ssh-ed25519 {blob}\n"
+    assert oct(kh.path.stat().st_mode & 0o777) == "0o600" and oct(kh.path.parent.stat().st_mode & 0o777) == "0o700"
+    other = openssh_public(ed25519.Ed25519PrivateKey.generate()).split()[1]
+    with pytest.raises(HostKeyError, match="CHANGED"):
+        kh.check_or_record("h1", "ssh-ed25519", other, record=True)
+    with pytest.raises(HostKeyError, match="not in"):
+        kh.check_or_record("h2", "ssh-ed25519", other, record=False)
+    # entries hashed by ssh-keygen -H are found too
+    subprocess.run(["ssh-keygen", "-H", "-f", str(kh.path)], capture_output=True, check=True)
+    assert "h1" not in kh.path.read_text() and kh.lookup("h1") == {"ssh-ed25519": blob}
+
+
+def test_connection_repr_pickle_and_settings():
+    key = openssh_private(ed25519.Ed25519PrivateKey.generate())
+    bastion = Connection("192.0.2.1", "jump", private_key=key)
+    c = Connection("192.0.2.5", "admin", port=2222, private_key=key, bastion=bastion, known_hosts="/tmp/kh")
+    assert c.sudo is True and Connection("192.0.2.5").sudo is False
+    assert repr(c) == "Connection('admin@192.0.2.5:2222 via jump@192.0.2.1')"
+    assert key not in repr(c)
+    c2 = pickle.loads(pickle.dumps(c))
+    assert c2.label == c.label and not c2.connected and c2.bastion.label == bastion.label
+    with pytest.raises(ConfigError, match="unknown connection setting"):
+        Connection.from_mapping({"host": "x", "pasword": "y"})
+    with pytest.raises(ConfigError, match="'host' is required"):
+        Connection.from_mapping({"user": "x"})
+    m = Connection.from_mapping({"host": "h", "port": 2200.0 if False else 2200, "bastion": {"host": "b"},
+                                 "insecure_accept_any_host_key": True},
+                                {"user": "admin", "private_key_path": "/k"})
+    assert m.host_key_policy is HostKeyPolicy.INSECURE_ACCEPT_ANY and m.bastion.user == "admin"
+    assert str(m.bastion.private_key_path) == "/k"
+
+
+def test_retry_classification():
+    assert _is_retryable(ConnectionRefusedError())
+    assert _is_retryable(socket.timeout())
+    assert _is_retryable(OSError(errno.EHOSTUNREACH, "no route"))
+    assert _is_retryable(EOFError())
+    assert _is_retryable(paramiko.SSHException("Error reading SSH protocol banner"))
+    assert _is_retryable(paramiko.ChannelException(2, "Connect failed"))
+    assert not _is_retryable(paramiko.AuthenticationException("denied"))
+    assert not _is_retryable(paramiko.BadAuthenticationType("x", ["password"]))
+    assert not _is_retryable(HostKeyError("changed"))
+    assert not _is_retryable(AuthenticationError("x"))
+    assert not _is_retryable(paramiko.IncompatiblePeer("no kex"))
+
+
+def test_refused_port_is_retried_until_the_deadline_then_explained(tmp_path):
+    key = openssh_private(ed25519.Ed25519PrivateKey.generate())
+    with socket.socket() as s:  # a loopback port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    c = Connection("127.0.0.1", port=port, private_key=key, known_hosts=tmp_path / "kh", deadline=2.5,
+                   retry_initial=0.2, retry_max=0.5)
+    with pytest.raises(ConnectTimeoutError) as ei:
+        c.connect()
+    msg = str(ei.value)
+    assert f"root@127.0.0.1:{port}: cannot connect within the 2.5s deadline" in msg
+    assert "attempt(s) over" in msg and msg.endswith("last error: connection refused")
+    assert c.stats.connect_attempts >= 3 and c.stats.retries == c.stats.connect_attempts - 1
+    assert set(c.stats.last_connect_causes) == {"connection refused"}

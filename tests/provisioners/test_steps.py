@@ -1,0 +1,162 @@
+"""Steps and fan-out logic, driven through a stand-in connection that runs commands with the local /bin/sh
+(the same remote-side shell code, without SSH)."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import time
+
+import pytest
+from rich.console import Console
+
+from polyvm.errors import CommandError, FanoutError
+from polyvm.provisioners import CopyDir, CopyFile, RunCommand, RunResult, Script, fanout, run_steps
+from polyvm.provisioners.ssh import Connection, Upload
+
+
+class LocalConnection(Connection):
+    """Runs the wire command with the local shell instead of over SSH; records what was asked."""
+
+    def __init__(self, name: str = "local", fail: bool = False) -> None:
+        super().__init__("localhost", name=name)
+        self.commands: list[str] = []
+        self.puts: list[Upload] = []
+        self.fail = fail
+        self.opened = 0
+
+    def open(self):
+        self.opened += 1
+        if self.fail:
+            raise CommandError(f"{self.name}: cannot connect (test)")
+        return self
+
+    def close(self):
+        pass
+
+    def run(self, command, *, stdin=None, env=None, timeout=None, sudo=None, check=True, name=None, secrets=()):
+        self.commands.append(command)
+        wire = self._wrap(command, sudo=False, env=env)
+        from polyvm.provisioners.ssh import encode_env
+
+        data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
+        if env:
+            data = (encode_env(env) + "\n").encode() + data
+        t0 = time.monotonic()
+        p = subprocess.run(["sh", "-c", wire], input=data, capture_output=True, timeout=30)
+        r = RunResult(p.returncode, p.stdout.decode(), p.stderr.decode(), time.monotonic() - t0)
+        if check and r.exit_status:
+            raise CommandError(f"{self.name}: {name or command!r} failed with exit code {r.exit_status}",
+                               host=self.host, command=name or command, exit_code=r.exit_status,
+                               stderr_tail=r.stderr)
+        return r
+
+    def put_files(self, uploads, *, make_dirs=()):
+        self.puts += list(uploads)
+        return [True for _ in uploads]
+
+
+def test_run_command_creates_and_unless(tmp_path):
+    c = LocalConnection()
+    marker = tmp_path / "made"
+    step = RunCommand(f"touch {marker}; echo made", creates=str(marker), name="make it")
+    assert run_steps(c, [step])[0].changed
+    again = run_steps(c, [step])[0]
+    assert not again.changed and again.detail == f"skipped: {marker} exists"
+    assert len(c.commands) == 2  # the guard runs in the same command: one channel per step
+    skip = RunCommand("echo should-not-run", unless="true")
+    r = skip.apply(c)
+    assert not r.changed and "unless" in r.detail
+    ran = RunCommand("echo ran", unless="false").apply(c)
+    assert ran.changed and ran.output.stdout == "ran\n"
+
+
+def test_changed_when_variants():
+    c = LocalConnection()
+    assert not RunCommand("echo x", changed_when="never").apply(c).changed
+    assert RunCommand("echo changed", changed_when=lambda r: "changed" in r.stdout).apply(c).changed
+    assert not RunCommand("echo same", changed_when=lambda r: "changed" in r.stdout).apply(c).changed
+    with pytest.raises(Exception, match="changed_when"):
+        RunCommand("x", changed_when="sometimes")
+
+
+def test_script_runs_with_interpreter_args_stdin_env_and_marker():
+    c = LocalConnection()
+    s = Script('echo "args:$1 $2"; echo "env:$GREETING"; cat; echo CHANGED', changed_marker="CHANGED",
+               stdin="from-stdin\n", env={"GREETING": "hi"}, args=["a b", "c"], name="s")
+    r = s.apply(c)
+    assert r.changed and r.output.stdout == "args:a b c\nenv:hi\nfrom-stdin\nCHANGED\n"
+    r = Script("import sys; print(sys.argv[1:])", interpreter="python3", args=["x"]).apply(c)
+    assert r.output.stdout == "['x']\n" and r.changed
+    assert not Script("echo nothing", changed_marker="CHANGED").apply(c).changed
+    # the temporary script file is removed afterwards
+    r = Script('echo "$0"').apply(c)
+    assert subprocess.run(["test", "-e", r.output.stdout.strip()]).returncode == 1
+
+
+def test_script_failure_raises_with_name():
+    with pytest.raises(CommandError, match="'setup' failed with exit code 3"):
+        Script("exit 3", name="setup").apply(LocalConnection())
+
+
+def test_copy_dir_walks_tree_keeping_modes(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "x.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "a" / "x.sh").chmod(0o750)
+    (tmp_path / "a" / "b" / "y.txt").write_text("y")
+    (tmp_path / "a" / "b" / "skip.pyc").write_text("")
+    uploads, dirs = CopyDir(tmp_path / "a", "/opt/app/", exclude=["*.pyc"]).uploads()
+    assert [(u.remote_path, oct(u.mode)) for u in uploads] == [("/opt/app/x.sh", "0o750"),
+                                                               ("/opt/app/b/y.txt", "0o644")]
+    assert dirs == ["/opt/app", "/opt/app/b"]
+    forced, _ = CopyDir(tmp_path / "a", "/opt/app", mode=0o600, owner="app").uploads()
+    assert {u.mode for u in forced} == {0o600} and {u.owner for u in forced} == {"app"}
+    with pytest.raises(Exception, match="not a directory"):
+        CopyDir(tmp_path / "missing", "/x").uploads()
+
+
+def test_copy_file_step_reports_put_result():
+    c = LocalConnection()
+    r = CopyFile("x", "/etc/x", mode=0o600).apply(c)
+    assert r.changed and c.puts[0].remote_path == "/etc/x" and c.puts[0].mode == 0o600
+
+
+def test_fanout_collects_per_host_results_and_lists_failures():
+    good1, bad, good2 = LocalConnection("h1"), LocalConnection("h2", fail=True), LocalConnection("h3")
+
+    def steps_for(conn):
+        return [RunCommand(f"echo {conn.name}"), RunCommand("exit 1" if conn.name == "h3" else "true", name="last")]
+
+    out = io.StringIO()
+    console = Console(file=out, width=200)
+    with pytest.raises(FanoutError) as ei:
+        fanout([good1, bad, good2], steps_for, parallel=2, console=console)
+    assert sorted(ei.value.failed) == ["h2", "h3"]
+    res = ei.value.result
+    assert res.hosts["h1"].ok and res.hosts["h1"].changed == 2
+    assert len(res.hosts["h3"].results) == 1 and not res.hosts["h3"].ok
+    text = out.getvalue()
+    assert "3 host(s), 2 failed" in text and "FAILED" in text
+    ok = fanout([LocalConnection("a"), LocalConnection("a")], [RunCommand("true")], progress=False)
+    assert list(ok.hosts) == ["a", "a#2"] and ok.ok
+
+
+def test_fanout_bounds_parallelism():
+    import threading
+
+    active, peak = [0], [0]
+    lock = threading.Lock()
+
+    class Slow(LocalConnection):
+        def run(self, *a, **kw):
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            try:
+                return super().run("sleep 0.2", name="sleep")
+            finally:
+                with lock:
+                    active[0] -= 1
+
+    fanout([Slow(f"s{i}") for i in range(6)], [RunCommand("x")], parallel=2, progress=False)
+    assert peak[0] == 2
