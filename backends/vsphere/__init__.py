@@ -113,6 +113,13 @@ class VsphereBackend(Backend):
         },
     }
 
+    def unsupported(self, spec: VmSpec) -> list[str]:
+        out = super().unsupported(spec)
+        # Tags are key=value lines in the VM's Notes: a line break would split one tag into two.
+        out += [f"tags.{k} (a value with a line break cannot be one key=value line in the VM's Notes)"
+                for k, v in spec.tags.items() if "\n" in v or "\r" in v]
+        return out
+
     def doc_tables(self) -> dict:
         return {
             "disks and guest data": (("what", "how"), [

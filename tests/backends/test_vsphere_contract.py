@@ -8,3 +8,4 @@ class TestVsphereContract(BackendContract):
     backend = VsphereBackend()
     settings = {"datacenter": "dc1", "datastore": "ds1", "cluster": "cluster1", "network": "VM Network",
                 "template": "ubuntu-2404-cloudinit"}
+    extra_unsupported = (({"tags": {"note": "two\nlines"}}, "tags.note"),)
