@@ -6,6 +6,8 @@ Public API:
 * :func:`apply_postgres(conn, inputs)`: detect the OS, run every step over one SSH connection, verify,
   return a :class:`RecipeResult` saying what changed.
 * :func:`build_steps(inputs, layout)`: the steps for a known OS (pure), with :func:`layout_for`.
+* :func:`steps_for(inputs)`: per-connection step builder for ``fanout(conns, steps_for(inputs))``;
+  :class:`PostgresRecipe(inputs)`: the whole recipe as one step.
 * :func:`ensure_passwords(inputs, path)`: generate missing passwords into a 0600 file.
 * ``polyvm.recipes.postgres.pulumi.PostgresServer``: the Pulumi form (imports Pulumi; not imported here).
 * ``polyvm postgres`` on the command line (``cli.py``).
@@ -14,10 +16,11 @@ Public API:
 from .inputs import Database, DbUser, PostgresInputs, default_memory_settings, parse_inputs
 from .passwords import ensure_passwords
 from .platform import Layout, OsRelease, layout_for, parse_os_release
-from .recipe import RecipeResult, StepResult, apply_postgres, build_steps, detect, layout_for_inputs
+from .recipe import PostgresRecipe, RecipeResult, StepResult, apply_postgres, build_steps, detect, layout_for_inputs, \
+    steps_for
 
 __all__ = [
     "Database", "DbUser", "Layout", "OsRelease", "PostgresInputs", "RecipeResult", "StepResult",
     "apply_postgres", "build_steps", "default_memory_settings", "detect", "ensure_passwords", "layout_for",
-    "layout_for_inputs", "parse_inputs", "parse_os_release",
+    "layout_for_inputs", "parse_inputs", "parse_os_release", "PostgresRecipe", "steps_for",
 ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from polyvm.errors import CommandError, RecipeError
 from polyvm.provisioners.steps import Script, Step, StepResult
@@ -41,7 +41,8 @@ from .roles import changes_from_psql_output, query_current_sql, roles_sql
 if TYPE_CHECKING:
     from polyvm.provisioners.ssh import Connection
 
-__all__ = ["PostgresRecipe", "RecipeResult", "apply_postgres", "build_steps", "detect", "layout_for_inputs"]
+__all__ = ["PostgresRecipe", "RecipeResult", "apply_postgres", "build_steps", "detect", "layout_for_inputs",
+           "steps_for"]
 
 FIREWALL_RULES_PATH = "/etc/polyvm/firewall.nft"
 PSQL_AS_POSTGRES = ("runuser -u postgres -- psql -X -At -v ON_ERROR_STOP=1 -h /var/run/postgresql "
@@ -229,6 +230,14 @@ def apply_postgres(conn: "Connection", inputs: PostgresInputs, *, os_release: Os
     result.duration = time.monotonic() - start
     return result
 
+
+
+def steps_for(inputs: PostgresInputs) -> "Callable[[Connection], list[Step]]":
+    """For ``fanout(conns, steps_for(inputs))``: per host, detect the OS and RAM, then build the steps."""
+    def build(conn: "Connection") -> list[Step]:
+        os_release, memory_mb = detect(conn)
+        return build_steps(inputs, layout_for_inputs(inputs, os_release), memory_mb=memory_mb)
+    return build
 
 
 class PostgresRecipe(Step):

@@ -194,3 +194,30 @@ def test_guest_firewall_opens_only_postgres_and_ssh(testhosts):
     assert "policy drop" in ruleset and "tcp dport 5432 accept" in ruleset and "tcp dport 22 accept" in ruleset
     with login(host) as c:  # still reachable from the allowed address
         assert c.execute("SELECT 1").fetchone()[0] == 1
+
+
+def test_cli_generates_passwords_into_a_0600_file_and_reuses_them(testhosts, tmp_path):
+    import json
+    import stat
+
+    from click.testing import CliRunner
+
+    from polyvm.cli import build_cli
+
+    (host,) = testhosts.up(pg="fresh", disk_mb=128)
+    pwfile = tmp_path / "pw.json"
+    args = ["postgres", "-H", f"{host.user}@{host.address}", "-k", str(host.private_key_path),
+            "--host-key", host.host_key, "--allow", f"{host.record.host_ip}/32", "--db-user", "app",
+            "--database", "app", "--data-device", host.disk, "--memory-mb", "512", "--set", "work_mem=8MB",
+            "--password-file", str(pwfile), "--json"]
+    r = CliRunner().invoke(build_cli(), args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["generated"] == ["app"] and out["hosts"][f"{host.user}@{host.address}"]["changed"]
+    assert stat.S_IMODE(pwfile.stat().st_mode) == 0o600
+    password = json.loads(pwfile.read_text())["app"]
+    assert password not in r.output
+    with login(host, password=password) as c:
+        assert c.execute("SHOW work_mem").fetchone()[0] == "8MB"
+    again = json.loads(CliRunner().invoke(build_cli(), args, catch_exceptions=False).output)
+    assert again["generated"] == [] and not again["hosts"][f"{host.user}@{host.address}"]["changed"]

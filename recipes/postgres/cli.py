@@ -1,0 +1,137 @@
+"""``polyvm postgres``: the PostgreSQL recipe from the command line, on hosts given with ``-H`` or an inventory.
+
+    polyvm postgres -H admin@198.51.100.7 -k ~/.ssh/id_ed25519 --host-key 'ssh-ed25519 AAAA…' \\
+        --allow 10.0.0.0/16 --db-user app --database app --data-device /dev/nvme1n1
+
+Recipe inputs come from ``--inputs FILE`` (YAML, the fields of docs/postgres.md) and/or the options; options
+win. Passwords are never options: put them in the inputs file, or let the recipe generate them into
+``--password-file`` (JSON, created 0600, re-used on later runs).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from polyvm.errors import ConfigError, FanoutError
+from polyvm.hookspecs import hookimpl
+
+DEFAULT_PASSWORD_FILE = "postgres-passwords.json"
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set expects NAME=VALUE, not {text!r}")
+    name, _, value = text.partition("=")
+    v: Any = value
+    if value.isdigit():
+        v = int(value)
+    elif value.lower() in ("on", "off", "true", "false"):
+        v = value.lower() in ("on", "true")
+    return name.strip(), v
+
+
+def gather_inputs(inputs_path: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's inputs as plain data: the YAML file, then the command-line options on top."""
+    data: dict[str, Any] = {}
+    if inputs_path:
+        from polyvm.spec import load_yaml
+
+        loaded = load_yaml(inputs_path) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{inputs_path}: expected a mapping of recipe inputs (docs/postgres.md)")
+        data.update(loaded)
+    if options.get("allowed_cidrs"):
+        data["allowed_cidrs"] = list(options["allowed_cidrs"])
+    if options.get("db_users"):
+        have = {u.get("name"): u for u in data.get("users", []) if isinstance(u, dict)}
+        data["users"] = list(data.get("users", [])) + [{"name": n} for n in options["db_users"] if n not in have]
+    if options.get("databases"):
+        dbs = []
+        for d in options["databases"]:
+            name, _, owner = d.partition(":")
+            dbs.append({"name": name, **({"owner": owner} if owner else {})})
+        data["databases"] = list(data.get("databases", [])) + dbs
+    if options.get("settings"):
+        data["settings"] = {**data.get("settings", {}), **dict(_setting(s) for s in options["settings"])}
+    if options.get("ssh_cidrs"):
+        data["ssh_cidrs"] = list(options["ssh_cidrs"])
+    for key in ("data_device", "mount_point", "version", "port", "memory_mb"):
+        if options.get(key) is not None:
+            data[key] = options[key]
+    if options.get("guest_firewall"):
+        data["guest_firewall"] = True
+    return data
+
+
+def _connection_options(f):  # noqa: ANN001, ANN202
+    from polyvm.provisioners.cli import _connection_options as provisioner_options
+
+    return provisioner_options(f)
+
+
+@click.command("postgres")
+@_connection_options
+@click.option("--inputs", "inputs_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="YAML file of recipe inputs (docs/postgres.md); may hold passwords.")
+@click.option("--allow", "allowed_cidrs", multiple=True, metavar="CIDR",
+              help="Client network allowed to log in (hostssl + scram-sha-256); repeatable; required.")
+@click.option("--db-user", "db_users", multiple=True, metavar="NAME",
+              help="Login role; its password is generated into --password-file unless the inputs file has one.")
+@click.option("--database", "databases", multiple=True, metavar="NAME[:OWNER]", help="Database (repeatable).")
+@click.option("--data-device", default=None, help="Data disk device path (formatted only when blank).")
+@click.option("--mount-point", default=None, help="Where the data disk is mounted (default /srv/postgresql).")
+@click.option("--pg-version", "version", default=None, help="PostgreSQL major version (default: the distribution's).")
+@click.option("--port", type=int, default=None, help="Server port (default 5432).")
+@click.option("--memory-mb", type=int, default=None, help="RAM for memory defaults (default: read from the host).")
+@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE", help="A postgresql.conf setting (repeatable).")
+@click.option("--guest-firewall", is_flag=True, help="Apply an nftables firewall in the guest (no cloud firewall).")
+@click.option("--ssh-cidr", "ssh_cidrs", multiple=True, metavar="CIDR", help="With --guest-firewall: who may SSH in.")
+@click.option("--password-file", type=click.Path(dir_okay=False), default=DEFAULT_PASSWORD_FILE, show_default=True,
+              help="JSON file (0600) where generated passwords are kept.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+def postgres_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, quiet: bool, inputs_path: str | None,
+                 password_file: str, as_json: bool, **kw: Any) -> None:
+    """Turn each host into a locked-down PostgreSQL server (idempotent; prints what changed)."""
+    from polyvm.provisioners.cli import _options, build_connections
+    from polyvm.provisioners.fanout import fanout
+
+    from .inputs import parse_inputs
+    from .passwords import ensure_passwords
+    from .recipe import steps_for
+
+    conn_opts = _options(kw)
+    data = gather_inputs(inputs_path, kw)
+    inputs = parse_inputs(data, source=inputs_path or "command line")
+    inputs, generated = ensure_passwords(inputs, password_file)
+    if generated and not as_json:
+        click.echo(f"generated password(s) for {', '.join(generated)} in {Path(password_file).resolve()} (0600)",
+                   err=True)
+    conns = build_connections(hosts, inventory, conn_opts)
+    result = fanout(conns, steps_for(inputs), parallel=parallel, progress=not quiet and not as_json,
+                    raise_on_failure=False)
+    if as_json:
+        out = {name: {"ok": hr.ok, "changed": any(r.changed for r in hr.results),
+                      "changes": [f"{r.name}: {r.detail}" for r in hr.results if r.changed],
+                      "error": str(hr.error) if hr.error else None, "duration": round(hr.duration, 2)}
+               for name, hr in result.hosts.items()}
+        click.echo(json.dumps({"hosts": out, "password_file": str(Path(password_file).resolve()),
+                               "generated": generated}, indent=2))
+    else:
+        for name, hr in result.hosts.items():
+            if not hr.ok:
+                continue
+            changed = [r for r in hr.results if r.changed]
+            click.echo(f"{name}: {'changed' if changed else 'no change'} ({hr.duration:.1f}s)")
+            for r in changed:
+                click.echo(f"  - {r.name}: {r.detail or 'changed'}")
+    if not result.ok:
+        raise FanoutError(result.failed)
+
+
+@hookimpl
+def polyvm_register_commands(cli: click.Group) -> None:
+    cli.add_command(postgres_cmd)
