@@ -23,10 +23,15 @@ class DigitalOceanSettings(BackendSettings):
 
     ``region`` is the default region slug (``fra1``, ``nyc3`` …); a spec's own ``region`` wins, and one of
     the two is required. ``vpc_uuid`` places the Droplets in that VPC (else the region's default VPC).
+    DigitalOcean accepts each public key once per account: when several VMs share a login key, or the key
+    is already on the account, set ``register_ssh_key: false``.
     """
 
     region: str | None = Field(default=None, description="Default region slug, e.g. fra1 (spec.region wins).")
     vpc_uuid: str | None = Field(default=None, description="UUID of an existing VPC (else the region's default VPC).")
+    register_ssh_key: bool = Field(default=True, description=(
+        "Register the spec's public key as an SshKey per VM; false refers to a key already on the account by "
+        "its fingerprint (DigitalOcean refuses the same public key twice, e.g. for several VMs)."))
 
     @field_validator("region")
     @classmethod

@@ -21,12 +21,15 @@ class DigitalOceanVirtualMachine(VirtualMachine):
         name = spec.name
 
         key = host_key(name, self, "digitalocean")
-        login = do.SshKey(f"{name}-login", name=f"polyvm-{name}", public_key=spec.ssh.public_key,
-                          opts=self.child_opts())
+        if settings.register_ssh_key:
+            fingerprint = do.SshKey(f"{name}-login", name=f"polyvm-{name}", public_key=spec.ssh.public_key,
+                                    opts=self.child_opts()).fingerprint
+        else:
+            fingerprint = m.ssh_key_fingerprint(spec.ssh.public_key)  # a key already on the account
 
         droplet = do.Droplet(
             f"{name}-vm",
-            ssh_keys=[login.fingerprint],
+            ssh_keys=[fingerprint],
             user_data=user_data_output(spec, key),
             **m.droplet_args(spec, region=region, vpc_uuid=settings.vpc_uuid),
             opts=self.child_opts(),

@@ -89,6 +89,16 @@ def region(spec: VmSpec, default: str | None) -> str:
     return r
 
 
+def ssh_key_fingerprint(public_key: str) -> str:
+    """The MD5 fingerprint DigitalOcean identifies an account's SSH key by ('3b:16:bf:…')."""
+    import base64
+    import hashlib
+
+    blob = base64.b64decode(public_key.split()[1])
+    digest = hashlib.md5(blob, usedforsecurity=False).hexdigest()
+    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+
+
 def tag_name(key: str, value: str) -> str:
     """DigitalOcean tags are plain strings: ``key:value`` (just ``key`` when the value is empty)."""
     return f"{key}:{value}" if value else key

@@ -261,3 +261,23 @@ def test_example_stack_config_plans():
     s = parse_spec(cfg["polyvm:vm"])
     p = plan(BE, [s], cfg["polyvm:digitalocean"])
     assert p.outputs[s.name]["data_disk_devices"] == {"pgdata": "/dev/disk/by-id/scsi-0DO_Volume_db1-pgdata"}
+
+
+def test_ssh_key_fingerprint_matches_ssh_keygen(tmp_path):
+    import shutil
+    import subprocess
+
+    if not shutil.which("ssh-keygen"):
+        pytest.skip("ssh-keygen (openssh-client) is not installed")
+    f = tmp_path / "k.pub"
+    f.write_text(contract_public_key() + "\n")
+    out = subprocess.run(["ssh-keygen", "-l", "-E", "md5", "-f", str(f)], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split()[1] == "MD5:" + m.ssh_key_fingerprint(contract_public_key())
+
+
+def test_existing_ssh_key_by_fingerprint():
+    p = plan(BE, [spec(name="a"), spec(name="b")], {"region": "fra1", "register_ssh_key": False})
+    assert not p.by_type("digitalocean:index/sshKey:SshKey")
+    fp = m.ssh_key_fingerprint(contract_public_key())
+    assert [d.inputs["sshKeys"] for d in p.by_type("digitalocean:index/droplet:Droplet")] == [[fp], [fp]]
