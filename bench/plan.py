@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Offline plan benchmark: time and peak memory of `polyvm plan --backend all` for 1, 10 and 50 VMs.
+
+Every measurement is a fresh process (so imports are counted, as a user pays them), and the peak resident
+memory is that process's own ``ru_maxrss`` (from ``os.wait4``). Two views:
+
+* **CLI**: ``polyvm plan --backend all --spec vms.yaml --settings settings.yaml --json`` end to end.
+* **phases**: a driver process that times importing polyvm + loading the plugins, loading the spec, then
+  ``polyvm.plan.plan`` per backend, and reports tracemalloc's peak of Python allocations during planning.
+
+The spec file holds ``vms: [...]`` with N copies of one VM (distinct names). Backend settings are taken
+from examples/postgres-vm/Pulumi.<backend>.yaml (``polyvm:<backend>``), so each listed backend can plan.
+
+    python bench/plan.py                  # N = 1, 10, 50; 3 runs each
+    python bench/plan.py --vms 1,10 --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402
+
+EXAMPLES = benchlib.REPO / "examples" / "postgres-vm"
+PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGVvz5mTVd3MZkX1mB4pSHb5GmV9SfMWgCEP1bwcUVqT bench@polyvm"
+
+
+def vm(i: int, family: str = "debian", version: str = "12") -> dict:
+    return {
+        "name": f"db{i}",
+        "size": {"cpus": 2, "memory_gb": 4},
+        "image": {"family": family, "version": version},
+        "root_disk_gb": 30,
+        "data_disks": [{"name": "pgdata", "size_gb": 50, "mount_point": "/var/lib/postgresql"}],
+        "ingress": [{"port": 22, "cidrs": ["203.0.113.0/24"], "description": "admin ssh"},
+                    {"port": 5432, "cidrs": ["10.0.0.0/8"], "description": "app servers"}],
+        "ssh": {"user": "polyvm", "public_key": PUBKEY},
+        "tags": {"team": "data"},
+    }
+
+
+def backend_names() -> list[str]:
+    out = subprocess.run([sys.executable, "-m", "polyvm.cli", "backends", "--json"], capture_output=True,
+                         text=True)
+    if out.returncode != 0:  # polyvm.cli may not be runnable as a module; use the console script
+        out = subprocess.run(["polyvm", "backends", "--json"], capture_output=True, text=True, check=True)
+    return [b["name"] for b in json.loads(out.stdout)]
+
+
+def settings_from_examples(names: list[str]) -> dict:
+    settings = {}
+    for n in names:
+        f = EXAMPLES / f"Pulumi.{n}.yaml"
+        if f.exists():
+            cfg = (yaml.safe_load(f.read_text()) or {}).get("config", {})
+            s = cfg.get(f"polyvm:{n}")
+            if isinstance(s, dict):
+                settings[n] = {k: v for k, v in s.items() if v is not None}
+    return settings
+
+
+def run_measured(argv: list[str], *, stdout_path: Path) -> tuple[float, int, int, str]:
+    """(wall s, peak RSS KiB, exit code, stderr tail) of one fresh process."""
+    with open(stdout_path, "wb") as out:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE)
+        err = p.stderr.read()  # type: ignore[union-attr]
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return wall, ru.ru_maxrss, p.returncode, err.decode(errors="replace")[-600:]
+
+
+# Does what `polyvm plan --backend all --json` does (core/commands.py plan_cmd), timed by phase; the one
+# difference: a backend that does not take Debian 12 gets the same VMs with Ubuntu 24.04 (no OS family is
+# accepted by every backend, so the real CLI refuses any one spec file with --backend all).
+DRIVER = r"""
+import json, sys, time, tracemalloc, resource
+t0 = time.perf_counter()
+from polyvm.plugins import get_plugins
+from polyvm.plan import plan
+from polyvm.spec import load_spec_file, load_yaml
+plugins = get_plugins()
+backends = plugins.backends()
+t1 = time.perf_counter()
+specs = {"debian": load_spec_file(sys.argv[1]), "ubuntu": load_spec_file(sys.argv[2])}
+settings = load_yaml(sys.argv[3]) or {}
+t2 = time.perf_counter()
+tracemalloc.start()
+per, plans, warm = {}, [], {}
+resources = 0
+split = len(sys.argv) > 4 and sys.argv[4] == "split"
+for name, be in backends.items():
+    fam = "debian" if "debian" in be.capabilities.os_families else "ubuntu"
+    if split:  # first use of the backend (its cloud SDK's import) with 1 VM, untimed in "plan"
+        s = time.perf_counter()
+        plan(be, specs[fam][:1], settings.get(name), backends=list(backends.values()))
+        warm[name] = time.perf_counter() - s
+    s = time.perf_counter()
+    p = plan(be, specs[fam], settings.get(name), backends=list(backends.values()))
+    plans.append(p)
+    per[name] = time.perf_counter() - s
+    resources += len([r for r in p.resources if r.custom])
+t3 = time.perf_counter()
+text = json.dumps({"offline": True, "plans": [p.to_dict() for p in plans]}, indent=2, default=str)
+t4 = time.perf_counter()
+peak = tracemalloc.get_traced_memory()[1]
+tracemalloc.stop()
+print(json.dumps({"import": t1 - t0, "spec": t2 - t1, "plan": t3 - t2, "render": t4 - t3, "per_backend": per, "warm": warm,
+                  "tracemalloc_peak": peak, "resources": resources, "json_bytes": len(text),
+                  "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--vms", default="1,10,50", help="comma-separated VM counts per program (default 1,10,50)")
+    ap.add_argument("--runs", type=int, default=3, help="fresh processes per measurement (median)")
+    args = ap.parse_args(argv)
+    counts = [int(x) for x in args.vms.split(",") if x]
+
+    names = backend_names()
+    settings = settings_from_examples(names)
+    work = Path(tempfile.mkdtemp(prefix="plan-"))
+    (work / "settings.yaml").write_text(yaml.safe_dump(settings))
+    polyvm = subprocess.run(["sh", "-c", "command -v polyvm"], capture_output=True, text=True).stdout.strip()
+
+    print("## Offline plan benchmark (`polyvm plan --backend all`)\n")
+    benchlib.print_machine({"backends": ", ".join(names), "runs": str(args.runs)})
+    cli_note = ""
+    rows, per_backend_rows = [], []
+    for n in counts:
+        deb, ubu = work / f"vms-{n}-debian.yaml", work / f"vms-{n}-ubuntu.yaml"
+        deb.write_text(yaml.safe_dump({"vms": [vm(i) for i in range(n)]}))
+        ubu.write_text(yaml.safe_dump({"vms": [vm(i, "ubuntu", "24.04") for i in range(n)]}))
+        if n == counts[0]:  # does the real CLI take one spec file for every backend?
+            wall, _, rc, err = run_measured([polyvm, "plan", "--backend", "all", "--spec", str(deb), "--settings",
+                                             str(work / "settings.yaml"), "--json"], stdout_path=work / "cli.json")
+            cli_note = ("the CLI ran" if rc == 0 else
+                        f"`polyvm plan --backend all` refuses the Debian spec (exit {rc}): "
+                        + " ".join(err.split())[-300:])
+        walls, rss, phases = [], [], []
+        for _ in range(args.runs):
+            wall, maxrss, rc, err = run_measured(
+                [sys.executable, "-c", DRIVER, str(deb), str(ubu), str(work / "settings.yaml")],
+                stdout_path=work / "driver.json")
+            if rc != 0:
+                print(f"plan driver failed for N={n} (exit {rc}): {err}", file=sys.stderr)
+                return 1
+            walls.append(wall)
+            rss.append(maxrss)
+            phases.append(json.loads((work / "driver.json").read_text().strip().splitlines()[-1]))
+        med = lambda k: benchlib.median([ph[k] for ph in phases])  # noqa: E731
+        rows.append([n, benchlib.fmt_s(benchlib.median(walls)), f"{min(walls):.2f}–{max(walls):.2f}",
+                     f"{benchlib.median(rss) / 1024:.0f}", benchlib.fmt_s(med("import")),
+                     benchlib.fmt_s(med("spec")), benchlib.fmt_s(med("plan")),
+                     f"{med('plan') / n * 1000:.0f}", benchlib.fmt_s(med("render")),
+                     f"{med('tracemalloc_peak') / 2**20:.1f}", phases[0]["resources"],
+                     f"{phases[0]['json_bytes'] / 1024:.0f}"])
+        # Steady state: each backend's first plan (SDK import, first-use costs) done before timing.
+        split = []
+        for _ in range(max(1, args.runs // 2)):
+            p = subprocess.run([sys.executable, "-c", DRIVER, str(deb), str(ubu), str(work / "settings.yaml"),
+                                "split"], capture_output=True, text=True)
+            if p.returncode != 0:
+                print(f"split driver failed for N={n}: {p.stderr[-800:]}", file=sys.stderr)
+                return 1
+            split.append(json.loads(p.stdout.strip().splitlines()[-1]))
+        for b in names:
+            first = benchlib.median([ph["warm"][b] for ph in split])
+            steady = benchlib.median([ph["per_backend"][b] for ph in split])
+            per_backend_rows.append([n, b, benchlib.fmt_s(benchlib.median([ph["per_backend"][b] for ph in phases])),
+                                     benchlib.fmt_s(first), benchlib.fmt_s(steady), f"{steady / n * 1000:.0f}"])
+        print(f"  N={n} done (load {benchlib.loadavg()})", file=sys.stderr)
+
+    print("### Whole process, all backends (fresh process each run, median)\n")
+    print(benchlib.markdown_table(
+        ["VMs", "wall s", "min–max s", "peak RSS MiB", "import + plugins s", "load spec s", "plan s",
+         "plan ms/VM", "JSON render s", "tracemalloc peak MiB (plan+render)", "cloud resources", "JSON KiB"], rows))
+    print()
+    print("### Per backend (s, median)\n")
+    print("cold = its plan inside the whole-process run (includes importing its cloud SDK on first use); "
+          "first 1-VM plan = a separate warm-up plan of one VM; warm = the N-VM plan after that warm-up.\n")
+    print(benchlib.markdown_table(["VMs", "backend", "cold plan s", "first 1-VM plan s", "warm plan s",
+                                   "warm ms/VM"], per_backend_rows))
+    print(f"\nCLI check: {cli_note}")
+    print(f"\nload average at the end: {benchlib.loadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
