@@ -79,7 +79,7 @@ class DigitalOceanBackend(Backend):
             "urn": f"do:droplet:{_numeric_id(name)}",
         },
         "digitalocean:index/sshKey:SshKey": lambda name, inputs: {
-            "id": _numeric_id(name), "fingerprint": "3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa"},
+            "id": _numeric_id(name), "fingerprint": m.ssh_key_fingerprint(inputs["publicKey"])},
         "digitalocean:index/volume:Volume": lambda name, inputs: {
             "id": "506f78a4-" + hashlib.sha256(name.encode()).hexdigest()[:4] + "-11ef-8e21-0a58ac14a1b2"},
     }

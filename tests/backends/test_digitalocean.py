@@ -191,7 +191,7 @@ def test_resources_and_inputs():
     (fw,) = p.by_type("digitalocean:index/firewall:Firewall")
     assert droplet.inputs["region"] == "ams3" and droplet.inputs["size"] == "s-2vcpu-4gb"
     assert droplet.inputs["vpcUuid"] == "8d3c1e2a-0b4f-4c8e-9a1d-2f6b7c8d9e0f"
-    assert droplet.inputs["sshKeys"] == ["3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa"]
+    assert droplet.inputs["sshKeys"] == [m.ssh_key_fingerprint(contract_public_key())]
     assert key.inputs["publicKey"] == contract_public_key()
     # user data carries the host's private key: a secret, never in clear
     assert droplet.to_dict()["inputs"]["userData"] == REDACTED
