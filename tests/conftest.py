@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -55,16 +56,19 @@ def _prerequisite_problem() -> str | None:
     return None
 
 
+#: Test hosts' records live here (not in pytest's basetemp, which other pytest runs may rotate away
+#: while hosts are up): one subdirectory per pytest process.
+TEST_STATE_ROOT = Path(tempfile.gettempdir()) / "polyvm-test-hosts"
+
+
 def _reap_orphans() -> None:
     """Remove hosts left by pytest runs that were killed before their teardown ran."""
-    for hostjson in Path(tempfile.gettempdir()).glob("pytest-of-*/pytest-*/polyvm-local*/pvm-*/host.json"):
-        eng = local_engine.Engine(hostjson.parent.parent)
-        host = eng.get(hostjson.parent.name)
-        if host is None:
+    for run_dir in TEST_STATE_ROOT.glob("*"):
+        owner = run_dir.name.split("-")[0]
+        if not owner.isdigit() or Path(f"/proc/{owner}").exists():
             continue
-        owner = host.labels.get("owner_pid")
-        if owner and owner.isdigit() and not Path(f"/proc/{owner}").exists():
-            eng.down(host)
+        local_engine.Engine(run_dir).down_all()
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -86,11 +90,12 @@ def _local_engine(tmp_path_factory: pytest.TempPathFactory):
     if problem:
         pytest.skip(problem)
     _reap_orphans()
-    state = tmp_path_factory.mktemp("polyvm-local")
-    os.chmod(state, 0o700)
+    TEST_STATE_ROOT.mkdir(mode=0o700, exist_ok=True)
+    state = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=TEST_STATE_ROOT))
     eng = local_engine.Engine(state)
     yield eng
     eng.down_all()  # safety net; each test's hosts are already gone
+    shutil.rmtree(state, ignore_errors=True)
 
 
 class TestHosts:

@@ -1,1 +1,105 @@
-"""local backend (in progress)."""
+"""local backend: VM-like hosts on this Linux machine (network namespace + in-memory overlay of ``/`` +
+own sshd), no cloud account. Also provides ``polyvm sandbox``.
+
+Hosts are copies of this machine: their OS is this machine's OS, they share its CPUs and memory, and
+they reach nothing but this machine (each has a /30 link in 198.19.0.0/16 and no route beyond it).
+Creating one needs root and openssh-server, nftables, iproute2 (see docs/local.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from polyvm.backend import Backend, BackendSettings, Capabilities
+from polyvm.hookspecs import hookimpl
+from polyvm.spec import SUPPORTED_IMAGES, VmSpec
+
+from . import mapping as m
+
+#: This machine's OS, which is every local host's OS.
+HOST_FAMILY, HOST_VERSION = m.host_os()
+_HOST_SUPPORTED = bool(HOST_FAMILY) and HOST_VERSION in SUPPORTED_IMAGES.get(HOST_FAMILY or "", ())
+HOST_TYPE = "pulumi-python:dynamic/local:Host"
+_MOCK_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockLocalHostKeyMockLocalHostKeyMockLocal"
+
+
+class LocalSettings(BackendSettings):
+    """Pulumi config ``polyvm:local``."""
+
+    state_dir: str | None = None
+    """Where host records live (default /var/lib/polyvm/local, mode 0700)."""
+    postgres: Literal["fresh", "keep"] = "fresh"
+    """PostgreSQL as found on a new VM: 'fresh' removes this machine's clusters inside the host (server
+    installed, no cluster), 'keep' leaves them."""
+
+
+def _mock_host(name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    disks = inputs.get("disks") or []
+    return {"id": "pvm-1", "host_id": "pvm-1", "guest_ip": "198.19.0.6", "host_ip": "198.19.0.5",
+            "host_key": f"{_MOCK_HOST_KEY} {inputs.get('hostname', name)}",
+            "disk_devices": {d["name"]: f"/dev/loop{i}" for i, d in enumerate(disks)}}
+
+
+class LocalBackend(Backend):
+    name = "local"
+    description = "host on this Linux machine: network namespace, in-memory overlay of /, own sshd (root)"
+    capabilities = Capabilities(
+        firewall="guest",
+        egress="this machine only (own /30 link in 198.19.0.0/16, no route beyond it)",
+        max_data_disks=16,
+        public_ip=True,
+        private_ip_only=True,
+        host_key_at_creation=True,
+        os_families=frozenset({HOST_FAMILY}) if _HOST_SUPPORTED else frozenset(),
+        instance_type_override=False,
+        image_id_override=False,
+        regions=False,
+        zones=False,
+        notes=("OS: this machine's own (detected from /etc/os-release"
+               + (f"; here {HOST_FAMILY} {HOST_VERSION}" if _HOST_SUPPORTED else "; here none polyvm supports") + "). "
+               "One address, reachable from this machine only, reported as public_ip and private_ip. "
+               "Ingress is enforced by nftables inside the host (IPv4 link; IPv6 rules are loaded but the "
+               "link has no IPv6 addresses). cpus/memory_gb are not enforced (hosts share this machine); "
+               "root_disk_gb caps writes to the in-memory root. Data disks are sparse loop devices; "
+               "tags are kept in the host's record."),
+    )
+    settings_model = LocalSettings
+    egress_rules = frozenset({("all", None, None, "198.19.0.0/16")})
+    mock_outputs = {HOST_TYPE: _mock_host}
+
+    def unsupported(self, spec: VmSpec) -> list[str]:
+        out = super().unsupported(spec)
+        if spec.image.family == HOST_FAMILY and spec.image.version != HOST_VERSION:
+            out.append(f"image.version {spec.image.version!r} (local hosts run this machine's OS, "
+                       f"{HOST_FAMILY} {HOST_VERSION})")
+        return out
+
+    def create(self, spec: VmSpec, settings: BackendSettings, opts: Any = None) -> Any:
+        from .component import LocalVirtualMachine
+
+        assert isinstance(settings, LocalSettings)
+        return LocalVirtualMachine(spec, settings, opts)
+
+    # --- reading a plan back (contract suite) ---------------------------------------------------------
+    def _host(self, plan: Any) -> dict[str, Any]:
+        (host,) = plan.by_type(HOST_TYPE)
+        return host.inputs
+
+    def planned_ingress(self, plan: Any) -> set:
+        """What the nftables ruleset loaded in the host accepts (parsed back from the ruleset itself)."""
+        return m.planned_ingress(self._host(plan))
+
+    def planned_egress(self, plan: Any) -> set:
+        self._host(plan)
+        return set(self.egress_rules)
+
+    def planned_disks(self, plan: Any) -> dict[str, int]:
+        return {d["name"]: int(d["size_mb"]) // 1024 for d in self._host(plan).get("disks") or []}
+
+    def planned_tags(self, plan: Any) -> dict[str, str]:
+        return dict(self._host(plan).get("tags") or {})
+
+
+@hookimpl
+def polyvm_register_backends(register):
+    register(LocalBackend())

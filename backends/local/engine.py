@@ -68,7 +68,7 @@ set -eu
 mount --make-rprivate /
 L=/run/polyvm-layers; R=/run/polyvm-root
 mkdir -p "$L" "$R"
-mount -t tmpfs -o mode=0755 tmpfs "$L"
+mount -t tmpfs -o "mode=0755${PVM_ROOT_MB:+,size=${PVM_ROOT_MB}m}" tmpfs "$L"
 mkdir -p "$L/upper" "$L/work"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$L/upper,workdir=$L/work" "$R"
 mount -t proc proc "$R/proc"
@@ -123,10 +123,12 @@ class Host:
     pid: int | None = None       # the `unshare` process (in the netns, outside the PID namespace)
     init_pid: int | None = None  # PID 1 of the host's PID namespace, as seen from this machine
     netns_inode: list[int] | None = None   # (st_dev, st_ino) of the netns, to find processes after a crash
+    veth_ifindex: int | None = None         # of this machine's veth end (names are reused, indexes are not)
     disks: list[str] = field(default_factory=list)        # loop devices, in order
     disk_images: list[str] = field(default_factory=list)  # their backing files
     pg: str = "keep"
     sshd_delay: float = 0.0
+    root_mb: int | None = None
     firewall: bool = False
     labels: dict[str, str] = field(default_factory=dict)
     created: float = 0.0
@@ -259,6 +261,14 @@ def _listening(pid: int, ip: str, port: int) -> bool:
     return False
 
 
+def _ifindex(ifname: str) -> int | None:
+    try:
+        with open(f"/sys/class/net/{ifname}/ifindex") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
 def _boot_id() -> str:
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
@@ -348,10 +358,12 @@ class Engine:
     def up(self, *, authorized_keys: str, name: str | None = None, user: str | None = None,
            disks_mb: Iterable[int] = (), pg: str = "keep", sshd_delay: float = 0.0,
            firewall: str | None = None, labels: Mapping[str, str] | None = None,
-           timeout: float = 15.0) -> Host:
+           root_mb: int | None = None, timeout: float = 15.0) -> Host:
         """Start one host and return once it is usable: sshd listening (or, with ``sshd_delay``, once
         everything but sshd is in place). ``firewall`` is an nftables ruleset (see
-        :func:`polyvm.firewall.render_nftables`) applied inside before anything listens."""
+        :func:`polyvm.firewall.render_nftables`) applied inside before anything listens; ``root_mb``
+        caps what can be written to the root filesystem (kept in memory; default: tmpfs default, half
+        of RAM)."""
         disks_mb = [int(d) for d in disks_mb]
         if pg not in ("keep", "fresh"):
             raise ValueError("pg must be 'keep' or 'fresh'")
@@ -372,6 +384,7 @@ class Engine:
         host = Host(id=ns, index=index, name=name or ns, guest_ip=guest_ip, host_ip=host_ip,
                     veth=f"pvm{index}", host_key="", user=user or "root", state_dir=str(self.state_dir),
                     netns_inode=[st.st_dev, st.st_ino], pg=pg, sshd_delay=float(sshd_delay),
+                    root_mb=int(root_mb) if root_mb else None,
                     firewall=firewall is not None, labels=dict(labels or {}), created=time.time(),
                     boot_id=_boot_id())
         self._save(host)
@@ -404,6 +417,8 @@ class Engine:
             self._save(host)
 
         _run(["ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
+        host.veth_ifindex = _ifindex(host.veth)
+        self._save(host)
         _run(["ip", "-batch", "-"], input=f"addr add {host.host_ip}/30 dev {host.veth}\n"
                                           f"link set {host.veth} up\n")
         _run(["ip", "-n", ns, "-batch", "-"], input=f"addr add {host.guest_ip}/30 dev eth0\n"
@@ -418,6 +433,7 @@ class Engine:
             "PVM_HOSTNAME": host.name, "PVM_GUEST_IP": host.guest_ip, "PVM_PG": host.pg,
             "PVM_USER": host.user if host.user != "root" else "",
             "PVM_SSHD_DELAY": f"{host.sshd_delay:g}",
+            "PVM_ROOT_MB": str(host.root_mb or ""),
         }
         with open(host.log_path, "ab") as log:
             proc = subprocess.Popen(
@@ -446,6 +462,20 @@ class Engine:
                                    + host.log_path.read_text(errors="replace").strip()[-600:])
             time.sleep(0.005)
         host.status = "up"
+        self._save(host)
+
+    def apply_firewall(self, host: Host, ruleset: str) -> None:
+        """Load an nftables ruleset in the host's network namespace (replacing polyvm's table)."""
+        if host.id not in _netns_names() or self._owned_netns(host) is None:
+            raise SandboxError(f"host {host.id} is not running")
+        path = host.dir / "firewall.nft"
+        path.write_text(ruleset)
+        _run(["ip", "netns", "exec", host.id, "nft", "-f", str(path)])
+        host.firewall = True
+        self._save(host)
+
+    def set_labels(self, host: Host, labels: Mapping[str, str]) -> None:
+        host.labels = dict(labels)
         self._save(host)
 
     # --- using a host ----------------------------------------------------------------------------------
@@ -499,9 +529,12 @@ class Engine:
             st = os.stat(f"/run/netns/{ns}")
             taken_by_other = ours is None or (st.st_dev, st.st_ino) != ours
         if not taken_by_other:
+            # The veth first, while the netns name is still ours: once the name is free another process
+            # may take index i and create its own veth of the same name.
+            if host.veth_ifindex is not None and _ifindex(host.veth) == host.veth_ifindex:
+                _run(["ip", "link", "del", host.veth], check=False)
             if ns in _netns_names():
                 _run(["ip", "netns", "del", ns], check=False)
-            _run(["ip", "link", "del", host.veth], check=False)
         for img in host.disk_images:
             for dev in _loop_devices_of(img):
                 _run(["losetup", "-d", dev], check=False)

@@ -46,9 +46,14 @@ def leftovers(host) -> list[str]:
     """Everything of ``host`` still present on this machine."""
     rec = host.record
     found = []
-    if Path(f"/run/netns/{rec.id}").exists():
-        found.append(f"netns {rec.id}")
-    if Path(f"/sys/class/net/{rec.veth}").exists():
+    # Names are reused by other runs at once; identity is the netns inode and the veth's ifindex.
+    try:
+        st = os.stat(f"/run/netns/{rec.id}")
+        if [st.st_dev, st.st_ino] == rec.netns_inode:
+            found.append(f"netns {rec.id}")
+    except OSError:
+        pass
+    if local_engine._ifindex(rec.veth) == rec.veth_ifindex:
         found.append(f"veth {rec.veth}")
     for img in rec.disk_images:
         found += [f"loop {d}" for d in local_engine._loop_devices_of(img)]
