@@ -32,3 +32,18 @@ def test_missing_allowed_cidrs_is_one_line_and_exit_2(tmp_path):
                                          "--password-file", str(tmp_path / "pw.json")])
     assert r.exit_code == 2 and "allowed_cidrs: is required" in r.output
     assert not (tmp_path / "pw.json").exists()
+
+
+def test_docs_cover_every_option_and_input_field():
+    from pathlib import Path
+
+    from polyvm.recipes.postgres import PostgresInputs
+    from polyvm.recipes.postgres.cli import postgres_cmd
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "postgres.md").read_text(encoding="utf-8")
+    for param in postgres_cmd.params:
+        for opt in param.opts:
+            if opt.startswith("--"):
+                assert opt in doc, f"{opt} is not in docs/postgres.md"
+    for field in PostgresInputs.model_fields:
+        assert f"`{field}`" in doc, f"input {field} is not in docs/postgres.md"
