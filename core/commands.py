@@ -49,9 +49,10 @@ def backends_cmd(as_json: bool, markdown: bool) -> None:
         return
     names, rows = _matrix(backends)
     table = Table(title="polyvm backends", show_lines=False)
-    table.add_column("feature", style="bold")
+    # Labels never wrap and values fold rather than end in "…": a narrow terminal still shows everything.
+    table.add_column("feature", style="bold", no_wrap=True)
     for n in names:
-        table.add_column(n)
+        table.add_column(n, overflow="fold")
     for r in rows:
         table.add_row(*r)
     console = Console()
