@@ -60,9 +60,11 @@ def machine_info() -> dict[str, str]:
         "python": platform.python_version(),
         "openssh": _cmd(["ssh", "-V"]),
     }
-    for mod in ("paramiko", "cryptography", "pulumi"):
+    from importlib import metadata
+
+    for dist in ("paramiko", "cryptography", "pulumi"):
         with contextlib.suppress(Exception):
-            info[mod] = __import__(mod).__version__
+            info[dist] = metadata.version(dist)
     git = _cmd(["git", "-C", str(REPO), "describe", "--always", "--dirty"])
     info["polyvm (git)"] = git
     return info
