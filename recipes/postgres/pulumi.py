@@ -17,6 +17,7 @@ changed setting re-copies the drop-in and re-runs the server step, which reloads
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Mapping
 
 import pulumi
@@ -121,7 +122,7 @@ class PostgresServer(pulumi.ComponentResource):
         self.port = inputs.port
 
         prev: list[pulumi.Resource] = []
-        config_hashes: list[pulumi.Output[str]] = []
+        config_hashes: list[str] = []
         devices = pulumi.Output.from_input(vm.data_disk_devices)
         for i, step in enumerate(steps):
             slug = f"{name}-{i:02d}-{step.name.replace(' ', '-').lower()}"
@@ -133,7 +134,7 @@ class PostgresServer(pulumi.ComponentResource):
                                   remote_path=f.remote_path, content=f.content, mode=f.mode, owner=f.owner,
                                   group=f.group, opts=ropts)
                     made.append(cf)
-                    config_hashes.append(cf.sha256)
+                    config_hashes.append(hashlib.sha256(f.content.encode()).hexdigest())
                 prev = made
                 continue
             if isinstance(step, RolesStep):
@@ -160,7 +161,8 @@ class PostgresServer(pulumi.ComponentResource):
             else:
                 cmd, data = step.command()
                 stdin = data.decode()
-            triggers = pulumi.Output.all(*config_hashes) if step.name in ("server", "verify") else None
+            # The server step re-runs (reload or restart) whenever a configuration file changes.
+            triggers = list(config_hashes) if step.name in ("server", "verify") else None
             prev = [RemoteExec(slug, connection=conn, name=step.name, create=cmd, stdin=stdin,
                                triggers=triggers, opts=ropts)]
         self.register_outputs({"passwords": self.passwords, "host": self.host, "port": self.port})
