@@ -18,7 +18,8 @@ HEADER = """# Backends
 Every backend maps the same VmSpec to one `polyvm:<backend>:VirtualMachine` component with the same
 outputs (`public_ip`, `private_ip`, `ssh_user`, `host_key`, `data_disk_devices`). A spec asking for
 something a backend cannot do is rejected before anything is declared, naming the backend and the
-option. Every backend passes the contract suite (`polyvm.testing.BackendContract`).
+option. Every backend passes the contract suite (`polyvm.testing.BackendContract`); a third-party
+backend runs it with `class TestMine(BackendContract): backend = MineBackend()` in its own tests.
 """
 
 

@@ -70,6 +70,7 @@ ZONES = ("1", "2", "3")
 _LOCATION_RE = re.compile(r"^[a-z][a-z0-9]{2,40}$")
 _IMAGE_URN_RE = re.compile(r"^[^:\s]+:[^:\s]+:[^:\s]+:[^:\s]+$")
 _TAG_VALUE_MAX = 256
+_NVME_ONLY_SIZE_RE = re.compile(r"_v6$", re.IGNORECASE)
 
 _PROTOCOLS = {"tcp": "Tcp", "udp": "Udp", "icmp": "Icmp"}
 
@@ -107,6 +108,10 @@ def unsupported(spec: VmSpec) -> list[str]:
         out.append(f"ssh.public_key of type {key_type} (Azure accepts {', '.join(SSH_KEY_TYPES)})")
     if spec.zone is not None and spec.zone not in ZONES:
         out.append(f"zone {spec.zone!r} (Azure availability zones are {', '.join(ZONES)})")
+    size = spec.size.instance_type.get("azure", "")
+    if _NVME_ONLY_SIZE_RE.search(size):
+        out.append(f"size.instance_type.azure {size!r} (v6 sizes attach data disks over NVMe only; polyvm's "
+                   "device paths /dev/disk/azure/scsi1/lun<N> need a SCSI size such as the v5 family)")
     override = spec.image.image_id.get("azure")
     if override and not override.startswith("/") and not _IMAGE_URN_RE.match(override):
         out.append(f"image.image_id.azure {override!r} (expected 'publisher:offer:sku:version' "

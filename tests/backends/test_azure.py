@@ -238,3 +238,9 @@ def test_private_vm_has_no_public_ip():
     assert not p.by_type("azure-native:network:PublicIPAddress")
     assert "publicIPAddress" not in one(p, "azure-native:network:NetworkInterface").inputs["ipConfigurations"][0]
     assert p.outputs["db1"]["public_ip"] is None
+
+
+def test_nvme_only_sizes_are_rejected():
+    with pytest.raises(UnsupportedFeatureError, match="size.instance_type.azure 'Standard_D4s_v6'"):
+        BACKEND.check(spec(size={"cpus": 2, "memory_gb": 4, "instance_type": {"azure": "Standard_D4s_v6"}}))
+    BACKEND.check(spec(size={"cpus": 2, "memory_gb": 4, "instance_type": {"azure": "Standard_D4s_v5"}}))
