@@ -429,8 +429,11 @@ class BackendContract:
             msg = str(err)
             if f"backend {self.backend.name!r}" not in msg or text not in msg:
                 failures.append(f"{label}: the error must name backend {self.backend.name!r} and {text!r}: {msg}")
-            if direct is None and text not in msg:
-                failures.append(f"{label}: Backend.check() accepted the spec")
+            if direct is None:
+                failures.append(f"{label}: Backend.check() accepted the spec (`polyvm validate --backend` "
+                                "would too); report it from Backend.unsupported()")
+            elif text not in str(direct):
+                failures.append(f"{label}: Backend.check() must name {text!r}: {direct}")
         assert not failures, "unsupported options not rejected properly:\n" + "\n".join(failures)
 
     def test_supported_options_plan(self) -> None:
