@@ -103,3 +103,10 @@ class LocalBackend(Backend):
 @hookimpl
 def polyvm_register_backends(register):
     register(LocalBackend())
+
+
+@hookimpl
+def polyvm_register_commands(cli):
+    from .cli import sandbox_group
+
+    cli.add_command(sandbox_group)

@@ -1,0 +1,145 @@
+"""``polyvm sandbox up / status / ssh / down``: a locked-down PostgreSQL on a fresh local host in seconds."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from .engine import DEFAULT_STATE_DIR
+
+_STATE_OPTION = click.option(
+    "--state-dir", envvar="POLYVM_LOCAL_STATE_DIR", default=str(DEFAULT_STATE_DIR), show_default=True,
+    type=click.Path(file_okay=False), help="Where hosts, the sandbox key and passwords live (mode 0700).")
+
+
+def _sandbox(state_dir: str):
+    from .sandbox import Sandbox
+
+    return Sandbox(state_dir)
+
+
+@click.group("sandbox")
+def sandbox_group() -> None:
+    """PostgreSQL on a fresh local host (network namespace + own sshd), no cloud account. Needs root."""
+
+
+@sandbox_group.command("up")
+@click.option("--spec", "spec_path", type=click.Path(exists=True, dir_okay=False),
+              help="VM spec YAML (one VM or vms: [...]); default: a small built-in sample.")
+@click.option("--count", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Hosts per spec (named <name>-1..N when more than one).")
+@click.option("--postgres", "inputs_path", type=click.Path(exists=True, dir_okay=False),
+              help="PostgreSQL recipe inputs YAML overriding the sandbox defaults (user and database 'app').")
+@click.option("--show-password", is_flag=True, help="Print the generated database password.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (no progress display).")
+@_STATE_OPTION
+def up_cmd(spec_path: str | None, count: int, inputs_path: str | None, show_password: bool, as_json: bool,
+           state_dir: str) -> None:
+    """Create the host(s), run the PostgreSQL recipe over SSH, check a login, print how to connect.
+
+    Running it again reuses the running hosts (nothing changes) and replaces hosts that died."""
+    from rich.console import Console
+
+    from polyvm.spec import load_spec_file
+
+    from .sandbox import json_dump, load_postgres_overrides
+
+    started = time.monotonic()
+    sb = _sandbox(state_dir)
+    specs = load_spec_file(spec_path) if spec_path else None
+    overrides = load_postgres_overrides(inputs_path)
+    err = Console(stderr=True)
+    if as_json or not err.is_terminal:
+        def say(name: str, what: str) -> None:
+            if not as_json:
+                err.print(f"[dim]{time.monotonic() - started:5.1f}s[/] {name}: {what}")
+        vms = sb.up(specs, count=count, postgres=overrides, progress=say, started=started)
+    else:
+        with err.status("starting") as status:
+            def say(name: str, what: str) -> None:
+                status.update(f"{name}: {what}")
+                err.print(f"[dim]{time.monotonic() - started:5.1f}s[/] {name}: {what}")
+            vms = sb.up(specs, count=count, postgres=overrides, progress=say, started=started)
+    total = time.monotonic() - started
+    passwords = sb.passwords()
+    if as_json:
+        out: dict[str, Any] = {"vms": [v.to_json() for v in vms], "seconds": round(total, 3),
+                               "passwords_file": str(sb.passwords_path), "state_dir": str(sb.state_dir)}
+        if show_password:
+            out["passwords"] = {v.db_user: passwords.get(v.db_user) for v in vms if v.db_user}
+        click.echo(json_dump(out))
+        return
+    _print_up(vms, total, sb, passwords if show_password else None)
+
+
+def _print_up(vms: list, total: float, sb: Any, passwords: dict[str, str] | None) -> None:
+    # Plain lines, never wrapped or truncated: people copy these.
+    for v in vms:
+        login = f", database login after {v.login_seconds:.1f}s" if v.login_seconds is not None else ""
+        click.echo(f"{v.name}: {v.address} ({'created' if v.created else 'reused'}{login})")
+        click.echo(f"  ssh:        polyvm sandbox ssh {v.name}")
+        if v.dsn:
+            click.echo(f"  postgresql: {v.dsn}")
+        if v.note:
+            click.echo(f"  note:       {v.note}")
+    for u in sorted({v.db_user for v in vms if v.db_user}):
+        if passwords is not None:
+            click.echo(f"password of {u}: {passwords.get(u)}")
+        else:
+            click.echo(f"password of {u}: in {sb.passwords_path} (mode 0600; --show-password prints it)")
+    created = sum(1 for v in vms if v.created)
+    click.echo(f"{len(vms)} sandbox VM(s) ready ({created} created, {len(vms) - created} reused) in {total:.1f}s")
+
+
+@sandbox_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_STATE_OPTION
+def status_cmd(as_json: bool, state_dir: str) -> None:
+    """List the sandbox VMs and whether sshd and PostgreSQL answer."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .sandbox import json_dump
+
+    rows = _sandbox(state_dir).status()
+    if as_json:
+        click.echo(json_dump(rows))
+        return
+    if not rows:
+        click.echo("no sandbox VMs (polyvm sandbox up creates one)")
+        return
+    table = Table(show_edge=False, box=None, pad_edge=False)
+    for col in ("name", "host", "address", "running", "sshd", "postgresql", "disks"):
+        table.add_column(col)
+    yes = {True: "yes", False: "no"}
+    for r in rows:
+        table.add_row(r["name"], r["host_id"], r["address"], yes[r["running"]], yes[bool(r["sshd"])],
+                      yes[bool(r["postgresql"])], ", ".join(r["disks"]) or "-")
+    Console().print(table)
+
+
+@sandbox_group.command("ssh", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@_STATE_OPTION
+def ssh_cmd(name: str, command: tuple[str, ...], state_dir: str) -> None:
+    """Open an SSH session to sandbox VM NAME (host key pinned), or run COMMAND there."""
+    argv = _sandbox(state_dir).ssh_argv(name, command)
+    sys.stdout.flush()
+    os.execv(argv[0], argv)
+
+
+@sandbox_group.command("down")
+@click.argument("names", nargs=-1)
+@_STATE_OPTION
+def down_cmd(names: tuple[str, ...], state_dir: str) -> None:
+    """Remove sandbox VMs (all without NAMES), also crashed or interrupted ones: processes, namespaces,
+    mounts, loop devices and files."""
+    started = time.monotonic()
+    gone = _sandbox(state_dir).down(names)
+    click.echo(f"removed {len(gone)} sandbox VM(s){': ' + ', '.join(h.labels.get('polyvm-sandbox', h.name) for h in gone) if gone else ''}"
+               f" in {time.monotonic() - started:.1f}s")
