@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 from polyvm.errors import FanoutError
 
 from .ssh import Connection
-from .steps import Step, StepResult
+from .steps import Step, StepResult, apply_steps
 
 StepsFor = Sequence[Step] | Callable[[Connection], Sequence[Step]]
 
@@ -117,12 +117,12 @@ def fanout(targets: Sequence[Connection], steps: StepsFor, *, parallel: int = 16
                 with lock:
                     task = live.add_task(f"  {name}: connecting", total=len(todo) or 1)
             with conn:
-                for step in todo:
+                if live is not None and task is not None:
+                    live.update(task, description=f"  {name}: running")
+                for step, res in apply_steps(conn, todo):
+                    hr.results.append(res)
                     if live is not None and task is not None:
-                        live.update(task, description=f"  {name}: {step.name}")
-                    hr.results.append(step.apply(conn))
-                    if live is not None and task is not None:
-                        live.advance(task)
+                        live.update(task, description=f"  {name}: {step.name} done", advance=1)
         except Exception as exc:  # noqa: BLE001 - one host's failure must not stop the others
             hr.error = exc
         finally:

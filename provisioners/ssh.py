@@ -786,38 +786,60 @@ class Connection:
         return self.put_files([Upload(content, remote_path, mode, owner, group)])[0]
 
     def put_files(self, uploads: Sequence[Upload], *, make_dirs: Sequence[str] = ()) -> list[bool]:
-        """Copy many files on one exec channel: the remote side prints the sha256, mode and owner of every
-        target; only if something differs does it receive a plan line and one tar stream of the changed
-        files under temporary names, which are chmod/chown'ed and renamed into place (atomic replace).
+        """Copy many files on one exec channel, atomically, skipping those that already match.
+
+        The remote side first reports which targets and directories exist plus the sha256, mode and owner
+        of the existing targets (one ``sha256sum`` and one ``stat`` for all of them). Only if something
+        differs does it receive a one-line plan and a single tar stream of the changed files under
+        temporary names next to their targets, which are chown'ed and renamed into place.
 
         Returns one ``changed`` flag per upload; unchanged files cost no transfer at all.
         """
         if not uploads and not make_dirs:
             return []
         paths = [u.remote_path for u in uploads]
+        if len(set(paths)) != len(paths):
+            raise ConfigError("the same remote path is given twice in one copy")
         for p in [*paths, *make_dirs]:
             if not p or "\n" in p or "\0" in p:
                 raise ConfigError(f"remote path must be a non-empty single line: {p!r}")
         for p in paths:
             if p.endswith("/"):
                 raise ConfigError(f"remote path must name a file, not a directory: {p!r}")
+        dirs = list(dict.fromkeys([*make_dirs, *(str(PurePosixPath(p).parent) for p in paths)]))
         datas = [u.data() for u in uploads]
         changed: list[bool] = []
         sent: list[int] = []
+        n, nd = len(paths), len(dirs)
 
-        def interact(chan: paramiko.Channel, out: bytearray) -> StdinSource:
-            while out.count(b"\n") < len(paths):
+        def read_lines(chan: paramiko.Channel, out: bytearray, count: int) -> list[str] | None:
+            while out.count(b"\n") < count:
                 chunk = chan.recv(1 << 16)
                 if not chunk:
                     return None  # the remote side failed (sudo, missing tools): its stderr tells why
                 out += chunk
-            lines = bytes(out).decode(errors="replace").splitlines()[:len(paths)]
+            return bytes(out).decode(errors="replace").split("\n")[:count]
+
+        def interact(chan: paramiko.Channel, out: bytearray) -> StdinSource:
+            head = read_lines(chan, out, n + nd)
+            if head is None:
+                return None
+            k = head[:n].count("f")
+            lines = read_lines(chan, out, n + nd + 2 * k)
+            if lines is None:
+                return None
             del out[:]
+            hashes = iter(lines[n + nd:n + nd + k])
+            stats = iter(lines[n + nd + k:])
             send: list[tuple[Upload, bytes]] = []
             fix: list[Upload] = []
-            for u, data, line in zip(uploads, datas, lines):
-                state = line.split()
-                if len(state) != 6 or state[0] != hashlib.sha256(data).hexdigest():
+            for u, data, exists in zip(uploads, datas, lines[:n]):
+                if exists == "f":
+                    digest = next(hashes).lstrip("\\")[:64]
+                    state = next(stats).split()
+                else:
+                    digest, state = "", []
+                if len(state) != 5 or digest != hashlib.sha256(data).hexdigest():
                     send.append((u, data))
                     changed.append(True)
                 elif not _meta_matches(u, state):
@@ -825,29 +847,35 @@ class Connection:
                     changed.append(True)
                 else:
                     changed.append(False)
-            if not send and not fix and not make_dirs:
+            missing = [d for d, e in zip(dirs, lines[n:n + nd]) if e != "d"]
+            if not send and not fix and not missing:
                 return None  # EOF right away: nothing to do, nothing sent
-            plan, members = _upload_plan(send, fix, make_dirs)
+            plan, members = _upload_plan(send, fix, missing)
             sent[:] = [sum(len(d) for _, d, _ in members), len(members)]
 
             def stream(w: _ChannelWriter) -> None:
                 w.write(plan.encode() + b"\n")
                 if members:
                     with tarfile.open(fileobj=w, mode="w|", format=tarfile.GNU_FORMAT) as tar:  # type: ignore
+                        now = int(time.time())
                         for name, data, mode in members:
                             info = tarfile.TarInfo(name)
-                            info.size = len(data)
-                            info.mode = mode & 0o7777
-                            info.mtime = int(time.time())
+                            info.size, info.mode, info.mtime = len(data), mode & 0o7777, now
                             tar.addfile(info, io.BytesIO(data))
             return stream
 
-        script = ('for f in "$@"; do if [ -f "$f" ]; then h=$(sha256sum < "$f") || exit 1; '
-                  's=$(stat -L -c "%a %U %G %u %g" -- "$f") || exit 1; echo "${h%% *} $s"; '
-                  'else echo -; fi; done; IFS= read -r __polyvm_plan || exit 0; eval "$__polyvm_plan"')
-        cmd = "sh -c " + shlex.quote(script) + " polyvm " + " ".join(shlex.quote(p) for p in paths)
+        # POSIX sh: one line per target (f: regular file, -: absent), one per directory (d / -), then one
+        # sha256sum and one stat over the existing targets; then wait for the plan line (EOF: nothing to do).
+        script = ('n=$1; shift; i=0; for f do shift; i=$((i+1)); if [ $i -le $n ]; then '
+                  'if [ -f "$f" ]; then echo f; set -- "$@" "$f"; else echo -; fi; '
+                  'elif [ -d "$f" ]; then echo d; else echo -; fi; done; '
+                  'if [ $# -gt 0 ]; then sha256sum -- "$@" || exit 1; '
+                  'stat -L -c "%a %U %G %u %g" -- "$@" || exit 1; fi; '
+                  'IFS= read -r __polyvm_plan || exit 0; eval "$__polyvm_plan"')
+        cmd = ("sh -c " + shlex.quote(script) + f" polyvm {n} "
+               + " ".join(shlex.quote(p) for p in [*paths, *dirs]))
         wire = ("sudo -n -- " + cmd) if self.sudo else cmd
-        self._exec(wire, None, timeout=None, check=True, label=f"copy {len(paths)} file(s)",
+        self._exec(wire, None, timeout=None, check=True, label=f"copy {n} file(s)",
                    secrets=self._all_secrets(), interact=interact)
         if sent:
             self.stats.bytes_uploaded += sent[0]
@@ -857,43 +885,48 @@ class Connection:
 
 
 def _upload_plan(send: Sequence[tuple[Upload, bytes]], fix: Sequence[Upload],
-                 make_dirs: Sequence[str]) -> tuple[str, list[tuple[str, bytes, int]]]:
+                 missing_dirs: Sequence[str]) -> tuple[str, list[tuple[str, bytes, int]]]:
     """One shell line that unpacks the tar stream on stdin into temporary names and renames them into place."""
     cmds = ["set -e"]
-    dirs = list(dict.fromkeys([*make_dirs, *(str(PurePosixPath(u.remote_path).parent) for u, _ in send)]))
-    if dirs:
+    if missing_dirs:
         cmds.append("umask 022")
-        cmds.append("mkdir -p -- " + " ".join(shlex.quote(d) for d in dirs))
+        cmds.append("mkdir -p -- " + " ".join(shlex.quote(d) for d in missing_dirs))
     members: list[tuple[str, bytes, int]] = []
-    finals: list[str] = []
-    for u, data in send:
+    for u, _ in send:
         p = PurePosixPath(u.remote_path)
-        tmp = str(p.parent / f".{p.name}.polyvm-{_secrets.token_hex(4)}")
-        members.append((tmp, data, u.mode))
-        finals.append(_meta_cmds(u, tmp))
-        finals.append(f"mv -f -- {shlex.quote(tmp)} {shlex.quote(u.remote_path)}")
+        members.append((str(p.parent / f".{p.name}.polyvm-{_secrets.token_hex(4)}"), _, u.mode))
     if members:
-        rm = "rm -f -- " + " ".join(shlex.quote(m[0]) for m in members)
-        cmds.append("trap " + shlex.quote(rm) + " EXIT")
-        # GNU tar: -P keeps absolute member names; files land mode 0600 (umask) until the chmod below.
+        cmds.append("trap " + shlex.quote("rm -f -- " + " ".join(shlex.quote(m[0]) for m in members)) + " EXIT")
+        # GNU tar: -P keeps absolute member names, -p sets each file's exact mode from the stream.
         cmds.append("umask 077")
-        cmds.append("tar -xPf - --no-same-owner --no-same-permissions")
-    cmds += finals
+        cmds.append("tar -xpPf - --no-same-owner")
+        owners: dict[str, list[str]] = {}
+        for (u, _), (tmp, _, _) in zip(send, members):
+            who = _owner_spec(u)
+            if who:
+                owners.setdefault(who, []).append(tmp)
+        cmds += [f"chown -- {shlex.quote(who)} " + " ".join(shlex.quote(t) for t in tmps)
+                 for who, tmps in owners.items()]
+        cmds += [f"mv -f -- {shlex.quote(tmp)} {shlex.quote(u.remote_path)}" for (u, _), (tmp, _, _) in
+                 zip(send, members)]
     cmds += [_meta_cmds(u, u.remote_path) for u in fix]
     return "; ".join(cmds), members
+
+
+def _owner_spec(u: Upload) -> str:
+    return (u.owner or "") + (f":{u.group}" if u.group else "")
 
 
 def _meta_cmds(u: Upload, path: str) -> str:
     q = shlex.quote(path)
     cmds = [f"chmod {u.mode & 0o7777:o} -- {q}"]
-    if u.owner or u.group:
-        who = (u.owner or "") + (f":{u.group}" if u.group else "")
-        cmds.append(f"chown -- {shlex.quote(who)} {q}")
+    if _owner_spec(u):
+        cmds.append(f"chown -- {shlex.quote(_owner_spec(u))} {q}")
     return "; ".join(cmds)
 
 
 def _meta_matches(u: Upload, state: Sequence[str]) -> bool:
-    _, mode, user, grp, uid, gid = state
+    mode, user, grp, uid, gid = state
     if int(mode, 8) != (u.mode & 0o7777):
         return False
     if u.owner and u.owner not in (user, uid):

@@ -11,7 +11,7 @@ import secrets as _secrets
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 from polyvm.errors import ConfigError, ProvisionError
 
@@ -50,9 +50,15 @@ class CopyFile(Step):
         self.group = group
         self.name = name or f"copy {remote_path}"
 
+    def uploads(self) -> tuple[list[Upload], list[str]]:
+        return [Upload(self.content, self.remote_path, self.mode, self.owner, self.group)], []
+
     def apply(self, conn: Connection) -> StepResult:
-        changed = conn.put(self.content, self.remote_path, mode=self.mode, owner=self.owner, group=self.group)
-        return StepResult(self.name, changed, "updated" if changed else "already up to date")
+        uploads, dirs = self.uploads()
+        return self.result(conn.put_files(uploads, make_dirs=dirs))
+
+    def result(self, flags: Sequence[bool]) -> StepResult:
+        return StepResult(self.name, flags[0], "updated" if flags[0] else "already up to date")
 
 
 class CopyDir(Step):
@@ -98,7 +104,9 @@ class CopyDir(Step):
 
     def apply(self, conn: Connection) -> StepResult:
         uploads, dirs = self.uploads()
-        flags = conn.put_files(uploads, make_dirs=dirs)
+        return self.result(conn.put_files(uploads, make_dirs=dirs))
+
+    def result(self, flags: Sequence[bool]) -> StepResult:
         n = sum(flags)
         return StepResult(self.name, n > 0, f"{n} of {len(flags)} file(s) updated")
 
@@ -173,9 +181,12 @@ class Script(Step):
         # GNU head -c reads exactly N bytes from a pipe, leaving the caller's stdin for the script.
         take = f"head -c {len(self.content)}" if user_stdin else "cat"
         args = " ".join(shlex.quote(a) for a in self.args)
-        cmd = (f'__polyvm_t=$(mktemp) || exit 1; trap \'rm -f "$__polyvm_t"\' EXIT; '
-               f'{take} > "$__polyvm_t" || exit 1; {self.interpreter} "$__polyvm_t" {args}'
-               + ("" if user_stdin else " </dev/null"))
+        # A private temporary file without spawning mktemp: random name, created exclusively (noclobber)
+        # with umask 077 in a subshell, so the script itself keeps the login umask.
+        tmp = f'"${{TMPDIR:-/tmp}}/.polyvm-script-{_secrets.token_hex(8)}"'
+        cmd = (f"__polyvm_t={tmp}; trap 'rm -f \"$__polyvm_t\"' EXIT; "
+               f'(umask 077; set -C; exec {take} > "$__polyvm_t") || exit 1; '
+               f'{self.interpreter} "$__polyvm_t" {args}' + ("" if user_stdin else " </dev/null"))
         return cmd, self.content + user_stdin
 
     def apply(self, conn: Connection) -> StepResult:
@@ -202,16 +213,49 @@ def _summary(r: RunResult) -> str:
     return (f"exit {r.exit_status} in {r.duration:.2f}s" + (f": {last[0][:120]}" if last[0] else ""))
 
 
+def apply_steps(conn: Connection, steps: Sequence[Step]) -> Iterator[tuple[Step, StepResult]]:
+    """Apply ``steps`` in order, yielding each step's result as it completes.
+
+    Consecutive copy steps (CopyFile, CopyDir) are sent together: one channel and one tar stream for all
+    of them, each still reporting its own result. A failure raises with ``exc.step`` (the step's name)
+    and ``exc.results`` (what completed before) attached.
+    """
+    done: list[StepResult] = []
+    i = 0
+    while i < len(steps):
+        batch: list[CopyFile | CopyDir] = []
+        while i + len(batch) < len(steps) and isinstance(steps[i + len(batch)], (CopyFile, CopyDir)):
+            batch.append(steps[i + len(batch)])  # type: ignore[arg-type]
+        try:
+            if len(batch) > 1 and _distinct_targets(batch):
+                pairs = [b.uploads() for b in batch]
+                flags = conn.put_files([u for ups, _ in pairs for u in ups],
+                                       make_dirs=[d for _, ds in pairs for d in ds])
+                results, k = [], 0
+                for b, (ups, _) in zip(batch, pairs):
+                    results.append((b, b.result(flags[k:k + len(ups)])))
+                    k += len(ups)
+                i += len(batch)
+            else:
+                step = steps[i]
+                results = [(step, step.apply(conn))]
+                i += 1
+        except ProvisionError as exc:
+            exc.results = list(done)  # type: ignore[attr-defined]
+            exc.step = steps[i].name  # type: ignore[attr-defined]
+            raise
+        for pair in results:
+            done.append(pair[1])
+            yield pair
+
+
+def _distinct_targets(batch: Sequence[CopyFile | CopyDir]) -> bool:
+    paths = [u.remote_path for b in batch for u in b.uploads()[0]]
+    return len(paths) == len(set(paths))
+
+
 def run_steps(conn: Connection, steps: Sequence[Step]) -> list[StepResult]:
-    """Apply ``steps`` in order on one connection; stop at the first failure (raising it, with the results so
-    far attached as ``exc.results``)."""
-    results: list[StepResult] = []
+    """Apply ``steps`` in order on one connection (opened for the duration); stop at the first failure,
+    raising it with the results so far attached as ``exc.results``."""
     with conn:
-        for step in steps:
-            try:
-                results.append(step.apply(conn))
-            except ProvisionError as exc:
-                exc.results = list(results)  # type: ignore[attr-defined]
-                exc.step = step.name  # type: ignore[attr-defined]
-                raise
-    return results
+        return [r for _, r in apply_steps(conn, list(steps))]

@@ -160,3 +160,25 @@ def test_fanout_bounds_parallelism():
 
     fanout([Slow(f"s{i}") for i in range(6)], [RunCommand("x")], parallel=2, progress=False)
     assert peak[0] == 2
+
+
+def test_consecutive_copies_share_one_transfer(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("f")
+    c = LocalConnection()
+    calls = []
+    orig = c.put_files
+
+    def spy(uploads, *, make_dirs=()):
+        calls.append(([u.remote_path for u in uploads], list(make_dirs)))
+        return orig(uploads, make_dirs=make_dirs)
+
+    c.put_files = spy
+    steps = [CopyFile("a", "/x/a"), CopyDir(tmp_path / "d", "/x/d"), RunCommand("true"), CopyFile("b", "/x/b")]
+    results = run_steps(c, steps)
+    assert [r.name for r in results] == [s.name for s in steps] and all(r.changed for r in results)
+    assert calls == [(["/x/a", "/x/d/f"], ["/x/d"]), (["/x/b"], [])]
+    # the same target twice cannot go in one stream: applied one after the other
+    calls.clear()
+    run_steps(c, [CopyFile("1", "/x/same"), CopyFile("2", "/x/same")])
+    assert calls == [(["/x/same"], []), (["/x/same"], [])]
