@@ -39,7 +39,8 @@ from .spec import DATABASE_PORTS, SSH_PORT, SUPPORTED_IMAGES, VmSpec, parse_spec
 if TYPE_CHECKING:
     from .plan import Plan
 
-__all__ = ["BackendContract", "contract_public_key", "sample_spec_data", "plan_of", "find_in_clear"]
+__all__ = ["BackendContract", "contract_public_key", "find_in_clear", "plan_of", "polyvm_plan", "polyvm_public_key",
+           "sample_spec_data"]
 
 #: Addresses from the documentation ranges (RFC 5737/3849) and private space: never routable to anyone.
 ADMIN_CIDR = "203.0.113.0/24"
@@ -464,3 +465,23 @@ class BackendContract:
             except Exception as exc:  # noqa: BLE001 - collect every failing variant
                 failures.append(f"{label}: {type(exc).__name__}: {exc}")
         assert not failures, "specs within the declared capabilities failed to plan:\n" + "\n".join(failures)
+
+
+# --- fixtures for a backend's own tests (available wherever polyvm is installed) --------------------------
+@pytest.fixture
+def polyvm_public_key() -> str:
+    """A generated ed25519 login public key (OpenSSH format) for sample specs."""
+    return contract_public_key()
+
+
+@pytest.fixture
+def polyvm_plan():
+    """``polyvm_plan(backend, specs, settings=None) -> Plan``: declare specs (VmSpec or plain data, one or a
+    list) through ``backend`` under Pulumi mocks, offline, and return the recorded resources and outputs."""
+
+    def run(backend: Backend, specs: Any, settings: Mapping[str, Any] | None = None) -> "Plan":
+        items = specs if isinstance(specs, (list, tuple)) else [specs]
+        parsed = [s if isinstance(s, VmSpec) else parse_spec(s) for s in items]
+        return plan_of(backend, parsed, settings)
+
+    return run

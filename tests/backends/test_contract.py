@@ -150,3 +150,11 @@ def test_contract_catches_a_missing_planned_reader():
 
     with pytest.raises(NotImplementedError, match="backend 'aws' does not implement planned_ingress"):
         contract_for(NoReaders()).test_ingress_is_exactly_the_spec()
+
+
+def test_plugin_fixtures(polyvm_plan, polyvm_public_key):
+    data = {"name": "fx", "size": "small", "image": {"family": "ubuntu", "version": "24.04"},
+            "ssh": {"public_key": polyvm_public_key}}
+    p = polyvm_plan(AwsBackend(), data)
+    assert [r.name for r in p.by_type("polyvm:aws:VirtualMachine")] == ["fx"]
+    assert p.outputs["fx"]["ssh_user"] == "polyvm"
