@@ -73,7 +73,10 @@ class AzureVirtualMachine(VirtualMachine):
             storage_profile=m.storage_profile(spec, settings.storage_account_type, attachments),
             network_profile={"network_interfaces": [{"id": nic.id, "primary": True, "delete_option": "Delete"}]},
             tags=tags,
-            opts=self.child_opts(additional_secret_outputs=["osProfile"]),
+            # Azure refuses to change customData in place: replace the VM instead (deleting first, since
+            # the NIC and the data disks can belong to one VM at a time; the disks are only detached).
+            opts=self.child_opts(additional_secret_outputs=["osProfile"], replace_on_changes=["osProfile.customData"],
+                                 delete_before_replace=True),
         )
 
         self.finish(
