@@ -221,3 +221,16 @@ def test_cli_generates_passwords_into_a_0600_file_and_reuses_them(testhosts, tmp
         assert c.execute("SHOW work_mem").fetchone()[0] == "8MB"
     again = json.loads(CliRunner().invoke(build_cli(), args, catch_exceptions=False).output)
     assert again["generated"] == [] and not again["hosts"][f"{host.user}@{host.address}"]["changed"]
+
+
+def test_existing_cluster_is_adopted_without_a_data_disk_and_refused_with_one(testhosts):
+    (host,) = testhosts.up(pg="keep", disk_mb=64)
+    with connect(host) as conn:
+        with pytest.raises(RecipeError, match="already exists with its data in /var/lib/postgresql/15/main"):
+            apply_postgres(conn, inputs_for(host))
+        adopted = apply_postgres(conn, inputs_for(host, data_device=None))
+        again = apply_postgres(conn, inputs_for(host, data_device=None))
+    assert adopted.changed and not again.changed
+    assert not any(s.name == "cluster" and "created" in s.detail for s in adopted.steps)
+    with login(host) as c:
+        assert c.execute("SELECT current_user").fetchone()[0] == "app"
