@@ -149,22 +149,19 @@ class Sandbox:
         say = progress or (lambda _n, _s: None)
         eng.check_prerequisites()
         self._require_root()
-        pub = self.public_key()
-        if specs is None:
-            specs = [self.default_spec()]
         if count < 1:
             raise SandboxError("--count must be at least 1")
         backend = LocalBackend()
+        for spec in specs or []:  # a user's specs are checked before anything is written
+            self._check_spec(backend, spec)
+        pub = self.public_key()
+        if specs is None:
+            specs = [self.default_spec()]
+            self._check_spec(backend, specs[0])
         wanted: list[VmSpec] = []
         for spec in specs:
-            backend.check(spec)
             for i in range(count):
                 wanted.append(spec if count == 1 else spec.model_copy(update={"name": f"{spec.name}-{i + 1}"}))
-        for spec in specs:
-            if not _allows(spec, 22, eng.NETWORK):
-                raise SandboxError(f"{spec.name}: the spec's ingress must allow SSH (22) from this machine's end "
-                                   f"of the link ({eng.NETWORK} or wider, e.g. 198.18.0.0/15) so the sandbox "
-                                   "can provision the host")
         names = [s.name for s in wanted]
         if len(set(names)) != len(names):
             raise SandboxError(f"VM names must be unique: {', '.join(names)}")
@@ -191,6 +188,14 @@ class Sandbox:
                                          "remove them with polyvm sandbox down)")
         self._write_known_hosts()
         return vms
+
+    @staticmethod
+    def _check_spec(backend: Any, spec: VmSpec) -> None:
+        backend.check(spec)
+        if not _allows(spec, 22, eng.NETWORK):
+            raise SandboxError(f"{spec.name}: the spec's ingress must allow SSH (22) from this machine's end "
+                               f"of the link ({eng.NETWORK} or wider, e.g. 198.18.0.0/15) so the sandbox "
+                               "can provision the host")
 
     def _host_for(self, spec: VmSpec, pub: str, say: Progress, lock: threading.Lock) -> tuple[eng.Host, bool]:
         from .provider import LocalHostProvider
