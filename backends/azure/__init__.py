@@ -118,7 +118,8 @@ class AzureBackend(Backend):
 
     def doc_tables(self) -> dict:
         return {
-            "VM sizes (cheapest with at least the asked vCPUs and GiB)": (("VM size", "vCPUs", "GiB"), list(m.VM_SIZES)),
+            "VM sizes (cheapest with at least the asked vCPUs, GiB and data disks)":
+                (("VM size", "vCPUs", "GiB", "data disks"), list(m.VM_SIZES)),
             "images (marketplace, version latest)": (("family", "version", "publisher", "offer", "sku"),
                                                      [(f, v, *ref) for (f, v), ref in m.IMAGES.items()]),
             "NSG rules": (("priority", "rule"), [

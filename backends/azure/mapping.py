@@ -23,28 +23,27 @@ IMAGES: dict[tuple[str, str], tuple[str, str, str]] = {
     ("rhel", "9"): ("RedHat", "RHEL", "9-lvm-gen2"),
 }
 
-#: VM sizes polyvm picks from cpus/memory: (size, vCPUs, GiB), cheapest first. All support Premium SSD
-#: and present data disks on SCSI (so /dev/disk/azure/scsi1/lun<N> exists). Override with
-#: size.instance_type.azure.
-VM_SIZES: tuple[tuple[str, int, float], ...] = (
-    ("Standard_B1ls", 1, 0.5),
-    ("Standard_B1s", 1, 1),
-    ("Standard_B1ms", 1, 2),
-    ("Standard_B2s", 2, 4),
-    ("Standard_B2ms", 2, 8),
-    ("Standard_B4ms", 4, 16),
-    ("Standard_B8ms", 8, 32),
-    ("Standard_D16s_v5", 16, 64),
-    ("Standard_D32s_v5", 32, 128),
-    ("Standard_D48s_v5", 48, 192),
-    ("Standard_D64s_v5", 64, 256),
-    ("Standard_E64s_v5", 64, 512),
-    ("Standard_D96s_v5", 96, 384),
-    ("Standard_E96s_v5", 96, 672),
+#: VM sizes polyvm picks: (size, vCPUs, GiB, max data disks), the cheapest with at least the asked
+#: cpus, memory and number of data disks. All support Premium SSD and present data disks on SCSI (so
+#: /dev/disk/azure/scsi1/lun<N> exists). Override with size.instance_type.azure.
+VM_SIZES: tuple[tuple[str, int, float, int], ...] = (
+    ("Standard_B1ls", 1, 0.5, 2),
+    ("Standard_B1s", 1, 1, 2),
+    ("Standard_B1ms", 1, 2, 2),
+    ("Standard_B2s", 2, 4, 4),
+    ("Standard_B2ms", 2, 8, 4),
+    ("Standard_B4ms", 4, 16, 8),
+    ("Standard_B8ms", 8, 32, 16),
+    ("Standard_D16s_v5", 16, 64, 32),
+    ("Standard_D32s_v5", 32, 128, 32),
+    ("Standard_D48s_v5", 48, 192, 32),
+    ("Standard_D64s_v5", 64, 256, 32),
+    ("Standard_E64s_v5", 64, 512, 32),
+    ("Standard_D96s_v5", 96, 384, 32),
+    ("Standard_E96s_v5", 96, 672, 32),
 )
 
-#: Data disks the smallest sizes in the table accept (B1ls/B1s: 2, B2s: 4); the backend's declared
-#: maximum is the table's common denominator for larger sizes.
+#: The most data disks polyvm attaches (a size from the table is chosen to take them all).
 MAX_DATA_DISKS = 16
 
 #: Guest path of the data disk at a LUN.
@@ -76,14 +75,16 @@ _PROTOCOLS = {"tcp": "Tcp", "udp": "Udp", "icmp": "Icmp"}
 
 
 def vm_size(spec: VmSpec) -> str:
-    """The override if given, else the cheapest table entry with at least the asked cpus and memory."""
+    """The override if given, else the cheapest table entry with at least the asked cpus, memory and
+    data disks."""
     if "azure" in spec.size.instance_type:
         return spec.size.instance_type["azure"]
-    for name, cpus, mem in VM_SIZES:
-        if cpus >= spec.size.cpus and mem >= spec.size.memory_gb:
+    disks = len(spec.data_disks)
+    for name, cpus, mem, max_disks in VM_SIZES:
+        if cpus >= spec.size.cpus and mem >= spec.size.memory_gb and max_disks >= disks:
             return name
-    raise SpecError([f"size: no Azure VM size in polyvm's table has {spec.size.cpus} vCPUs and "
-                     f"{spec.size.memory_gb} GiB; set size.instance_type.azure"])
+    raise SpecError([f"size: no Azure VM size in polyvm's table has {spec.size.cpus} vCPUs, "
+                     f"{spec.size.memory_gb} GiB and room for {disks} data disks; set size.instance_type.azure"])
 
 
 def image_reference(spec: VmSpec) -> dict[str, str]:

@@ -46,7 +46,7 @@ def unsecret(value):
     (4, 16, "Standard_B4ms"), (16, 64, "Standard_D16s_v5"), (64, 400, "Standard_E64s_v5"),
 ])
 def test_vm_size_table(cpus, mem, want):
-    assert m.vm_size(spec(size={"cpus": cpus, "memory_gb": mem})) == want
+    assert m.vm_size(spec(size={"cpus": cpus, "memory_gb": mem}, data_disks=[])) == want
 
 
 def test_vm_size_override_and_too_big():
@@ -57,9 +57,17 @@ def test_vm_size_override_and_too_big():
 
 
 def test_vm_size_table_is_cheapest_first():
-    for i, (name, cpus, mem) in enumerate(m.VM_SIZES):
-        earlier = [n for n, c, g in m.VM_SIZES[:i] if c >= cpus and g >= mem]
+    for i, (name, cpus, mem, disks) in enumerate(m.VM_SIZES):
+        earlier = [n for n, c, g, d in m.VM_SIZES[:i] if c >= cpus and g >= mem and d >= disks]
         assert not earlier, f"{name} is shadowed by {earlier}"
+    assert max(d for *_x, d in m.VM_SIZES) >= m.MAX_DATA_DISKS
+
+
+@pytest.mark.parametrize(("ndisks", "want"), [(0, "Standard_B1ls"), (2, "Standard_B1ls"), (3, "Standard_B2s"),
+                                              (5, "Standard_B4ms"), (16, "Standard_B8ms")])
+def test_vm_size_has_room_for_the_data_disks(ndisks, want):
+    disks = [{"name": f"d{i}", "size_gb": 1} for i in range(ndisks)]
+    assert m.vm_size(spec(size={"cpus": 1, "memory_gb": 0.5}, data_disks=disks)) == want
 
 
 @pytest.mark.parametrize(("family", "version", "publisher"), [
