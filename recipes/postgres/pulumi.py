@@ -151,16 +151,16 @@ class PostgresServer(pulumi.ComponentResource):
                 disk_name = disk.name if disk is not None else ""
                 script = devices.apply(lambda devs, _dn=disk_name: render_datadisk_script(
                     inputs.model_copy(update={"data_device": _device(devs, _dn)}), layout))
-                cmd, _ = step.command()
+                cmd = step.declared_command()
                 stdin: Any = script
             elif step.name == "verify" and step.stdin is not None:
                 user, db = inputs.verify_target()  # type: ignore[misc]
-                cmd, _ = step.command()  # the same command for any stdin: the script's length is fixed
+                cmd = step.declared_command()
                 stdin = pulumi.Output.secret(pw_outputs[user].apply(
                     lambda pw, _s=step.script, _u=user, _d=db: _s + pgpass_line("127.0.0.1", inputs.port, _d, _u, pw or "")))
             else:
-                cmd, data = step.command()
-                stdin = data.decode()
+                cmd = step.declared_command()
+                stdin = step.script
             # The server step re-runs (reload or restart) whenever a configuration file changes.
             triggers = list(config_hashes) if step.name in ("server", "verify") else None
             prev = [RemoteExec(slug, connection=conn, name=step.name, create=cmd, stdin=stdin,

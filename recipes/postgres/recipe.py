@@ -66,6 +66,13 @@ class ScriptStep(Script):
         super().__init__(script, name=name, stdin=stdin, changed_marker=CHANGED_MARKER, secrets=secrets)
         self.script = script
 
+    def declared_command(self) -> str:
+        """A command that is the same on every declaration (for Pulumi's RemoteExec, where a changed command
+        means "run again"): the script arrives first on stdin, then the step's own stdin, if any."""
+        take = f"head -c {len(self.content)}" if self.stdin is not None else "cat"
+        return (f"t=$(mktemp) || exit 1; trap 'rm -f \"$t\"' EXIT; {take} > \"$t\" || exit 1; "
+                f"/bin/sh \"$t\"" + ("" if self.stdin is not None else " </dev/null"))
+
     def apply(self, conn: "Connection") -> StepResult:
         cmd, data = self.command()
         r = conn.run(cmd, stdin=data, name=self.name, secrets=self.secrets, timeout=self.timeout)

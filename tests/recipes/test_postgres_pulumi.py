@@ -126,3 +126,12 @@ def test_after_vm_hook_reads_pulumi_config():
     _, mocks, _ = run_mocked(program, [backend, RandomMocks], config=config)
     names = [n for _t, n, _i, _c, _id in mocks.resources]
     assert "db1-postgres-06-verify" in names
+
+
+def test_declaring_twice_gives_identical_inputs_so_an_unchanged_up_runs_nothing():
+    settings = {"users": [{"name": "app"}], "databases": [{"name": "app"}]}
+    _, first = declare("aws", settings)
+    _, second = declare("aws", settings)
+    strip = lambda rs: [(n, {k: v for k, v in i.items() if k != "__provider"}) for _t, n, i in rs  # noqa: E731
+                        if n.startswith("db1-postgres-0")]
+    assert strip(first) == strip(second)
