@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from pydantic import Field
+
 from polyvm.backend import Backend, BackendSettings, Capabilities
 from polyvm.hookspecs import hookimpl
 from polyvm.spec import SUPPORTED_IMAGES, VmSpec
@@ -26,11 +28,11 @@ _MOCK_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockLocalHostKeyMockLocal
 class LocalSettings(BackendSettings):
     """Pulumi config ``polyvm:local``."""
 
-    state_dir: str | None = None
-    """Where host records live (default /var/lib/polyvm/local, mode 0700)."""
-    postgres: Literal["fresh", "keep"] = "fresh"
-    """PostgreSQL as found on a new VM: 'fresh' removes this machine's clusters inside the host (server
-    installed, no cluster), 'keep' leaves them."""
+    state_dir: str | None = Field(default=None, description="Where host records live (default "
+                                  "/var/lib/polyvm/local, mode 0700).")
+    postgres: Literal["fresh", "keep"] = Field(default="fresh", description=(
+        "'fresh': this machine's PostgreSQL clusters are removed inside the host (server installed, no "
+        "cluster, as on a new VM); 'keep': left as they are."))
 
 
 def _mock_host(name: str, inputs: dict[str, Any]) -> dict[str, Any]:
