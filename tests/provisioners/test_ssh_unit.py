@@ -184,3 +184,15 @@ def test_refused_port_is_retried_until_the_deadline_then_explained(tmp_path):
     assert "attempt(s) over" in msg and msg.endswith("last error: connection refused")
     assert c.stats.connect_attempts >= 3 and c.stats.retries == c.stats.connect_attempts - 1
     assert set(c.stats.last_connect_causes) == {"connection refused"}
+
+
+def test_pinned_key_type_is_negotiated_first(tmp_path):
+    rsa_pub = openssh_public(rsa.generate_private_key(65537, 2048))
+    ec_pub = openssh_public(ec.generate_private_key(ec.SECP256R1()))
+    c = Connection("192.0.2.9", host_key=[rsa_pub, ec_pub], known_hosts=tmp_path / "kh")
+    assert c._preferred_key_types() == ["rsa-sha2-512", "rsa-sha2-256", "ecdsa-sha2-nistp256"]
+    # without a pin, the type already recorded for the host is preferred
+    (tmp_path / "kh").write_text(f"[192.0.2.9]:2222 {ec_pub}\n")
+    assert Connection("192.0.2.9", port=2222, known_hosts=tmp_path / "kh")._preferred_key_types() == \
+        ["ecdsa-sha2-nistp256"]
+    assert Connection("192.0.2.9", known_hosts=tmp_path / "kh")._preferred_key_types() == []
