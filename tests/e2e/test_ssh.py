@@ -275,3 +275,22 @@ def test_jump_host_to_sshd_on_loopback(testhosts, tmp_path):
                      bastion=conn_for(a, tmp_path))
     with pytest.raises(HostKeyError):
         bad.connect()
+
+
+def test_pinned_key_type_is_negotiated_when_server_has_several(testhosts, tmp_path):
+    [a] = testhosts.up(1)
+    # An sshd (on A's loopback, reached through A) with an rsa AND an ed25519 host key; pin only the rsa one.
+    testhosts.exec(a, "rm -f /tmp/hr /tmp/he; ssh-keygen -q -t rsa -b 2048 -N '' -f /tmp/hr && "
+                      "ssh-keygen -q -t ed25519 -N '' -f /tmp/he && "
+                      "/usr/sbin/sshd -o ListenAddress=127.0.0.1:2223 -o HostKey=/tmp/he -o HostKey=/tmp/hr "
+                      "-o UsePAM=no -o PidFile=/tmp/sshd3.pid -o PermitRootLogin=prohibit-password")
+    rsa_key = testhosts.exec(a, "cat /tmp/hr.pub").stdout.strip()
+    ed_key = testhosts.exec(a, "cat /tmp/he.pub").stdout.strip()
+    for pinned in (rsa_key, ed_key):
+        c = Connection("127.0.0.1", port=2223, private_key_path=a.private_key_path, host_key=pinned,
+                       bastion=conn_for(a, tmp_path), known_hosts=tmp_path / "kh", deadline=30)
+        with c:
+            assert c.run("echo ok").stdout == "ok\n"
+            assert c.host_key_status == "pinned"
+            assert c._transport.host_key_type in (["rsa-sha2-512", "rsa-sha2-256"] if pinned == rsa_key
+                                                  else ["ssh-ed25519"])
