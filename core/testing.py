@@ -166,7 +166,7 @@ class BackendContract:
     #: text the error must contain). Each must be rejected before anything is declared.
     extra_unsupported: ClassVar[tuple[tuple[dict[str, Any], str], ...]] = ()
 
-    # --- helpers -------------------------------------------------------------------------------------
+    # --- helpers (prefixed contract_ so a backend's own test class can use any other name) ---------------
     @classmethod
     def _cache(cls) -> dict[str, Any]:
         if "_contract_cache" not in cls.__dict__:
@@ -174,29 +174,29 @@ class BackendContract:
         return cls.__dict__["_contract_cache"]
 
     @property
-    def caps(self) -> Capabilities:
+    def contract_caps(self) -> Capabilities:
         return self.backend.capabilities
 
-    def spec(self, kind: str = "full", **patch: Any) -> VmSpec:
-        data = sample_spec_data(self.caps, kind, region=self.region, zone=self.zone)
+    def contract_spec(self, kind: str = "full", **patch: Any) -> VmSpec:
+        data = sample_spec_data(self.contract_caps, kind, region=self.region, zone=self.zone)
         data.update(patch)
         return parse_spec(data)
 
-    def sample_kinds(self) -> list[str]:
+    def contract_sample_kinds(self) -> list[str]:
         kinds = ["minimal", "full"]
-        if self.caps.private_ip_only and self.caps.public_ip:
+        if self.contract_caps.private_ip_only and self.contract_caps.public_ip:
             kinds.append("private")
         return kinds
 
-    def plan(self, kind: str) -> tuple[VmSpec, "Plan"]:
+    def contract_plan(self, kind: str) -> tuple[VmSpec, "Plan"]:
         cache = self._cache()
         if kind not in cache:
-            spec = self.spec(kind)
+            spec = self.contract_spec(kind)
             cache[kind] = (spec, plan_of(self.backend, [spec], self.settings))
         return cache[kind]
 
-    def plans(self) -> list[tuple[str, VmSpec, "Plan"]]:
-        return [(k, *self.plan(k)) for k in self.sample_kinds()]
+    def contract_plans(self) -> list[tuple[str, VmSpec, "Plan"]]:
+        return [(k, *self.contract_plan(k)) for k in self.contract_sample_kinds()]
 
     def _component(self, plan: "Plan", spec: VmSpec):
         token = f"polyvm:{self.backend.name}:VirtualMachine"
@@ -257,7 +257,7 @@ class BackendContract:
         for mod in self.backend.sdk_modules:
             monkeypatch.setitem(sys.modules, mod, None)  # makes `import mod` raise ImportError
         with pytest.raises(MissingDependencyError) as info:
-            self.backend.declare(self.spec("minimal"), self.settings)
+            self.backend.declare(self.contract_spec("minimal"), self.settings)
         assert f"pip install 'polyvm[{self.backend.extra}]'" in str(info.value)
 
     def test_unknown_setting_is_rejected(self) -> None:
@@ -265,12 +265,12 @@ class BackendContract:
         with pytest.raises(SpecError) as info:
             self.backend.parse_settings(bad)
         assert f"polyvm:{self.backend.name}.no_such_option" in str(info.value)
-        err = self._declare_expecting_rejection(self.spec("minimal"), settings=bad)
+        err = self._declare_expecting_rejection(self.contract_spec("minimal"), settings=bad)
         assert "no_such_option" in str(err)
 
     # --- the component tree ----------------------------------------------------------------------------
     def test_exactly_one_component_and_everything_under_it(self) -> None:
-        for kind, spec, plan in self.plans():
+        for kind, spec, plan in self.contract_plans():
             comp = self._component(plan, spec)
             assert comp.parent is None, f"[{kind}] the component must be a root of the stack"
             by_urn = {r.urn: r for r in plan.resources}
@@ -285,8 +285,8 @@ class BackendContract:
             assert any(r.custom for r in plan.resources), f"[{kind}] the plan declares no cloud resource"
 
     def test_two_vms_in_one_stack(self) -> None:
-        a = parse_spec(sample_spec_data(self.caps, "full", name="contract-a", region=self.region, zone=self.zone))
-        b = parse_spec(sample_spec_data(self.caps, "full", name="contract-b", region=self.region, zone=self.zone))
+        a = parse_spec(sample_spec_data(self.contract_caps, "full", name="contract-a", region=self.region, zone=self.zone))
+        b = parse_spec(sample_spec_data(self.contract_caps, "full", name="contract-b", region=self.region, zone=self.zone))
         plan = plan_of(self.backend, [a, b], self.settings)
         token = f"polyvm:{self.backend.name}:VirtualMachine"
         assert sorted(r.name for r in plan.by_type(token)) == ["contract-a", "contract-b"]
@@ -296,7 +296,7 @@ class BackendContract:
 
     # --- outputs ---------------------------------------------------------------------------------------
     def test_outputs(self) -> None:
-        for kind, spec, plan in self.plans():
+        for kind, spec, plan in self.contract_plans():
             outs = plan.outputs.get(spec.name)
             assert outs is not None, f"[{kind}] no outputs for {spec.name}"
             missing = [k for k in OUTPUT_NAMES if k not in outs]
@@ -309,7 +309,7 @@ class BackendContract:
             assert outs["private_ip"], f"[{kind}] private_ip is empty"
             ipaddress.ip_address(outs["private_ip"])
             assert outs["ssh_user"] == spec.ssh.user
-            if self.caps.host_key_at_creation:
+            if self.contract_caps.host_key_at_creation:
                 hk = outs["host_key"]
                 assert isinstance(hk, str) and hk.startswith("ssh-") and len(hk.split()) >= 2, \
                     f"[{kind}] host_key must be an OpenSSH public key when host_key_at_creation, got {hk!r}"
@@ -323,21 +323,21 @@ class BackendContract:
 
     # --- firewall ----------------------------------------------------------------------------------------
     def test_ingress_is_exactly_the_spec(self) -> None:
-        for kind, spec, plan in self.plans():
+        for kind, spec, plan in self.contract_plans():
             want = spec_ingress_rules(spec)
             got = set(self.backend.planned_ingress(plan))
             assert got == want, (f"[{kind}] planned ingress differs from the spec\n  extra:\n{_fmt(got - want)}"
                                  f"\n  missing:\n{_fmt(want - got)}")
 
     def test_egress_is_as_documented(self) -> None:
-        for kind, _spec, plan in self.plans():
+        for kind, _spec, plan in self.contract_plans():
             got = set(self.backend.planned_egress(plan))
             assert got == set(self.backend.egress_rules), (
                 f"[{kind}] planned egress differs from the documented egress_rules "
-                f"({self.caps.egress})\n  planned:\n{_fmt(got)}\n  documented:\n{_fmt(set(self.backend.egress_rules))}")
+                f"({self.contract_caps.egress})\n  planned:\n{_fmt(got)}\n  documented:\n{_fmt(set(self.backend.egress_rules))}")
 
     def test_no_world_open_ssh_or_database_by_default(self) -> None:
-        for kind, _spec, plan in self.plans():
+        for kind, _spec, plan in self.contract_plans():
             for rule in self.backend.planned_ingress(plan):
                 if ipaddress.ip_network(rule[3]).prefixlen == 0:
                     for port in (SSH_PORT, *DATABASE_PORTS):
@@ -345,37 +345,37 @@ class BackendContract:
 
     def test_world_open_ssh_only_with_allow_public(self) -> None:
         rule = {"protocol": "tcp", "port": 22, "cidrs": ["0.0.0.0/0"], "allow_public": True}
-        spec = self.spec("minimal", ingress=[rule])
+        spec = self.contract_spec("minimal", ingress=[rule])
         plan = plan_of(self.backend, [spec], self.settings)
         assert set(self.backend.planned_ingress(plan)) == {("tcp", 22, 22, "0.0.0.0/0")}
 
     # --- disks, tags, secrets --------------------------------------------------------------------------
     def test_data_disks(self) -> None:
-        for kind, spec, plan in self.plans():
+        for kind, spec, plan in self.contract_plans():
             want = {d.name: d.size_gb for d in spec.data_disks}
             got = dict(self.backend.planned_disks(plan))
             assert got == want, f"[{kind}] planned data disks {got} differ from the spec's {want}"
 
     def test_tags_applied(self) -> None:
-        if not self.caps.tags:
+        if not self.contract_caps.tags:
             return  # rejection of tags is checked by test_unsupported_options_are_rejected
-        _k, spec, plan = self.plans()[1]  # the full spec carries tags
+        _k, spec, plan = self.contract_plans()[1]  # the full spec carries tags
         got = self.backend.planned_tags(plan)
         missing = {k: v for k, v in spec.tags.items() if got.get(k) != v}
         assert not missing, f"tags not applied to the VM: {missing} (planned: {got})"
         assert got.get("managed-by") == "polyvm", f"the VM lacks the managed-by=polyvm tag (planned: {got})"
 
     def test_no_private_key_or_user_data_in_clear(self) -> None:
-        for kind, _spec, plan in self.plans():
+        for kind, _spec, plan in self.contract_plans():
             for res in plan.resources:
                 for marker in ("PRIVATE KEY", "#cloud-config"):
                     leaks = find_in_clear(res.inputs, marker)
                     assert not leaks, f"[{kind}] {res.type} {res.name}: {marker!r} in clear at {leaks}"
 
     # --- what the backend cannot do ------------------------------------------------------------------------
-    def unsupported_probes(self) -> list[tuple[str, dict[str, Any], str]]:
+    def contract_unsupported_probes(self) -> list[tuple[str, dict[str, Any], str]]:
         """(label, patch to the full sample spec, text the error must name) for each lacking capability."""
-        caps, name = self.caps, self.backend.name
+        caps, name = self.contract_caps, self.backend.name
         probes: list[tuple[str, dict[str, Any], str]] = []
         for family, versions in SUPPORTED_IMAGES.items():
             if family not in caps.os_families:
@@ -414,8 +414,8 @@ class BackendContract:
 
     def test_unsupported_options_are_rejected(self) -> None:
         failures = []
-        for label, patch, text in self.unsupported_probes():
-            spec = self.spec("full", **patch)
+        for label, patch, text in self.contract_unsupported_probes():
+            spec = self.contract_spec("full", **patch)
             try:
                 self.backend.check(spec)
             except UnsupportedFeatureError as exc:
@@ -439,7 +439,7 @@ class BackendContract:
 
     def test_supported_options_plan(self) -> None:
         """Everything the capabilities claim works: every OS family/version, overrides, max data disks."""
-        caps, name = self.caps, self.backend.name
+        caps, name = self.contract_caps, self.backend.name
         variants: list[tuple[str, dict[str, Any]]] = []
         for family in sorted(caps.os_families):
             for version in SUPPORTED_IMAGES[family]:
@@ -457,7 +457,7 @@ class BackendContract:
             variants.append((f"size {size}", {"size": size}))
         failures = []
         for label, patch in variants:
-            spec = self.spec("full", **patch)
+            spec = self.contract_spec("full", **patch)
             try:
                 plan = plan_of(self.backend, [spec], self.settings)
                 self._component(plan, spec)
