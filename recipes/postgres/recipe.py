@@ -45,7 +45,7 @@ __all__ = ["PostgresRecipe", "RecipeResult", "apply_postgres", "build_steps", "d
            "steps_for"]
 
 FIREWALL_RULES_PATH = "/etc/polyvm/firewall.nft"
-PSQL_AS_POSTGRES = ("runuser -u postgres -- psql -X -At -v ON_ERROR_STOP=1 -h /var/run/postgresql "
+PSQL_AS_POSTGRES = ("cd / && runuser -u postgres -- psql -X -At -v ON_ERROR_STOP=1 -h /var/run/postgresql "
                     "-p {port} -d postgres -f -")
 
 
