@@ -358,7 +358,9 @@ class BackendContract:
 
     def test_tags_applied(self) -> None:
         if not self.contract_caps.tags:
-            return  # rejection of tags is checked by test_unsupported_options_are_rejected
+            with pytest.raises(UnsupportedFeatureError, match="tags"):
+                self.backend.check(self.contract_spec("minimal", tags={"env": "contract"}))
+            return
         _k, spec, plan = self.contract_plans()[1]  # the full spec carries tags
         got = self.backend.planned_tags(plan)
         missing = {k: v for k, v in spec.tags.items() if got.get(k) != v}
