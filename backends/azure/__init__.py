@@ -88,7 +88,8 @@ class AzureBackend(Backend):
         host_key_at_creation=True,
         os_families=frozenset({"ubuntu", "debian", "rhel"}),
         ipv6_ingress=False,
-        notes="IPv4-only network; zones are 1, 2, 3; data disks at /dev/disk/azure/scsi1/lun<N>.",
+        notes="IPv4-only network; zones are 1, 2, 3; data disks at /dev/disk/azure/scsi1/lun<N>; a private VM "
+              "reaches out through default outbound access, enabled on the subnet polyvm creates.",
     )
     egress_rules = frozenset({("all", None, None, "0.0.0.0/0")})
     settings_model = AzureSettings

@@ -37,7 +37,10 @@ class AzureVirtualMachine(VirtualMachine):
                 tags=tags, opts=self.child_opts(ignore_changes=["subnets"]))
             subnet = azure.network.Subnet(
                 f"{name}-subnet", resource_group_name=rg_name, virtual_network_name=vnet.name,
-                address_prefix=settings.subnet_prefix, opts=self.child_opts())
+                address_prefix=settings.subnet_prefix,
+                # New VNets default to private subnets (no implicit way out); polyvm documents all IPv4
+                # egress, so a VM without a public IP keeps Azure's default outbound access explicitly.
+                default_outbound_access=True, opts=self.child_opts())
             subnet_id = subnet.id
 
         nsg = azure.network.NetworkSecurityGroup(f"{name}-nsg", **where, security_rules=m.security_rules(spec),

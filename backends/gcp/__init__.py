@@ -96,7 +96,7 @@ class GcpBackend(Backend):
         os_families=m.OS_FAMILIES,
         ipv6_ingress=False,
         notes="Ubuntu only (the GCE images with cloud-init); IPv4-only network; labels need lowercase "
-              "keys and values.",
+              "keys and values; a private VM gets Cloud NAT for its egress (in the network polyvm creates).",
     )
     egress_rules = frozenset({("all", None, None, "0.0.0.0/0")})
     settings_model = GcpSettings
@@ -109,6 +109,7 @@ class GcpBackend(Backend):
         "gcp:compute/disk:Disk": _self_link("disks"),
         "gcp:compute/network:Network": _self_link("networks"),
         "gcp:compute/subnetwork:Subnetwork": _self_link("subnetworks"),
+        "gcp:compute/router:Router": _self_link("routers"),
     }
 
     def unsupported(self, spec: VmSpec) -> list[str]:

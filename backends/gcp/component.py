@@ -32,6 +32,12 @@ class GcpVirtualMachine(VirtualMachine):
                                          ip_cidr_range=settings.subnet_cidr, private_ip_google_access=True,
                                          **project, opts=self.child_opts())
             network, subnetwork = net.self_link, sub.self_link
+            if not spec.public_ip:
+                # Without an external address a VM has no way out (packages, time); Cloud NAT gives it one.
+                router = gcp.compute.Router(f"{base}-router", network=net.self_link, region=region, **project,
+                                            opts=self.child_opts())
+                gcp.compute.RouterNat(f"{base}-nat", router=router.name, region=region, **m.NAT_ARGS, **project,
+                                      opts=self.child_opts())
 
         for fw in m.firewall_args(spec, network):
             suffix = fw.pop("suffix")

@@ -202,6 +202,13 @@ def disk_args(spec: VmSpec, zone: str) -> list[dict[str, Any]]:
     } for disk in spec.data_disks]
 
 
+#: Cloud NAT for a VM without an external address, so the documented egress actually reaches out.
+NAT_ARGS: dict[str, Any] = {
+    "nat_ip_allocate_option": "AUTO_ONLY",
+    "source_subnetwork_ip_ranges_to_nat": "ALL_SUBNETWORKS_ALL_IP_RANGES",
+}
+
+
 def guest_device_path(device_name: str) -> str:
     return DEVICE_BY_ID.format(device_name=device_name)
 

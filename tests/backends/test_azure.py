@@ -180,6 +180,7 @@ def test_resources_and_wiring():
     assert "subnets" not in vnet.inputs  # one way only: the standalone Subnet resource
     subnet = one(p, "azure-native:network:Subnet")
     assert subnet.inputs["virtualNetworkName"] and subnet.inputs["addressPrefix"] == "10.10.1.0/24"
+    assert subnet.inputs["defaultOutboundAccess"] is True
     ip = one(p, "azure-native:network:PublicIPAddress")
     assert ip.inputs["sku"]["name"] == "Standard" and ip.inputs["publicIPAllocationMethod"] == "Static"
     nic = one(p, "azure-native:network:NetworkInterface")

@@ -198,8 +198,13 @@ def test_existing_network_is_used_as_is():
         plan(BACKEND, [spec()], {**SETTINGS, "subnetwork": "prod-db"})
 
 
-def test_private_vm_has_no_address():
+def test_private_vm_has_no_address_but_cloud_nat():
     p = plan(BACKEND, [spec(public_ip=False)], SETTINGS)
     assert not p.by_type("gcp:compute/address:Address")
+    router = one(p, "gcp:compute/router:Router")
+    assert router.inputs["network"] == "projects/mock/networks/db1-net" and router.inputs["region"] == "europe-west1"
+    nat = one(p, "gcp:compute/routerNat:RouterNat")
+    assert nat.inputs["router"] == "db1-router" and nat.inputs["natIpAllocateOption"] == "AUTO_ONLY"
+    assert not plan(BACKEND, [spec()], SETTINGS).by_type("gcp:compute/routerNat:RouterNat")
     assert "accessConfigs" not in one(p, "gcp:compute/instance:Instance").inputs["networkInterfaces"][0]
     assert p.outputs["db1"]["public_ip"] is None
