@@ -149,7 +149,7 @@ def test_install_script_skips_the_package_manager_when_nothing_is_missing(tmp_pa
     status = "install ok installed" if installed else "deinstall ok config-files"
     _stub(bindir, "dpkg-query", f"echo '{status}'")
     _stub(bindir, "rpm", "case \"$*\" in *--qf*) echo 13.14;; *) " + ("exit 0" if installed else "exit 1") + ";; esac")
-    for tool in ("apt-get", "dnf"):
+    for tool in ("apt-get", "dnf", "cloud-init"):
         _stub(bindir, tool, f'echo "{tool} $*" >> {calls}')
     script = render_install_script(layout_for(family, version))
     script = script.replace("mkdir -p /etc/postgresql-common/createcluster.d", f"mkdir -p {tmp_path}/cc")
@@ -161,7 +161,9 @@ def test_install_script_skips_the_package_manager_when_nothing_is_missing(tmp_pa
         assert not calls.exists() and CHANGED_MARKER not in r.stdout
     else:
         made = calls.read_text()
-        assert ("apt-get install" in made) if family == "debian" else ("dnf -y -q install" in made)
+        assert ("apt-get -o DPkg::Lock::Timeout=300 install -y" in made) if family == "debian" \
+            else ("dnf -y -q install" in made)
+        assert "cloud-init status --wait" in made  # a booting VM may hold the package lock
         assert CHANGED_MARKER in r.stdout.splitlines()
         if family == "debian":
             assert (tmp_path / "cc" / "50-polyvm.conf").read_text() == "create_main_cluster = false\n"
