@@ -77,7 +77,7 @@ def test_steps_per_family_name_the_right_tools():
     assert list(deb) == ["install PostgreSQL", "data disk", "cluster", "configuration", "server",
                          "roles and databases", "verify"]
     assert "pg_createcluster --start-conf=auto -d \"$data\"" in deb["cluster"].script
-    assert "apt-get install" in deb["install PostgreSQL"].script
+    assert "apt-get -o DPkg::Lock::Timeout=300 install" in deb["install PostgreSQL"].script
     assert "pg_ctlcluster 15 main restart" in deb["server"].script
     assert isinstance(deb["configuration"], FilesStep) and isinstance(deb["roles and databases"], RolesStep)
     files = {f.remote_path: f for f in deb["configuration"].files}
