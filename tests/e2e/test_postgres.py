@@ -139,6 +139,24 @@ def test_fresh_host_full_run_locked_down_idempotent_and_data_survives(testhosts,
         assert c.execute("SHOW shared_buffers").fetchone()[0] == "64MB"
         assert c.execute("SELECT count(*) FROM kept").fetchone()[0] == 100
 
+    # An invalid value is refused before anything is applied; the server keeps running on the old files.
+    restarted_at = start_time(testhosts, host)
+    bad = inputs_for(host, settings={"work_mem": "8MB", "shared_buffers": "lots"})
+    with connect(host) as conn, pytest.raises(RecipeError, match='invalid value for parameter "shared_buffers"'):
+        apply_postgres(conn, bad)
+    assert start_time(testhosts, host) == restarted_at
+    dropin = testhosts.exec(host, ["cat", "/etc/postgresql/15/main/conf.d/50-polyvm.conf"]).stdout
+    assert "shared_buffers = '64MB'" in dropin
+
+    # Narrowing allowed_cidrs is a reload: this machine is then refused, without a restart.
+    with connect(host) as conn:
+        narrowed = apply_postgres(conn, inputs_for(host, allowed_cidrs=["192.0.2.0/24"],
+                                                   settings={"work_mem": "8MB", "shared_buffers": "64MB"}))
+    assert narrowed.changed and not narrowed.restarted
+    with pytest.raises(psycopg.OperationalError, match="no pg_hba.conf entry"):
+        login(host)
+    assert start_time(testhosts, host) == restarted_at
+
     with capsys.disabled():
         print(f"\n[postgres e2e] first run {first_s:.2f}s, unchanged re-run {second_s:.2f}s")
 
