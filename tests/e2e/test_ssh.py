@@ -101,6 +101,10 @@ def test_stdin_env_timeout_and_get_text(testhosts, tmp_path):
         with pytest.raises(CommandError, match="timed out after 1s"):
             c.run("sleep 20", timeout=1)
         assert c.run("echo still-usable").stdout == "still-usable\n"
+        # large input to commands that do not read it all: no hang, no spurious error
+        assert c.run("true", stdin=b"x" * 3_000_000).exit_status == 0
+        assert c.run("head -c 3", stdin=b"y" * 3_000_000).stdout == "yyy"
+        assert c.run("wc -c", stdin=b"z" * 3_000_000).stdout.strip() == "3000000"
         assert c.get_text("/etc/hostname") == f"{h.name}\n"
         assert c.get_text("/nonexistent/file") is None
         assert c.stats.handshakes == 1
