@@ -252,3 +252,32 @@ def test_existing_cluster_is_adopted_without_a_data_disk_and_refused_with_one(te
     assert not any(s.name == "cluster" and "created" in s.detail for s in adopted.steps)
     with login(host) as c:
         assert c.execute("SELECT current_user").fetchone()[0] == "app"
+
+
+SYSTEMCTL_STUB = """#!/bin/sh
+# Test stand-in for systemd's systemctl: records each call; starts units through pg_ctlcluster.
+echo "$*" >> /var/log/systemctl-calls
+case "$1" in
+  is-enabled) [ -f /var/lib/systemctl-enabled ] ;;
+  enable) touch /var/lib/systemctl-enabled ;;
+  start|restart|stop)
+    unit=$2; v=${unit#postgresql@}; v=${v%-main}
+    _SYSTEMCTL_SKIP_REDIRECT=1 exec pg_ctlcluster "$v" main "$1" ;;
+  *) exit 0 ;;
+esac
+"""
+
+
+def test_with_systemd_the_server_is_driven_through_systemctl(testhosts):
+    (host,) = testhosts.up(pg="fresh", disk_mb=64)
+    testhosts.exec(host, "mkdir -p /run/systemd/system && cat > /usr/local/sbin/systemctl && "
+                         "chmod 755 /usr/local/sbin/systemctl", input=SYSTEMCTL_STUB)
+    with connect(host) as conn:
+        apply_postgres(conn, inputs_for(host))
+        apply_postgres(conn, inputs_for(host))
+        apply_postgres(conn, inputs_for(host, settings={"shared_buffers": "64MB"}))
+    calls = testhosts.exec(host, ["cat", "/var/log/systemctl-calls"]).stdout.splitlines()
+    assert calls.count("start postgresql@15-main") == 1
+    assert calls.count("restart postgresql@15-main") == 1
+    assert calls.count("enable -q postgresql") == 1
+    assert "daemon-reload" in calls  # after the fstab entry was added

@@ -79,6 +79,7 @@ def test_steps_per_family_name_the_right_tools():
     assert "pg_createcluster --start-conf=auto -d \"$data\"" in deb["cluster"].script
     assert "apt-get -o DPkg::Lock::Timeout=300 install" in deb["install PostgreSQL"].script
     assert "pg_ctlcluster 15 main restart" in deb["server"].script
+    assert "systemctl restart postgresql@15-main" in deb["server"].script
     assert isinstance(deb["configuration"], FilesStep) and isinstance(deb["roles and databases"], RolesStep)
     files = {f.remote_path: f for f in deb["configuration"].files}
     assert set(files) == {"/etc/postgresql/15/main/conf.d/50-polyvm.conf", "/etc/postgresql/15/main/pg_hba.conf"}
