@@ -274,10 +274,8 @@ def parse_inputs(data: Mapping[str, Any] | None, *, source: str | None = None) -
 
 
 def default_version(family: str, os_version: str) -> str:
+    """The PostgreSQL major version the distribution ships; SpecError for a release polyvm does not know."""
     try:
         return DEFAULT_VERSIONS[(family, os_version)]
     except KeyError:
-        for (fam, _v), pg in sorted(DEFAULT_VERSIONS.items(), reverse=True):
-            if fam == family:
-                return pg
         raise SpecError([f"no default PostgreSQL version known for {family} {os_version}; set 'version'"]) from None

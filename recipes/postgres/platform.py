@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from polyvm.errors import RecipeError
 
-from .inputs import default_version
+from .inputs import DEFAULT_VERSIONS, default_version
 
 #: /etc/os-release ID (and ID_LIKE) -> polyvm image family.
 _FAMILY_BY_ID = {
@@ -124,7 +124,8 @@ def layout_for(family: str, os_version: str, pg_version: str | None = None, *,
             stream = None
         else:
             packages = ("postgresql-server", "openssl")
-            stream = None if v == default_version("rhel", os_version) else f"postgresql:{v}"
+            stream = None if (family, os_version) in DEFAULT_VERSIONS and v == default_version(family, os_version) \
+                else f"postgresql:{v}"
         return Layout(family=family, os_version=os_version, pg_version=v, packages=packages,
                       package_manager="dnf", config_dir=data, data_dir=data, hba_path=f"{data}/pg_hba.conf",
                       dropin_dir=f"{data}/conf.d", dropin_path=f"{data}/conf.d/50-polyvm.conf",

@@ -42,3 +42,11 @@ def test_layouts():
     rh16 = layout_for("rhel", "9", "16", data_mount="/data")
     assert rh16.dnf_module_stream == "postgresql:16" and rh16.data_dir == "/data/16/data"
     assert rh16.hba_path == "/data/16/data/pg_hba.conf" and rh16.filesystem == "xfs"
+
+
+def test_unknown_release_needs_an_explicit_version():
+    from polyvm.errors import SpecError
+
+    with pytest.raises(SpecError, match="no default PostgreSQL version known for debian 13; set 'version'"):
+        layout_for("debian", "13")
+    assert layout_for("debian", "13", "17").packages[0] == "postgresql-17"
