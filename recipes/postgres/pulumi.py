@@ -142,7 +142,7 @@ class PostgresServer(pulumi.ComponentResource):
                     lambda pws: roles_sql(inputs.with_passwords({k: v or "" for k, v in pws.items()}), None,
                                           plaintext=True)[0])
                 prev = [RemoteExec(slug, connection=conn, name=step.name,
-                                   create=("runuser -u postgres -- psql -X -q -At -v ON_ERROR_STOP=1 "
+                                   create=("cd / && runuser -u postgres -- psql -X -q -At -v ON_ERROR_STOP=1 "
                                            f"-h /var/run/postgresql -p {inputs.port} -d postgres -f -"),
                                    stdin=pulumi.Output.secret(sql), opts=ropts)]
                 continue
