@@ -164,7 +164,7 @@ def test_fresh_host_full_run_locked_down_idempotent_and_data_survives(testhosts,
 def test_sudo_login_user_without_data_disk(testhosts):
     (host,) = testhosts.up(pg="fresh", user="admin")
     assert host.user == "admin"
-    inputs = inputs_for(host, data_device=None)
+    inputs = inputs_for(host, data_device=None, settings={"log_statement": "all"})
     with connect(host) as conn:
         first = apply_postgres(conn, inputs)
         second = apply_postgres(conn, inputs)
@@ -172,6 +172,10 @@ def test_sudo_login_user_without_data_disk(testhosts):
     assert first.data_dir == "/var/lib/postgresql/15/main"
     with login(host) as c:
         assert c.execute("SELECT current_user").fetchone()[0] == "app"
+    # Even with every statement logged, neither the password nor its verifier reaches the log.
+    logs = testhosts.exec(host, "cat /var/log/postgresql/*.log").stdout
+    assert "SELECT current_user" in logs
+    assert APP_PASSWORD not in logs and "SCRAM-SHA-256$" not in logs
 
 
 def test_existing_filesystem_on_data_disk_is_never_reformatted(testhosts):

@@ -71,7 +71,8 @@ def declared(host, key_text, settings):
 def test_pulumi_form_brings_up_a_working_server_and_rerun_diffs_to_nothing(testhosts):
     (host,) = testhosts.up(pg="fresh", disk_mb=128)
     key_text = host.private_key_path.read_text()
-    settings = {"users": [{"name": "app"}], "databases": [{"name": "app"}]}
+    # log_statement=all: the password the Pulumi form sends on stdin must still not reach the server log.
+    settings = {"users": [{"name": "app"}], "databases": [{"name": "app"}], "settings": {"log_statement": "all"}}
     steps = declared(host, key_text, settings)
     assert [k for _n, k, _i in steps].count("RemoteExec") >= 5
     providers = {"CopyFile": CopyFileProvider(), "RemoteExec": RemoteExecProvider()}
@@ -86,6 +87,9 @@ def test_pulumi_form_brings_up_a_working_server_and_rerun_diffs_to_nothing(testh
         assert c.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()[0] is True
     shown = testhosts.exec(host, ["runuser", "-u", "postgres", "--", "psql", "-XAtc", "SHOW data_directory"])
     assert shown.stdout.strip() == "/var/lib/postgresql/15/main"
+    logs = testhosts.exec(host, "cat /var/log/postgresql/*.log").stdout
+    assert "SELECT ssl FROM pg_stat_ssl" in logs  # statements are logged ...
+    assert "generated-db1-postgres-app-password" not in logs  # ... but not the one carrying the password
     src = testhosts.exec(host, ["findmnt", "-n", "-o", "SOURCE", "--target", "/var/lib/postgresql/15/main"])
     assert src.stdout.strip() == host.disk
 
@@ -98,7 +102,7 @@ def test_pulumi_form_brings_up_a_working_server_and_rerun_diffs_to_nothing(testh
         assert not diff.changes, name
 
     # A changed setting: the drop-in and the server step (and the verify step) would run again.
-    changed = declared(host, key_text, {**settings, "settings": {"work_mem": "12MB"}})
+    changed = declared(host, key_text, {**settings, "settings": {"log_statement": "all", "work_mem": "12MB"}})
     rerun = [name for name, kind, inputs in changed
              if providers[kind].diff(name, state[name], providers[kind].check(state[name], inputs).inputs).changes]
     assert rerun == ["db1-postgres-03-configuration-50-polyvm.conf", "db1-postgres-04-server", "db1-postgres-06-verify"]
