@@ -82,6 +82,11 @@ hostname "$PVM_HOSTNAME"
 echo "$PVM_HOSTNAME" > "$R/etc/hostname"
 echo "127.0.1.1 $PVM_HOSTNAME" >> "$R/etc/hosts"
 rm -f "$R"/etc/ssh/ssh_host_*
+# Not a security boundary (see docs/local.md), but this machine's secrets need not be in plain view:
+# root's SSH keys are hidden and the password hashes replaced (the copy lives in the in-memory layer).
+mount -t tmpfs -o mode=0700,size=1m tmpfs "$R/root/.ssh" 2>/dev/null || { mkdir -p "$R/root/.ssh"; \
+  mount -t tmpfs -o mode=0700,size=1m tmpfs "$R/root/.ssh"; }
+sed -i 's/^\([^:]*\):[^:]*:/\1:*:/' "$R/etc/shadow"
 install -m 600 "$PVM_DIR/host_key" "$R/etc/ssh/ssh_host_ed25519_key"
 install -m 644 "$PVM_DIR/host_key.pub" "$R/etc/ssh/ssh_host_ed25519_key.pub"
 install -d -m 700 "$R/root/.ssh"
@@ -207,9 +212,15 @@ def missing_prerequisites(*, firewall: bool = True, disks: bool = True, user: bo
 def check_prerequisites(**kwargs: bool) -> None:
     """Raise SandboxError saying exactly what to do when this machine cannot run hosts. Changes nothing."""
     problems = missing_prerequisites(**kwargs)
-    if problems:
-        raise SandboxError("the local backend cannot run here: " + "; ".join(problems)
-                           + f". As root, run: {INSTALL_HINT}")
+    if not problems:
+        return
+    todo = []
+    if any(p.startswith("missing ") for p in problems):
+        todo.append(f"as root, run: {INSTALL_HINT}")
+    if os.geteuid() != 0:
+        todo.append("run polyvm as root (e.g. with sudo)")
+    raise SandboxError("the local backend cannot run here: " + "; ".join(problems) + ". To fix: "
+                       + "; then ".join(todo))
 
 
 def _run(argv: Sequence[str], *, input: str | bytes | None = None, check: bool = True,

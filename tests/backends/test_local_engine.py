@@ -127,7 +127,10 @@ def test_writes_inside_do_not_reach_this_machine(testhosts, tmp_path):
     testhosts.exec(host, f"echo inside > {marker} && rm -f /etc/hostname.does-not-exist")
     assert testhosts.exec(host, ["cat", marker]).stdout == "inside\n"
     assert not Path(marker).exists()
-    # The state dir (other hosts' private keys) is hidden inside.
+    # This machine's secrets are not in plain view inside: root's SSH keys, password hashes, the state dir.
+    assert testhosts.exec(host, "ls -A /root/.ssh").stdout.split() == ["authorized_keys"]
+    hashes = {line.split(":")[1] for line in testhosts.exec(host, "cat /etc/shadow").stdout.splitlines()}
+    assert hashes <= {"*"}
     listing = testhosts.exec(host, ["ls", "-A", str(host.record.state_dir)], check=False).stdout
     assert host.record.id not in listing
 
