@@ -119,6 +119,9 @@ def unsupported(spec: VmSpec) -> list[str]:
                    "or an image resource id starting with /subscriptions/)")
     if len(spec.ingress) > MAX_INGRESS_RULES:
         out.append(f"ingress ({len(spec.ingress)} rules, at most {MAX_INGRESS_RULES} fit the NSG priorities)")
+    bad_keys = [k for k in spec.tags if "/" in k]
+    if bad_keys:
+        out.append(f"tags {bad_keys} (Azure tag names cannot contain '/')")
     long_tags = [k for k, v in spec.tags.items() if len(v) > _TAG_VALUE_MAX]
     if long_tags:
         out.append(f"tags {long_tags} (Azure tag values are at most {_TAG_VALUE_MAX} characters)")

@@ -23,6 +23,7 @@ class TestAzureContract(BackendContract):
         ({"ssh": {"user": "admin", "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBwHd0ks5e0m5gUj4k2Gx0m4c1QzYlqZ6j2l4vbm5y2B"}},
          "ssh.user 'admin'"),
         ({"zone": "westeurope-1"}, "zone 'westeurope-1'"),
+        ({"tags": {"team/owner": "data"}}, "Azure tag names cannot contain '/'"),
     )
 
 
