@@ -287,6 +287,8 @@ class Sandbox:
             shutil.rmtree(self.dir, ignore_errors=True)
             try:
                 self.state_dir.rmdir()  # only when empty: other (Pulumi-managed) hosts keep it
+                if self.state_dir == eng.DEFAULT_STATE_DIR:
+                    self.state_dir.parent.rmdir()  # /var/lib/polyvm, when nothing else is in it
             except OSError:
                 pass
         else:
