@@ -287,7 +287,7 @@ class Sandbox:
             shutil.rmtree(self.dir, ignore_errors=True)
             try:
                 self.state_dir.rmdir()  # only when empty: other (Pulumi-managed) hosts keep it
-                if self.state_dir == eng.DEFAULT_STATE_DIR:
+                if self.state_dir == Path("/var/lib/polyvm/local"):
                     self.state_dir.parent.rmdir()  # /var/lib/polyvm, when nothing else is in it
             except OSError:
                 pass
