@@ -69,8 +69,8 @@ def settings_from_examples(names: list[str]) -> dict:
     return settings
 
 
-def run_measured(argv: list[str], *, stdout_path: Path) -> tuple[float, int, int, str]:
-    """(wall s, peak RSS KiB, exit code, stderr tail) of one fresh process."""
+def run_measured(argv: list[str], *, stdout_path: Path) -> tuple[float, int, int, str, float]:
+    """(wall s, peak RSS KiB, exit code, stderr tail, CPU s (user + system)) of one fresh process."""
     with open(stdout_path, "wb") as out:
         t0 = time.perf_counter()
         p = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE)
@@ -78,7 +78,7 @@ def run_measured(argv: list[str], *, stdout_path: Path) -> tuple[float, int, int
         _, status, ru = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t0
     p.returncode = os.waitstatus_to_exitcode(status)
-    return wall, ru.ru_maxrss, p.returncode, err.decode(errors="replace")[-600:]
+    return wall, ru.ru_maxrss, p.returncode, err.decode(errors="replace")[-600:], ru.ru_utime + ru.ru_stime
 
 
 # Does what `polyvm plan --backend all --json` does (core/commands.py plan_cmd), timed by phase; the one
@@ -86,16 +86,16 @@ def run_measured(argv: list[str], *, stdout_path: Path) -> tuple[float, int, int
 # accepted by every backend, so the real CLI refuses any one spec file with --backend all).
 DRIVER = r"""
 import json, sys, time, tracemalloc, resource
-t0 = time.perf_counter()
+t0 = time.process_time()
 from polyvm.plugins import get_plugins
 from polyvm.plan import plan
 from polyvm.spec import load_spec_file, load_yaml
 plugins = get_plugins()
 backends = plugins.backends()
-t1 = time.perf_counter()
+t1 = time.process_time()
 specs = {"debian": load_spec_file(sys.argv[1]), "ubuntu": load_spec_file(sys.argv[2])}
 settings = load_yaml(sys.argv[3]) or {}
-t2 = time.perf_counter()
+t2 = time.process_time()
 tracemalloc.start()
 per, plans, warm = {}, [], {}
 resources = 0
@@ -103,17 +103,17 @@ split = len(sys.argv) > 4 and sys.argv[4] == "split"
 for name, be in backends.items():
     fam = "debian" if "debian" in be.capabilities.os_families else "ubuntu"
     if split:  # first use of the backend (its cloud SDK's import) with 1 VM, untimed in "plan"
-        s = time.perf_counter()
+        s = time.process_time()
         plan(be, specs[fam][:1], settings.get(name), backends=list(backends.values()))
-        warm[name] = time.perf_counter() - s
-    s = time.perf_counter()
+        warm[name] = time.process_time() - s
+    s = time.process_time()
     p = plan(be, specs[fam], settings.get(name), backends=list(backends.values()))
     plans.append(p)
-    per[name] = time.perf_counter() - s
+    per[name] = time.process_time() - s
     resources += len([r for r in p.resources if r.custom])
-t3 = time.perf_counter()
+t3 = time.process_time()
 text = json.dumps({"offline": True, "plans": [p.to_dict() for p in plans]}, indent=2, default=str)
-t4 = time.perf_counter()
+t4 = time.process_time()
 peak = tracemalloc.get_traced_memory()[1]
 tracemalloc.stop()
 print(json.dumps({"import": t1 - t0, "spec": t2 - t1, "plan": t3 - t2, "render": t4 - t3, "per_backend": per, "warm": warm,
@@ -144,14 +144,14 @@ def main(argv: list[str] | None = None) -> int:
         deb.write_text(yaml.safe_dump({"vms": [vm(i) for i in range(n)]}))
         ubu.write_text(yaml.safe_dump({"vms": [vm(i, "ubuntu", "24.04") for i in range(n)]}))
         if n == counts[0]:  # does the real CLI take one spec file for every backend?
-            wall, _, rc, err = run_measured([polyvm, "plan", "--backend", "all", "--spec", str(deb), "--settings",
+            wall, _, rc, err, _ = run_measured([polyvm, "plan", "--backend", "all", "--spec", str(deb), "--settings",
                                              str(work / "settings.yaml"), "--json"], stdout_path=work / "cli.json")
             cli_note = ("the CLI ran" if rc == 0 else
                         f"`polyvm plan --backend all` refuses the Debian spec (exit {rc}): "
                         + " ".join(err.split())[-300:])
-        walls, rss, phases = [], [], []
+        walls, rss, cpus, phases = [], [], [], []
         for _ in range(args.runs):
-            wall, maxrss, rc, err = run_measured(
+            wall, maxrss, rc, err, cpu = run_measured(
                 [sys.executable, "-c", DRIVER, str(deb), str(ubu), str(work / "settings.yaml")],
                 stdout_path=work / "driver.json")
             if rc != 0:
@@ -159,10 +159,11 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             walls.append(wall)
             rss.append(maxrss)
+            cpus.append(cpu)
             phases.append(json.loads((work / "driver.json").read_text().strip().splitlines()[-1]))
         med = lambda k: benchlib.median([ph[k] for ph in phases])  # noqa: E731
         rows.append([n, benchlib.fmt_s(benchlib.median(walls)), f"{min(walls):.2f}–{max(walls):.2f}",
-                     f"{benchlib.median(rss) / 1024:.0f}", benchlib.fmt_s(med("import")),
+                     benchlib.fmt_s(benchlib.median(cpus)), f"{benchlib.median(rss) / 1024:.0f}", benchlib.fmt_s(med("import")),
                      benchlib.fmt_s(med("spec")), benchlib.fmt_s(med("plan")),
                      f"{med('plan') / n * 1000:.0f}", benchlib.fmt_s(med("render")),
                      f"{med('tracemalloc_peak') / 2**20:.1f}", phases[0]["resources"],
@@ -185,14 +186,15 @@ def main(argv: list[str] | None = None) -> int:
 
     print("### Whole process, all backends (fresh process each run, median)\n")
     print(benchlib.markdown_table(
-        ["VMs", "wall s", "min–max s", "peak RSS MiB", "import + plugins s", "load spec s", "plan s",
-         "plan ms/VM", "JSON render s", "tracemalloc peak MiB (plan+render)", "cloud resources", "JSON KiB"], rows))
+        ["VMs", "wall s", "min–max s", "CPU s", "peak RSS MiB", "import + plugins CPU s", "load spec CPU s",
+         "plan CPU s", "plan CPU ms/VM", "JSON render CPU s", "tracemalloc peak MiB (plan+render)", "cloud resources", "JSON KiB"], rows))
     print()
-    print("### Per backend (s, median)\n")
-    print("cold = its plan inside the whole-process run (includes importing its cloud SDK on first use); "
+    print("### Per backend (CPU s, median)\n")
+    print("Phases are CPU time of the process (time.process_time), less sensitive than wall time to other load "
+          "on the machine. cold = its plan inside the whole-process run (includes importing its cloud SDK on first use); "
           "first 1-VM plan = a separate warm-up plan of one VM; warm = the N-VM plan after that warm-up.\n")
-    print(benchlib.markdown_table(["VMs", "backend", "cold plan s", "first 1-VM plan s", "warm plan s",
-                                   "warm ms/VM"], per_backend_rows))
+    print(benchlib.markdown_table(["VMs", "backend", "cold plan CPU s", "first 1-VM plan CPU s",
+                                   "warm plan CPU s", "warm CPU ms/VM"], per_backend_rows))
     print(f"\nCLI check: {cli_note}")
     print(f"\nload average at the end: {benchlib.loadavg()}")
     return 0

@@ -230,7 +230,17 @@ def run_polyvm(ctx: Ctx, hosts: list[BenchHost], rerun: bool) -> None:
     steps = polyvm_work(ctx)
     targets = [Connection(h.address, "root", private_key_path=str(ctx.key.private_key_path),
                           host_key=h.host_key, connect_timeout=10) for h in hosts]
-    fanout(targets, steps, parallel=POLYVM_PARALLEL or len(hosts), progress=False)
+    res = fanout(targets, steps, parallel=POLYVM_PARALLEL or len(hosts), progress=False)
+    stats = [h.connection.stats for h in res.hosts.values() if getattr(h, "connection", None) is not None]
+    if stats:
+        n = len(stats)
+        POLYVM_STATS[(len(hosts), rerun)] = (
+            f"{sum(s.handshakes for s in stats) / n:.1f} handshakes, {sum(s.channels for s in stats) / n:.1f} exec "
+            f"channels, {sum(s.files_uploaded for s in stats) / n:.1f} files / "
+            f"{sum(s.bytes_uploaded for s in stats) / n:.0f} bytes sent per host")
+
+
+POLYVM_STATS: dict[tuple[int, bool], str] = {}
 
 
 def setup_polyvm(ctx: Ctx) -> str | None:
@@ -451,6 +461,10 @@ def report(n: int, contenders: list[Contender], res: dict[tuple[str, bool], Seri
              if c.skip or res[(c.name, False)].error or res[(c.name, True)].error]
     if notes:
         out += ["Not measured / failed:", *notes, ""]
+    for rr in (False, True):
+        if (n, rr) in POLYVM_STATS:
+            out.append(f"polyvm {'re-run' if rr else 'fresh'} (ConnectionStats, last run): {POLYVM_STATS[(n, rr)]}")
+    out.append("")
     return "\n".join(out)
 
 
