@@ -16,7 +16,7 @@ from . import mapping as m
 class AzureVirtualMachine(VirtualMachine):
     def __init__(self, spec: VmSpec, settings: AzureSettings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("azure", spec, opts)
-        name = spec.name
+        name, base = spec.name, m.base_name(spec.name)
         tags = spec.all_tags()
         location = m.location(spec, settings.location)
         zones = {"zones": [spec.zone]} if spec.zone else {}
@@ -24,7 +24,7 @@ class AzureVirtualMachine(VirtualMachine):
         if settings.resource_group:
             rg_name: pulumi.Input[str] = settings.resource_group
         else:
-            rg = azure.resources.ResourceGroup(f"{name}-rg", location=location, tags=tags, opts=self.child_opts())
+            rg = azure.resources.ResourceGroup(f"{base}-rg", location=location, tags=tags, opts=self.child_opts())
             rg_name = rg.name
         where = {"resource_group_name": rg_name, "location": location}
 
@@ -33,33 +33,33 @@ class AzureVirtualMachine(VirtualMachine):
         else:
             # The subnet is its own resource, never inline in the VNet (mixing both makes them fight).
             vnet = azure.network.VirtualNetwork(
-                f"{name}-vnet", **where, address_space={"address_prefixes": [settings.address_space]},
+                f"{base}-vnet", **where, address_space={"address_prefixes": [settings.address_space]},
                 tags=tags, opts=self.child_opts(ignore_changes=["subnets"]))
             subnet = azure.network.Subnet(
-                f"{name}-subnet", resource_group_name=rg_name, virtual_network_name=vnet.name,
+                f"{base}-subnet", resource_group_name=rg_name, virtual_network_name=vnet.name,
                 address_prefix=settings.subnet_prefix,
                 # New VNets default to private subnets (no implicit way out); polyvm documents all IPv4
                 # egress, so a VM without a public IP keeps Azure's default outbound access explicitly.
                 default_outbound_access=True, opts=self.child_opts())
             subnet_id = subnet.id
 
-        nsg = azure.network.NetworkSecurityGroup(f"{name}-nsg", **where, security_rules=m.security_rules(spec),
+        nsg = azure.network.NetworkSecurityGroup(f"{base}-nsg", **where, security_rules=m.security_rules(spec),
                                                  tags=tags, opts=self.child_opts())
 
         ip_config: dict = {"name": "primary", "primary": True, "subnet": {"id": subnet_id},
                            "private_ip_allocation_method": "Dynamic"}
         public_ip = None
         if spec.public_ip:
-            public_ip = azure.network.PublicIPAddress(f"{name}-ip", **where, **m.public_ip_args(spec),
+            public_ip = azure.network.PublicIPAddress(f"{base}-ip", **where, **m.public_ip_args(spec),
                                                       opts=self.child_opts())
             ip_config["public_ip_address"] = {"id": public_ip.id}
-        nic = azure.network.NetworkInterface(f"{name}-nic", **where, ip_configurations=[ip_config],
+        nic = azure.network.NetworkInterface(f"{base}-nic", **where, ip_configurations=[ip_config],
                                              network_security_group={"id": nsg.id}, tags=tags,
                                              opts=self.child_opts())
 
         attachments, devices = [], {}
         for lun, (disk, disk_args) in enumerate(zip(spec.data_disks, m.data_disk_args(spec, settings.storage_account_type))):
-            managed = azure.compute.Disk(f"{name}-{disk.name}", **where, **disk_args, opts=self.child_opts())
+            managed = azure.compute.Disk(f"{base}-{disk.name}", **where, **disk_args, opts=self.child_opts())
             attachments.append(m.data_disk_attachment(lun, managed.id))
             devices[disk.name] = m.guest_device_path(lun)
 
@@ -68,7 +68,8 @@ class AzureVirtualMachine(VirtualMachine):
         os_profile["custom_data"] = user_data_output(spec, key).apply(m.custom_data)
 
         vm = azure.compute.VirtualMachine(
-            f"{name}-vm",
+            f"{base}-vm",
+            vm_name=name,  # the VM's own name is the spec's (Azure allows 64 characters for Linux VMs)
             **where,
             **zones,
             hardware_profile={"vm_size": m.vm_size(spec)},

@@ -8,6 +8,7 @@ azure-vm-utils in the marketplace images below).
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 from typing import Any
 
@@ -72,6 +73,14 @@ _TAG_VALUE_MAX = 256
 _NVME_ONLY_SIZE_RE = re.compile(r"_v6$", re.IGNORECASE)
 
 _PROTOCOLS = {"tcp": "Tcp", "udp": "Udp", "icmp": "Icmp"}
+
+
+def base_name(name: str) -> str:
+    """A prefix for Azure resource names that leaves room for suffixes and Pulumi's 8-character
+    autoname suffix within Azure's limits (64 for a VNet, 80 for NICs, NSGs, disks)."""
+    if len(name) <= 40:
+        return name
+    return f"{name[:31]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def vm_size(spec: VmSpec) -> str:

@@ -253,3 +253,14 @@ def test_nvme_only_sizes_are_rejected():
     with pytest.raises(UnsupportedFeatureError, match="size.instance_type.azure 'Standard_D4s_v6'"):
         BACKEND.check(spec(size={"cpus": 2, "memory_gb": 4, "instance_type": {"azure": "Standard_D4s_v6"}}))
     BACKEND.check(spec(size={"cpus": 2, "memory_gb": 4, "instance_type": {"azure": "Standard_D4s_v5"}}))
+
+
+def test_long_names_fit_azure_limits():
+    long = "a" + "b" * 62
+    p = plan(BACKEND, [spec(name=long)], SETTINGS)
+    vm = one(p, "azure-native:compute:VirtualMachine")
+    assert vm.inputs["vmName"] == long and len(long) <= 64
+    for r in p.resources:
+        if r.type.startswith("azure-native:"):
+            assert len(r.name) + 8 <= (64 if r.type.endswith("VirtualNetwork") else 80), r.name
+    assert p.outputs[long]["ssh_user"] == "polyvm"
