@@ -65,12 +65,14 @@ class GcpVirtualMachine(VirtualMachine):
 
         instance = gcp.compute.Instance(
             f"{base}-vm",
+            name=name,  # the instance name is the spec's (its hostname in GCE's DNS)
             **m.instance_args(spec, zone),
             network_interfaces=[nic],
             attached_disks=attached,
             metadata={**m.static_metadata(spec), "user-data": user_data},
             **project,
-            opts=self.child_opts(additional_secret_outputs=["metadata"]),
+            # A replacement must let go of the name and the read-write disks first.
+            opts=self.child_opts(additional_secret_outputs=["metadata"], delete_before_replace=True),
         )
 
         self.finish(

@@ -160,7 +160,7 @@ def test_static_address_disks_and_instance():
     inst = one(p, "gcp:compute/instance:Instance")
     assert inst.inputs["networkInterfaces"][0]["accessConfigs"] == [{"natIp": "34.90.0.10", "networkTier": "PREMIUM"}]
     assert inst.inputs["machineType"] == "e2-medium" and inst.inputs["zone"] == "europe-west1-c"
-    assert inst.inputs["project"] == "my-project-1"
+    assert inst.inputs["project"] == "my-project-1" and inst.inputs["name"] == "db1"
     assert inst.inputs["bootDisk"]["initializeParams"]["size"] == 20
     disks = {d.name: d for d in p.by_type("gcp:compute/disk:Disk")}
     assert {n: (d.inputs["size"], d.inputs["zone"]) for n, d in disks.items()} == {
