@@ -169,3 +169,23 @@ def test_provider_lifecycle_on_a_real_host(_local_engine, client_key):
     assert _local_engine.get(hid) is None
     assert provider.read(hid, outs).id == ""
     provider.delete(hid, outs)  # idempotent
+
+
+# --- docs stay in step with the code ----------------------------------------------------------------------
+def test_docs_local_md_names_every_sandbox_command_option_and_setting():
+    from pathlib import Path
+
+    from polyvm.backends.local import LocalSettings
+    from polyvm.backends.local.cli import sandbox_group
+
+    doc = (Path(__file__).parents[2] / "docs" / "local.md").read_text()
+    missing = []
+    for name, cmd in sandbox_group.commands.items():
+        if f"`{name}" not in doc:
+            missing.append(f"command {name}")
+        for param in cmd.params:
+            for opt in getattr(param, "opts", []):
+                if opt.startswith("--") and opt not in doc:
+                    missing.append(f"{name} {opt}")
+    missing += [f"setting {f}" for f in LocalSettings.model_fields if f"`{f}`" not in doc]
+    assert not missing, f"docs/local.md does not mention: {', '.join(missing)}"
