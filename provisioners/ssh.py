@@ -738,12 +738,7 @@ class Connection:
                                + _tail_suffix(stderr_s), host=self.host, command=label, stderr_tail=tail(stderr_s))
         result = RunResult(status, stdout_s, stderr_s, duration)
         if check and status not in ok_statuses:
-            hint = ""
-            if "sudo: a password is required" in stderr_s or "sudo: a terminal is required" in stderr_s:
-                hint = f" (user {self.user!r} needs password-less sudo)"
-            raise CommandError(f"{self.label}: {label!r} failed with exit code {status}{hint}"
-                               + _tail_suffix(stderr_s), host=self.host, command=label, exit_code=status,
-                               stderr_tail=tail(stderr_s))
+            self._raise_for_status(result, label)
         if writer_error:
             # The command exited (with a status we checked) before reading all its input, e.g. a skipped
             # step or a command that ignores stdin; a lost connection would have left no exit status.
@@ -796,12 +791,23 @@ class Connection:
 
         Returns one ``changed`` flag per upload; unchanged files cost no transfer at all.
         """
-        if not uploads and not make_dirs:
-            return []
+        return self.put_files_and_run(uploads, make_dirs=make_dirs)[0]
+
+    def put_files_and_run(self, uploads: Sequence[Upload], *, make_dirs: Sequence[str] = (),
+                          then: str | None = None, then_files: Sequence[Upload] = (),
+                          env: Mapping[str, str] | None = None, timeout: float | None = None,
+                          name: str | None = None, secrets: Sequence[str] = ()) -> tuple[list[bool], RunResult | None]:
+        """:meth:`put_files`, then (when the copy succeeded) run ``then`` in the same channel, saving an SSH
+        session per step. ``then_files`` (e.g. a script) are always sent and not counted as copies; ``then``
+        runs with stdin from /dev/null and ``env`` like :meth:`run`. Returns the flags and ``then``'s
+        RunResult (None without ``then``); a non-zero exit of ``then`` raises CommandError.
+        """
+        if not uploads and not make_dirs and then is None:
+            return [], None
         paths = [u.remote_path for u in uploads]
         if len(set(paths)) != len(paths):
             raise ConfigError("the same remote path is given twice in one copy")
-        for p in [*paths, *make_dirs]:
+        for p in [*paths, *make_dirs, *(u.remote_path for u in then_files)]:
             if not p or "\n" in p or "\0" in p:
                 raise ConfigError(f"remote path must be a non-empty single line: {p!r}")
         for p in paths:
@@ -809,9 +815,13 @@ class Connection:
                 raise ConfigError(f"remote path must name a file, not a directory: {p!r}")
         dirs = list(dict.fromkeys([*make_dirs, *(str(PurePosixPath(p).parent) for p in paths)]))
         datas = [u.data() for u in uploads]
+        extra = [(u, u.data()) for u in then_files]
         changed: list[bool] = []
         sent: list[int] = []
         n, nd = len(paths), len(dirs)
+        marker = f"__polyvm_copied_{_secrets.token_hex(6)}__"
+        all_secrets = self._all_secrets(list(secrets) + [str(v) for v in (env or {}).values()
+                                                          if len(str(v)) >= 4 and _looks_secret_env(env, v)])
 
         def read_lines(chan: paramiko.Channel, out: bytearray, count: int) -> list[str] | None:
             while out.count(b"\n") < count:
@@ -849,18 +859,21 @@ class Connection:
                 else:
                     changed.append(False)
             missing = [d for d, e in zip(dirs, lines[n:n + nd]) if e != "d"]
-            if not send and not fix and not missing:
+            if not send and not fix and not missing and then is None:
                 return None  # EOF right away: nothing to do, nothing sent
-            plan, members = _upload_plan(send, fix, missing)
-            sent[:] = [sum(len(d) for _, d, _ in members), len(members)]
+            sent[:] = [sum(len(d) for _, d in send), len(send)]
+            plan, members = _upload_plan([*send, *extra], fix, missing)
+            head_lines = plan.encode() + b"\n"
+            if then is not None:
+                head_lines += ((encode_env(env) if env else ":") + "\n").encode()
 
             def stream(w: _ChannelWriter) -> None:
-                w.write(plan.encode() + b"\n")
+                w.write(head_lines)
                 if members:
                     with tarfile.open(fileobj=w, mode="w|", format=tarfile.GNU_FORMAT) as tar:  # type: ignore
                         now = int(time.time())
-                        for name, data, mode in members:
-                            info = tarfile.TarInfo(name)
+                        for name_, data, mode in members:
+                            info = tarfile.TarInfo(name_)
                             info.size, info.mode, info.mtime = len(data), mode & 0o7777, now
                             tar.addfile(info, io.BytesIO(data))
             return stream
@@ -872,17 +885,51 @@ class Connection:
                   'elif [ -d "$f" ]; then echo d; else echo -; fi; done; '
                   'if [ $# -gt 0 ]; then sha256sum -- "$@" || exit 1; '
                   'stat -L -c "%a %U %G %u %g" -- "$@" || exit 1; fi; '
-                  'IFS= read -r __polyvm_plan || exit 0; eval "$__polyvm_plan"')
+                  'IFS= read -r __polyvm_plan || exit 0; ')
+        if then is None:
+            script += 'eval "$__polyvm_plan"'
+        else:
+            script += ('IFS= read -r __polyvm_env || exit 0; (eval "$__polyvm_plan") || exit $?; '
+                       f'echo {marker}; eval "$__polyvm_env"; unset __polyvm_plan __polyvm_env; '
+                       f'exec </dev/null; {then}')
         cmd = ("sh -c " + shlex.quote(script) + f" polyvm {n} "
                + " ".join(shlex.quote(p) for p in [*paths, *dirs]))
         wire = ("sudo -n -- " + cmd) if self.sudo else cmd
-        self._exec(wire, None, timeout=None, check=True, label=f"copy {n} file(s)",
-                   secrets=self._all_secrets(), interact=interact)
+        copy_label = f"copy {n} file(s)"
+        if then is None:
+            self._exec(wire, None, timeout=timeout, check=True, label=copy_label, secrets=all_secrets,
+                       interact=interact)
+            result = None
+        else:
+            label = name or _default_name(then, all_secrets)
+            r = self._exec(wire, None, timeout=timeout, check=False, label=f"{copy_label}, then {label!r}",
+                           secrets=all_secrets, interact=interact)
+            before, found, after = r.stdout.partition(marker + "\n")
+            if not found:
+                self._raise_for_status(RunResult(r.exit_status or 1, before, r.stderr, r.duration), copy_label)
+                raise ProvisionError(f"{self.label}: {copy_label}: unexpected reply from the host")
+            result = RunResult(r.exit_status, after, r.stderr, r.duration)
         if sent:
             self.stats.bytes_uploaded += sent[0]
             self.stats.files_uploaded += sent[1]
         self.stats.files_skipped += changed.count(False)
-        return changed
+        if result is not None:
+            try:
+                self._raise_for_status(result, label)
+            except CommandError as exc:
+                exc.copy_flags = list(changed)  # type: ignore[attr-defined] - the copies did go through
+                raise
+        return changed, result
+
+    def _raise_for_status(self, r: RunResult, label: str) -> None:
+        if r.exit_status == 0:
+            return
+        hint = ""
+        if "sudo: a password is required" in r.stderr or "sudo: a terminal is required" in r.stderr:
+            hint = f" (user {self.user!r} needs password-less sudo)"
+        raise CommandError(f"{self.label}: {label!r} failed with exit code {r.exit_status}{hint}"
+                           + _tail_suffix(r.stderr), host=self.host, command=label, exit_code=r.exit_status,
+                           stderr_tail=tail(r.stderr))
 
 
 def _upload_plan(send: Sequence[tuple[Upload, bytes]], fix: Sequence[Upload],

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator, Mapping, Sequence
 
-from polyvm.errors import ConfigError, ProvisionError
+from polyvm.errors import CommandError, ConfigError, ProvisionError
 
 from .ssh import Connection, RunResult, Upload, mask
 
@@ -24,6 +24,19 @@ class StepResult:
     changed: bool
     detail: str = ""
     output: RunResult | None = field(default=None, repr=False, compare=False)  # commands and scripts
+
+
+@dataclass
+class Combined:
+    """A command step prepared to run in the same channel as the copies before it (see apply_steps)."""
+
+    command: str
+    files: list[Upload]
+    env: Mapping[str, str] | None
+    timeout: float | None
+    name: str
+    secrets: list[str]
+    finish: Callable[[RunResult], StepResult]
 
 
 class Step:
@@ -137,21 +150,34 @@ class RunCommand(Step):
         self.timeout = timeout
         self.name = name or mask(command.strip().splitlines()[0] if command.strip() else command, self.secrets)[:80]
 
-    def apply(self, conn: Connection) -> StepResult:
+    def _command(self) -> tuple[str, str]:
         marker = f"__polyvm_skipped_{_secrets.token_hex(6)}__"
         guards = []
         if self.creates:
             guards.append(f"if [ -e {shlex.quote(self.creates)} ]; then echo {marker}c; exit 0; fi")
         if self.unless:
             guards.append(f"if ( {self.unless} ) >/dev/null 2>&1 </dev/null; then echo {marker}u; exit 0; fi")
-        command = "; ".join(guards + [self.command]) if guards else self.command
+        return ("; ".join(guards + [self.command]) if guards else self.command), marker
+
+    def _finish(self, r: RunResult, marker: str) -> StepResult:
+        out = r.stdout.strip()
+        if out in (marker + "c", marker + "u"):
+            why = f"{self.creates} exists" if out.endswith("c") else "'unless' command succeeded"
+            return StepResult(self.name, False, f"skipped: {why}", r)
+        return StepResult(self.name, _changed(self.changed_when, r), _summary(r), r)
+
+    def combined(self, conn: Connection) -> Combined | None:
+        if self.stdin is not None or (self.sudo is not None and self.sudo != conn.sudo):
+            return None
+        command, marker = self._command()
+        return Combined(command, [], self.env or None, self.timeout, self.name, self.secrets,
+                        lambda r: self._finish(r, marker))
+
+    def apply(self, conn: Connection) -> StepResult:
+        command, marker = self._command()
         r = conn.run(command, stdin=self.stdin, env=self.env or None, timeout=self.timeout, sudo=self.sudo,
                      name=self.name, secrets=self.secrets)
-        out = r.stdout.strip()
-        if guards and out in (marker + "c", marker + "u"):
-            why = f"{self.creates} exists" if out.endswith("c") else "'unless' command succeeded"
-            return StepResult(self.name, False, f"skipped: {why}")
-        return StepResult(self.name, _changed(self.changed_when, r), _summary(r), r)
+        return self._finish(r, marker)
 
 
 class Script(Step):
@@ -189,15 +215,27 @@ class Script(Step):
                f'{self.interpreter} "$__polyvm_t" {args}' + ("" if user_stdin else " </dev/null"))
         return cmd, self.content + user_stdin
 
-    def apply(self, conn: Connection) -> StepResult:
-        cmd, data = self.command()
-        r = conn.run(cmd, stdin=data, env=self.env or None, timeout=self.timeout, sudo=self.sudo, name=self.name,
-                     secrets=self.secrets)
+    def _finish(self, r: RunResult) -> StepResult:
         if self.changed_marker is None:
             changed = True
         else:
             changed = any(line.strip() == self.changed_marker for line in r.stdout.splitlines())
         return StepResult(self.name, changed, _summary(r), r)
+
+    def combined(self, conn: Connection) -> Combined | None:
+        if self.stdin is not None or (self.sudo is not None and self.sudo != conn.sudo):
+            return None
+        path = f"/tmp/.polyvm-script-{_secrets.token_hex(8)}"
+        args = " ".join(shlex.quote(a) for a in self.args)
+        command = f"{self.interpreter} {path} {args}; __polyvm_rc=$?; rm -f -- {path}; exit $__polyvm_rc"
+        return Combined(command, [Upload(self.content, path, 0o700)], self.env or None, self.timeout, self.name,
+                        self.secrets, self._finish)
+
+    def apply(self, conn: Connection) -> StepResult:
+        cmd, data = self.command()
+        r = conn.run(cmd, stdin=data, env=self.env or None, timeout=self.timeout, sudo=self.sudo, name=self.name,
+                     secrets=self.secrets)
+        return self._finish(r)
 
 
 def _changed(rule: ChangedWhen, r: RunResult) -> bool:
@@ -216,9 +254,10 @@ def _summary(r: RunResult) -> str:
 def apply_steps(conn: Connection, steps: Sequence[Step]) -> Iterator[tuple[Step, StepResult]]:
     """Apply ``steps`` in order, yielding each step's result as it completes.
 
-    Consecutive copy steps (CopyFile, CopyDir) are sent together: one channel and one tar stream for all
-    of them, each still reporting its own result. A failure raises with ``exc.step`` (the step's name)
-    and ``exc.results`` (what completed before) attached.
+    Consecutive copy steps (CopyFile, CopyDir) travel together: one channel and one tar stream for all
+    of them, each still reporting its own result; a RunCommand or Script right after them (without stdin)
+    runs in that same channel once the copies succeeded. A failure raises with ``exc.step`` (the failed
+    step's name) and ``exc.results`` (what completed before) attached.
     """
     done: list[StepResult] = []
     i = 0
@@ -226,23 +265,45 @@ def apply_steps(conn: Connection, steps: Sequence[Step]) -> Iterator[tuple[Step,
         batch: list[CopyFile | CopyDir] = []
         while i + len(batch) < len(steps) and isinstance(steps[i + len(batch)], (CopyFile, CopyDir)):
             batch.append(steps[i + len(batch)])  # type: ignore[arg-type]
+        follow = steps[i + len(batch)] if i + len(batch) < len(steps) else None
+        combined = follow.combined(conn) if batch and isinstance(follow, (RunCommand, Script)) else None
+        failed_step = steps[i]
         try:
-            if len(batch) > 1 and _distinct_targets(batch):
+            if batch and _distinct_targets(batch) and (len(batch) > 1 or combined is not None):
                 pairs = [b.uploads() for b in batch]
-                flags = conn.put_files([u for ups, _ in pairs for u in ups],
-                                       make_dirs=[d for _, ds in pairs for d in ds])
+                uploads = [u for ups, _ in pairs for u in ups]
+                dirs = [d for _, ds in pairs for d in ds]
+                if combined is None:
+                    flags, run = conn.put_files(uploads, make_dirs=dirs), None
+                else:
+                    try:
+                        flags, run = conn.put_files_and_run(
+                            uploads, make_dirs=dirs, then=combined.command, then_files=combined.files,
+                            env=combined.env, timeout=combined.timeout, name=combined.name,
+                            secrets=combined.secrets)
+                    except CommandError as exc:
+                        flags = getattr(exc, "copy_flags", None)
+                        if flags is not None:  # the copies went through; the command after them failed
+                            failed_step = follow  # type: ignore[assignment]
+                            k = 0
+                            for b, (ups, _) in zip(batch, pairs):
+                                done.append(b.result(flags[k:k + len(ups)]))
+                                k += len(ups)
+                        raise
                 results, k = [], 0
                 for b, (ups, _) in zip(batch, pairs):
                     results.append((b, b.result(flags[k:k + len(ups)])))
                     k += len(ups)
-                i += len(batch)
+                if combined is not None and run is not None:
+                    results.append((follow, combined.finish(run)))  # type: ignore[arg-type]
+                i += len(results)
             else:
                 step = steps[i]
                 results = [(step, step.apply(conn))]
                 i += 1
         except ProvisionError as exc:
             exc.results = list(done)  # type: ignore[attr-defined]
-            exc.step = steps[i].name  # type: ignore[attr-defined]
+            exc.step = failed_step.name  # type: ignore[attr-defined]
             raise
         for pair in results:
             done.append(pair[1])

@@ -298,3 +298,37 @@ def test_pinned_key_type_is_negotiated_when_server_has_several(testhosts, tmp_pa
             assert c.host_key_status == "pinned"
             assert c._transport.host_key_type in (["rsa-sha2-512", "rsa-sha2-256"] if pinned == rsa_key
                                                   else ["ssh-ed25519"])
+
+
+def test_copies_and_the_following_command_share_one_channel(testhosts, tmp_path):
+    [h] = testhosts.up(1, user="admin")
+    c = conn_for(h, tmp_path)
+    steps = [CopyFile("one\n", "/etc/polyvm/one"), CopyFile("two\n", "/etc/polyvm/two", mode=0o600),
+             Script("cat /etc/polyvm/one /etc/polyvm/two; id -un; echo \"$GREETING\"", name="read back",
+                    env={"GREETING": "hello"})]
+    with c:
+        r = run_steps(c, steps)
+        assert c.stats.channels == 1  # two copies and a script: one SSH session
+        assert [x.changed for x in r] == [True, True, True]
+        assert r[2].output.stdout == "one\ntwo\nroot\nhello\n"
+        r = run_steps(c, steps)
+        assert [x.changed for x in r] == [False, False, True] and c.stats.channels == 2
+    assert testhosts.exec(h, "ls -A /tmp | grep -c polyvm || true").stdout.strip() == "0"  # script removed
+
+    # the command fails after the copies: reported for the command, copies done and reported
+    with c:
+        with pytest.raises(CommandError) as ei:
+            run_steps(c, [CopyFile("three\n", "/etc/polyvm/three"),
+                          RunCommand("echo oops >&2; exit 6", name="after copy")])
+    e = ei.value
+    assert e.step == "after copy" and e.exit_status == 6 and "oops" in e.stderr_tail
+    assert [x.changed for x in e.results] == [True]
+    assert testhosts.exec(h, "cat /etc/polyvm/three").stdout == "three\n"
+
+    # the copy fails: the command never runs
+    with c:
+        with pytest.raises(CommandError) as ei:
+            run_steps(c, [CopyFile("x", "/etc/hostname/below-a-file", name="bad copy"),
+                          RunCommand("touch /tmp/ran", name="never")])
+    assert ei.value.step == "bad copy" and ei.value.results == []
+    assert testhosts.exec(h, "test -e /tmp/ran", check=False).returncode == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -54,6 +55,14 @@ class LocalConnection(Connection):
     def put_files(self, uploads, *, make_dirs=()):
         self.puts += list(uploads)
         return [True for _ in uploads]
+
+    def put_files_and_run(self, uploads, *, make_dirs=(), then=None, then_files=(), env=None, timeout=None,
+                          name=None, secrets=()):
+        """Like the real one as far as steps can tell: files land, then the command runs (here: locally)."""
+        flags = self.put_files(uploads, make_dirs=make_dirs)
+        for f in then_files:
+            Path(f.remote_path).write_bytes(f.data())
+        return flags, (self.run(then, env=env, name=name) if then is not None else None)
 
 
 def test_run_command_creates_and_unless(tmp_path):
@@ -174,10 +183,29 @@ def test_consecutive_copies_share_one_transfer(tmp_path):
         return orig(uploads, make_dirs=make_dirs)
 
     c.put_files = spy
-    steps = [CopyFile("a", "/x/a"), CopyDir(tmp_path / "d", "/x/d"), RunCommand("true"), CopyFile("b", "/x/b")]
+    runs = []
+    orig_run = c.put_files_and_run
+
+    def spy_run(uploads, **kw):
+        runs.append(kw["then"])
+        return orig_run(uploads, **kw)
+
+    c.put_files_and_run = spy_run
+    steps = [CopyFile("a", "/x/a"), CopyDir(tmp_path / "d", "/x/d"), RunCommand("echo t"), CopyFile("b", "/x/b")]
     results = run_steps(c, steps)
     assert [r.name for r in results] == [s.name for s in steps] and all(r.changed for r in results)
     assert calls == [(["/x/a", "/x/d/f"], ["/x/d"]), (["/x/b"], [])]
+    assert runs == ["echo t"] and results[2].output.stdout == "t\n"  # the command rode along with the copies
+    assert c.commands == ["echo t"]
+    # a Script after copies goes along too (uploaded as a temporary file), a step with stdin does not
+    c.commands.clear()
+    runs.clear()
+    r = run_steps(c, [CopyFile("a", "/x/a"), Script("echo s; echo CHANGED", changed_marker="CHANGED")])
+    assert r[1].changed and r[1].output.stdout == "s\nCHANGED\n" and len(runs) == 1
+    assert runs[0].startswith("/bin/sh /tmp/.polyvm-script-") and "rm -f" in runs[0]
+    runs.clear()
+    r = run_steps(c, [CopyFile("a", "/x/a"), RunCommand("cat", stdin="in")])
+    assert runs == [] and r[1].output.stdout == "in"
     # the same target twice cannot go in one stream: applied one after the other
     calls.clear()
     run_steps(c, [CopyFile("1", "/x/same"), CopyFile("2", "/x/same")])
