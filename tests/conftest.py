@@ -110,13 +110,17 @@ class TestHosts:
 
     def up(self, count: int = 1, *, disk_mb: int = 0, disks_mb: Sequence[int] = (), pg: str = "keep",
            sshd_delay: float = 0.0, user: str | None = None, firewall: Any = None) -> list[TestHost]:
-        """Start ``count`` hosts. ``firewall``: an nftables ruleset (str) or a list of IngressRule
-        (rendered by :func:`polyvm.firewall.render_nftables`, SSH always allowed)."""
+        """Start ``count`` hosts. ``firewall``: an nftables ruleset (str) or a list of IngressRule (or
+        dicts of their fields), rendered by :func:`polyvm.firewall.render_nftables`: exactly those rules,
+        everything else inbound dropped (include SSH if the test logs in)."""
         sizes = [disk_mb] if disk_mb else []
         sizes += list(disks_mb)
         if firewall is not None and not isinstance(firewall, str):
             from polyvm.firewall import render_nftables
-            firewall = render_nftables(list(firewall))
+            from polyvm.spec import IngressRule
+
+            firewall = render_nftables([r if isinstance(r, IngressRule) else IngressRule.model_validate(r)
+                                        for r in firewall])
 
         def one(_: int) -> TestHost:
             rec = self.engine.up(authorized_keys=self.key.public_key, user=user, disks_mb=sizes, pg=pg,

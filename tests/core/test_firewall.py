@@ -92,8 +92,8 @@ def _tcp_open(addr: str, port: int) -> bool:
 @pytest.mark.e2e
 def test_enforced_in_a_real_host(testhosts):
     # Allow SSH and 5432 from this machine's link range, nothing else: 8080 listens but is dropped.
-    rules = spec([{"port": 22, "cidrs": ["198.18.0.0/15"]}, {"port": 5432, "cidrs": ["198.18.0.0/15"]}]).ingress
-    (host,) = testhosts.up(firewall=rules)
+    rules = spec([{"port": 22, "cidrs": ["198.18.0.0/15"]}]).ingress
+    (host,) = testhosts.up(firewall=[*rules, {"port": 5432, "cidrs": ["198.18.0.0/15"]}])
     for port in (5432, 8080):
         subprocess.Popen(testhosts.engine.nsenter_argv(host.record)
                          + ["python3", "-c", f"import socket,time; s=socket.socket(); s.bind(('0.0.0.0',{port}));"
