@@ -36,7 +36,7 @@ from .render import (
     render_template,
     render_verify_script,
 )
-from .roles import changes_from_psql_output, query_current_sql, roles_sql
+from .roles import parse_current, query_current_sql, roles_sql
 
 if TYPE_CHECKING:
     from polyvm.provisioners.ssh import Connection
@@ -110,14 +110,10 @@ class RolesStep(Step):
         cmd = PSQL_AS_POSTGRES.format(port=inputs.port)
         secrets = [u.password.get_secret_value() for u in inputs.users if u.password]
         cur = conn.run(cmd, stdin=query_current_sql(inputs), name="read roles", secrets=secrets)
-        current: dict[str, str | None] = {}
-        for line in cur.stdout.splitlines():
-            if "\t" in line:
-                name, _, verifier = line.partition("\t")
-                current[name] = verifier or None
-        sql, pw_changes = roles_sql(inputs, current)
-        r = conn.run(cmd, stdin=sql, name="create roles and databases", secrets=secrets)
-        changes = changes_from_psql_output(r.stdout) + pw_changes
+        sql, changes = roles_sql(inputs, parse_current(cur.stdout))
+        if not sql:
+            return StepResult(self.name, False, "")
+        conn.run(cmd, stdin=sql, name="create roles and databases", secrets=secrets)
         return StepResult(self.name, bool(changes), "; ".join(changes))
 
 

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import os
 import unicodedata
+from dataclasses import dataclass, field
 
 from .inputs import PostgresInputs
 
@@ -78,48 +79,79 @@ SESSION_PREAMBLE = (
 )
 
 
+@dataclass
+class CurrentState:
+    """What the server has now for the recipe's roles and databases (read through psql)."""
+
+    roles: dict[str, tuple[bool, bool, str | None]] = field(default_factory=dict)  # name -> (login, createdb, verifier)
+    databases: dict[str, str] = field(default_factory=dict)  # name -> owner
+
+
 def query_current_sql(inputs: PostgresInputs) -> str:
-    """SQL printing ``name<TAB>rolpassword`` for each of the recipe's existing roles."""
-    names = ", ".join(sql_literal(u.name) for u in inputs.users)
-    return (SESSION_PREAMBLE + "SELECT rolname || E'\\t' || coalesce(rolpassword, '') FROM pg_authid "
-            f"WHERE rolname IN ({names});\n")
+    """SQL printing one tab-separated line per existing role (``role``) and database (``db``) of the recipe."""
+    roles = ", ".join(sql_literal(u.name) for u in inputs.users) or "NULL"
+    dbs = ", ".join(sql_literal(d.name) for d in inputs.databases) or "NULL"
+    return (SESSION_PREAMBLE
+            + "SELECT concat_ws(E'\\t', 'role', rolname, rolcanlogin::text, rolcreatedb::text, coalesce(rolpassword, '')) "
+            f"FROM pg_authid WHERE rolname IN ({roles});\n"
+            + "SELECT concat_ws(E'\\t', 'db', datname, pg_get_userbyid(datdba)) "
+            f"FROM pg_database WHERE datname IN ({dbs});\n")
 
 
-def roles_sql(inputs: PostgresInputs, current: dict[str, str | None] | None, *,
+def parse_current(stdout: str) -> CurrentState:
+    state = CurrentState()
+    for line in stdout.splitlines():
+        parts = line.split("\t")
+        if parts[0] == "role" and len(parts) == 5:
+            state.roles[parts[1]] = (parts[2] == "true", parts[3] == "true", parts[4] or None)
+        elif parts[0] == "db" and len(parts) == 3:
+            state.databases[parts[1]] = parts[2]
+    return state
+
+
+def roles_sql(inputs: PostgresInputs, current: CurrentState | None, *,
               plaintext: bool = False) -> tuple[str, list[str]]:
-    """(SQL for psql's stdin, what it changes). ``current``: role -> stored verifier for existing roles
-    (None: unknown, set every password). ``plaintext``: send the password itself (the server hashes it
-    with scram-sha-256) instead of a verifier — used where the SQL is declared ahead of time (Pulumi)."""
-    lines = [SESSION_PREAMBLE]
+    """(SQL for psql's stdin, what it changes); ("", []) when nothing needs changing.
+
+    ``current``: what the server has (None: unknown — every statement is emitted, each one idempotent).
+    ``plaintext``: send the password itself (the server hashes it with scram-sha-256) instead of a
+    verifier — used where the SQL is declared ahead of time (Pulumi)."""
+    lines: list[str] = []
     changes: list[str] = []
-    known = current or {}
     for u in inputs.users:
         assert u.password is not None, f"user {u.name} has no password (generate one first)"
         pw = u.password.get_secret_value()
         opts = "LOGIN" + (" CREATEDB" if u.createdb else " NOCREATEDB")
-        # CREATE ROLE runs through \gexec only when the role is missing; psql prints its command tag.
-        lines.append(f"SELECT format('CREATE ROLE %I {opts}', {sql_literal(u.name)}) "
-                     f"WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {sql_literal(u.name)})\\gexec\n")
-        lines.append(f"ALTER ROLE {sql_ident(u.name)} {opts};\n")
-        if current is None or not scram_matches(known.get(u.name), pw):
+        have = current.roles.get(u.name) if current is not None else None
+        if current is None or have is None:
+            # Guarded, so a role created meanwhile is not an error.
+            lines.append(f"SELECT format('CREATE ROLE %I {opts}', {sql_literal(u.name)}) "
+                         f"WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {sql_literal(u.name)})\\gexec\n")
+            if have is None and current is not None:
+                changes.append(f"created role {u.name}")
+        if current is None or (have is not None and have[:2] != (True, u.createdb)):
+            lines.append(f"ALTER ROLE {sql_ident(u.name)} {opts};\n")
+            if current is not None:
+                changes.append(f"set {opts} on {u.name}")
+        if current is None or not scram_matches(have[2] if have else None, pw):
             secret = pw if plaintext else scram_verifier(pw)
             lines.append(f"ALTER ROLE {sql_ident(u.name)} PASSWORD {sql_literal(secret)};\n")
-            changes.append(f"set password of {u.name}")
+            if current is not None:
+                changes.append(f"set password of {u.name}")
     for d in inputs.databases:
         owner = inputs.owner_of(d)
-        lines.append(f"SELECT format('CREATE DATABASE %I OWNER %I', {sql_literal(d.name)}, {sql_literal(owner)}) "
-                     f"WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = {sql_literal(d.name)})\\gexec\n")
-        lines.append(f"SELECT format('ALTER DATABASE %I OWNER TO %I', {sql_literal(d.name)}, {sql_literal(owner)}) "
-                     f"FROM pg_database WHERE datname = {sql_literal(d.name)} "
-                     f"AND pg_get_userbyid(datdba) <> {sql_literal(owner)}\\gexec\n")
-    return "".join(lines), changes
-
-
-def changes_from_psql_output(stdout: str) -> list[str]:
-    """The command tags psql printed for statements \\gexec ran (CREATE ROLE, CREATE DATABASE, ALTER DATABASE)."""
-    out = []
-    for line in stdout.splitlines():
-        line = line.strip()
-        if line in ("CREATE ROLE", "CREATE DATABASE", "ALTER DATABASE"):
-            out.append(line.lower())
-    return out
+        have_owner = current.databases.get(d.name) if current is not None else None
+        if current is None or have_owner is None:
+            lines.append(f"SELECT format('CREATE DATABASE %I OWNER %I', {sql_literal(d.name)}, {sql_literal(owner)}) "
+                         f"WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = {sql_literal(d.name)})\\gexec\n")
+            if current is not None:
+                changes.append(f"created database {d.name}")
+        if current is None or (have_owner is not None and have_owner != owner):
+            lines.append(f"SELECT format('ALTER DATABASE %I OWNER TO %I', {sql_literal(d.name)}, {sql_literal(owner)}) "
+                         f"FROM pg_database WHERE datname = {sql_literal(d.name)} "
+                         f"AND pg_get_userbyid(datdba) <> {sql_literal(owner)}\\gexec\n")
+            if current is not None:
+                changes.append(f"made {owner} owner of database {d.name}")
+    if not lines:
+        return "", []
+    return SESSION_PREAMBLE + "".join(lines), changes

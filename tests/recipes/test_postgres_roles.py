@@ -8,8 +8,9 @@ import hmac
 
 from polyvm.recipes.postgres import parse_inputs
 from polyvm.recipes.postgres.roles import (
+    CurrentState,
     _keys,
-    changes_from_psql_output,
+    parse_current,
     roles_sql,
     scram_matches,
     scram_verifier,
@@ -45,24 +46,29 @@ def _inputs(password="app-password-123"):
                          "databases": [{"name": "appdb"}]})
 
 
-def test_roles_sql_sends_verifiers_not_passwords_and_skips_matching_ones():
-    sql, changes = roles_sql(_inputs(), current={})
+def test_roles_sql_sends_verifiers_not_passwords_and_only_what_is_missing():
+    sql, changes = roles_sql(_inputs(), CurrentState())
     assert "app-password-123" not in sql
     assert "ALTER ROLE \"app\" PASSWORD 'SCRAM-SHA-256$4096:" in sql
     assert "SET log_min_error_statement = 'panic'" in sql and "SET log_statement = 'none'" in sql
     assert "CREATE DATABASE %I OWNER %I', 'appdb', 'app'" in sql
-    assert changes == ["set password of app"]
-    existing = scram_verifier("app-password-123")
-    sql2, changes2 = roles_sql(_inputs(), current={"app": existing})
-    assert "PASSWORD" not in sql2 and changes2 == []
+    assert changes == ["created role app", "set password of app", "created database appdb"]
+    done = CurrentState(roles={"app": (True, False, scram_verifier("app-password-123"))}, databases={"appdb": "app"})
+    assert roles_sql(_inputs(), done) == ("", [])
+    moved = CurrentState(roles={"app": (True, True, scram_verifier("other-password-1"))}, databases={"appdb": "bob"})
+    sql3, changes3 = roles_sql(_inputs(), moved)
+    assert changes3 == ["set LOGIN NOCREATEDB on app", "set password of app", "made app owner of database appdb"]
+    assert "CREATE ROLE" not in sql3 and "ALTER DATABASE %I OWNER TO %I" in sql3
+
+
+def test_current_state_is_parsed_from_psql_lines():
+    out = "SET\nSET\nrole\tapp\ttrue\tfalse\tSCRAM-SHA-256$4096:abc\nrole\tro\ttrue\ttrue\t\ndb\tappdb\tapp\n"
+    state = parse_current(out)
+    assert state.roles == {"app": (True, False, "SCRAM-SHA-256$4096:abc"), "ro": (True, True, None)}
+    assert state.databases == {"appdb": "app"}
 
 
 def test_quotes_in_passwords_are_escaped_in_plaintext_form():
     sql, _ = roles_sql(_inputs("it's-a-password"), current=None, plaintext=True)
     assert "PASSWORD 'it''s-a-password'" in sql
-
-
-def test_changes_are_read_from_psql_command_tags():
-    out = "SET\nSET\nCREATE ROLE\nALTER ROLE\nALTER ROLE\nCREATE DATABASE\n"
-    assert changes_from_psql_output(out) == ["create role", "create database"]
-    assert changes_from_psql_output("SET\nALTER ROLE\n") == []
+    assert "CREATE ROLE %I LOGIN NOCREATEDB" in sql and "CREATE DATABASE %I OWNER %I" in sql
