@@ -285,3 +285,21 @@ def test_with_systemd_the_server_is_driven_through_systemctl(testhosts):
     assert calls.count("restart postgresql@15-main") == 1
     assert calls.count("enable -q postgresql") == 1
     assert "daemon-reload" in calls  # after the fstab entry was added
+
+
+def test_fanout_runs_the_whole_recipe_as_one_step_on_several_hosts(testhosts):
+    from polyvm.provisioners import fanout
+    from polyvm.recipes.postgres import PostgresRecipe
+
+    hosts = testhosts.up(2, pg="fresh")
+    # One inputs object for both hosts: allow each host's client side (this machine) address.
+    inputs = parse_inputs({"allowed_cidrs": [f"{h.record.host_ip}/32" for h in hosts],
+                           "users": [{"name": "app", "password": APP_PASSWORD}], "databases": [{"name": "app"}],
+                           "memory_mb": 256})
+    result = fanout([connect(h) for h in hosts], [PostgresRecipe(inputs)], progress=False)
+    assert result.ok and all(hr.results[0].changed for hr in result.hosts.values())
+    again = fanout([connect(h) for h in hosts], [PostgresRecipe(inputs)], progress=False)
+    assert [hr.results[0].detail for hr in again.hosts.values()] == ["no change", "no change"]
+    for h in hosts:
+        with login(h) as c:
+            assert c.execute("SELECT current_user").fetchone()[0] == "app"
