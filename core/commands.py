@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from .errors import ConfigError, SpecError
 from .hookspecs import hookimpl
 
 
@@ -55,7 +56,8 @@ def backends_cmd(as_json: bool, markdown: bool) -> None:
         table.add_column(n, overflow="fold")
     for r in rows:
         table.add_row(*r)
-    console = Console()
+    # Piped output (a file, a pager, a test) keeps the whole matrix instead of wrapping it to 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 240)
     console.print(table)
     for n, b in backends.items():
         console.print(f"[bold]{n}[/]: {b.description}" + (f" — {b.capabilities.notes}" if b.capabilities.notes else ""))
@@ -89,33 +91,55 @@ def validate_cmd(spec_path: str, backend: str | None) -> None:
 @click.option("--backend", required=True, help="Backend name, or 'all' for every backend side by side.")
 @click.option("--spec", "spec_path", required=True, type=click.Path(dir_okay=False), help="VM spec YAML file.")
 @click.option("--settings", "settings_path", type=click.Path(dir_okay=False), default=None,
-              help="YAML file of backend settings: {aws: {...}, gcp: {...}} (what Pulumi config polyvm:<backend> holds).")
+              help="Backend settings: a YAML file {aws: {...}, gcp: {...}}, or a Pulumi.<stack>.yaml "
+                   "(its polyvm:<backend> values).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plan_cmd(backend: str, spec_path: str, settings_path: str | None, as_json: bool) -> None:
     """Render the resources a backend would declare, offline (Pulumi mock runtime; no credentials, no network)."""
     from .plan import plan as run_plan
     from .plugins import get_plugins
-    from .spec import load_spec_file, load_yaml
+    from .spec import load_spec_file
 
     specs = load_spec_file(spec_path)
     plugins = get_plugins()
-    all_settings: dict[str, Any] = {}
-    if settings_path:
-        data = load_yaml(settings_path) or {}
-        if not isinstance(data, dict):
-            from .errors import ConfigError
-
-            raise ConfigError(f"{settings_path}: expected a mapping of backend name -> settings")
-        all_settings = data
-    names = list(plugins.backends()) if backend == "all" else [backend]
-    results = []
-    for name in names:
-        be = plugins.get_backend(name)
-        results.append(run_plan(be, specs, all_settings.get(name), backends=list(plugins.backends().values())))
+    all_settings = _settings_by_backend(settings_path) if settings_path else {}
+    everything = list(plugins.backends().values())
+    if backend != "all":
+        be = plugins.get_backend(backend)
+        results = [run_plan(be, specs, all_settings.get(backend), backends=everything)]
+        refused: dict[str, list[str]] = {}
+    else:
+        # Side by side: render every backend that accepts the spec, and say why each other one refuses.
+        results, refused = [], {}
+        for be in everything:
+            try:
+                results.append(run_plan(be, specs, all_settings.get(be.name), backends=everything))
+            except SpecError as exc:
+                refused[be.name] = exc.problems
     if as_json:
-        click.echo(json.dumps({"offline": True, "plans": [p.to_dict() for p in results]}, indent=2, default=str))
-        return
-    _print_plans(results)
+        click.echo(json.dumps({"offline": True, "plans": [p.to_dict() for p in results], "refused": refused},
+                              indent=2, default=str))
+    else:
+        _print_plans(results)
+        for name, problems in refused.items():
+            click.echo(f"backend {name} refuses this spec:", err=True)
+            for prob in problems:
+                click.echo(f"  - {prob}", err=True)
+    if not results:
+        raise SpecError([f"{n}: {p}" for n, probs in refused.items() for p in probs])
+
+
+def _settings_by_backend(path: str) -> dict[str, Any]:
+    """Backend settings from a YAML file: {aws: {...}, gcp: {...}}, or a Pulumi.<stack>.yaml (polyvm:<backend>)."""
+    from .spec import load_yaml
+
+    data = load_yaml(path) or {}
+    if isinstance(data, dict) and isinstance(data.get("config"), dict):
+        return {k.split(":", 1)[1]: v for k, v in data["config"].items()
+                if k.startswith("polyvm:") and k not in ("polyvm:backend", "polyvm:vm", "polyvm:vms")}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of backend name -> settings")
+    return data
 
 
 def _short(v: Any, limit: int = 70) -> str:
