@@ -30,7 +30,9 @@ class AwsBackend(Backend):
         public_ip=True,
         private_ip_only=True,
         host_key_at_creation=True,
-        notes="Images without cloud-init fall back to trust-on-first-use for the host key.",
+        notes="Images without cloud-init fall back to trust-on-first-use for the host key. IPv6 ingress gives "
+              "the instance an IPv6 address and needs a subnet with an IPv6 CIDR (subnet_id). A VM without a "
+              "public IP reaches the internet only through the subnet's NAT (choose subnet_id accordingly).",
     )
     settings_model = AwsSettings
     sdk_modules = ("pulumi_aws", "pulumi_tls")

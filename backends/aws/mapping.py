@@ -127,6 +127,10 @@ def instance_args(spec: VmSpec, *, subnet_id: str | None) -> dict[str, Any]:
         args["availability_zone"] = spec.zone
     if subnet_id:
         args["subnet_id"] = subnet_id
+    if any(rule.ipv6_cidrs for rule in spec.ingress):
+        # IPv6 ingress rules are only reachable if the instance has an IPv6 address; this needs a subnet
+        # with an IPv6 CIDR (settings.subnet_id), and AWS says so at creation when the subnet has none.
+        args["ipv6_address_count"] = 1
     return args
 
 

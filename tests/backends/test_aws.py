@@ -150,3 +150,11 @@ def test_user_data_never_in_plan_json():
     text = json.dumps(plan(BACKEND, [spec()]).to_dict())
     assert "PRIVATE KEY" not in text and "#cloud-config" not in text
     assert base64.b64encode(b"#cloud-config").decode() not in text
+
+
+
+def test_ipv6_ingress_gives_the_instance_an_ipv6_address():
+    v6 = spec(ingress=[{"port": 443, "cidrs": ["2001:db8::/32"]}])
+    assert m.instance_args(v6, subnet_id="subnet-1")["ipv6_address_count"] == 1
+    v4 = spec(ingress=[{"port": 443, "cidrs": ["10.0.0.0/8"]}])
+    assert "ipv6_address_count" not in m.instance_args(v4, subnet_id=None)
