@@ -68,11 +68,6 @@ class Plugins:
         for modname in self._default_plugins:
             try:
                 mod = importlib.import_module(modname)
-            except ModuleNotFoundError as exc:
-                if exc.name == modname:  # an optional built-in that is not part of this install
-                    continue
-                self._warn(modname, exc)
-                continue
             except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the rest
                 self._warn(modname, exc)
                 continue
