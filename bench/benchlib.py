@@ -67,6 +67,13 @@ def machine_info() -> dict[str, str]:
             info[dist] = metadata.version(dist)
     git = _cmd(["git", "-C", str(REPO), "describe", "--always", "--dirty"])
     info["polyvm (git)"] = git
+    # The tree is shared and often dirty: fingerprint the SSH layer's sources as measured.
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted((REPO / "provisioners").glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    info["provisioners/*.py sha256"] = h.hexdigest()[:12]
     return info
 
 

@@ -557,7 +557,39 @@ def main(argv: list[str] | None = None) -> int:
         print("### Scaling (median s, and per host)\n")
         print(benchlib.markdown_table(["contender"] + [f"N={n}" for n in ns], rows))
         print()
+    print(targets(medians))
     return 0
+
+
+def targets(medians: dict[int, dict[tuple[str, bool], float]]) -> str:
+    """The issue's targets, checked against the medians just measured."""
+    rows = []
+
+    def get(n: int, name: str, rr: bool = False) -> float | None:
+        return medians.get(n, {}).get((name, rr))
+
+    for rr in (False, True):
+        tag = " (re-run)" if rr else ""
+        if (pv := get(10, "polyvm", rr)) is not None:
+            for fl in ("floor", "floor-c25519"):
+                if (f := get(10, fl, rr)) is not None:
+                    rows.append([f"N=10{tag}: polyvm ≤ 1.3 × {fl}", f"{pv / f:.2f}×", "yes" if pv <= 1.3 * f else "NO"])
+            if (pm := get(10, "paramiko", rr)) is not None:
+                rows.append([f"N=10{tag}: polyvm < minimal paramiko", f"{pv / pm:.2f}×", "yes" if pv < pm else "NO"])
+            if (an := get(10, "ansible", rr)) is not None:
+                rows.append([f"N=10{tag}: Ansible ≥ 15 × polyvm", f"{an / pv:.1f}×", "yes" if an >= 15 * pv else "NO"])
+        if (p50 := get(50, "polyvm", rr)) is not None and (p10 := get(10, "polyvm", rr)) is not None:
+            rows.append([f"N=50{tag}: no worse than linear (time/host vs N=10)", f"{p50 / 50 / (p10 / 10):.2f}×",
+                         "yes" if p50 / 50 <= p10 / 10 * 1.05 else "NO"])
+        if (p50 := get(50, "polyvm", rr)) is not None:
+            others = {k[0]: v for k, v in medians.get(50, {}).items() if k[1] == rr and k[0] != "polyvm"}
+            if others:
+                best = min(others, key=others.get)
+                rows.append([f"N=50{tag}: polyvm ahead of every contender (best other: {best})",
+                             f"{p50 / others[best]:.2f}×", "yes" if p50 < others[best] else "NO"])
+    if not rows:
+        return ""
+    return "### Targets (issue 8)\n\n" + benchlib.markdown_table(["target", "measured", "met"], rows) + "\n"
 
 
 if __name__ == "__main__":
