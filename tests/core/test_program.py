@@ -36,7 +36,12 @@ def test_example_stack_declares_one_vm_component(stack):
     _value, mocks, monitor = run_mocked(lambda: runpy.run_path(str(EXAMPLE / "__main__.py")),
                                         list(list_backends().values()), config=cfg)
     types = [t for _u, _p, t, _n, _c in monitor.registered]
-    assert types.count(f"polyvm:{backend}:VirtualMachine") == len(cfg.get("polyvm:vms", [])) + ("polyvm:vm" in cfg)
+    n_vms = len(cfg.get("polyvm:vms", [])) + ("polyvm:vm" in cfg)
+    assert types.count(f"polyvm:{backend}:VirtualMachine") == n_vms
+    # With polyvm:postgres set, each VM also gets the recipe, as SSH steps after the VM exists.
+    assert "polyvm:postgres" in cfg
+    assert types.count("polyvm:postgres:PostgresServer") == n_vms
+    assert "pulumi-python:dynamic/polyvm:RemoteExec" in types
 
 
 def _run_with(config: dict):
