@@ -214,6 +214,11 @@ def copy_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, quiet
         raise FanoutError(result.failed)
 
 
+#: Public names for other plugins' commands that take the same connection options (the postgres recipe).
+connection_options = _connection_options
+connection_settings = _options
+
+
 @hookimpl
 def polyvm_register_commands(cli: click.Group) -> None:
     cli.add_command(exec_cmd)
