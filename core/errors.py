@@ -102,7 +102,8 @@ class FanoutError(ProvisionError):
 
     def __init__(self, failed: dict[str, BaseException]) -> None:
         self.failed = failed
-        detail = "; ".join(f"{h}: {e}" for h, e in failed.items())
+        # Provisioning errors usually name their host already; do not say it twice.
+        detail = "; ".join(str(e) if h in str(e) else f"{h}: {e}" for h, e in failed.items())
         super().__init__(f"{len(failed)} host(s) failed: {', '.join(failed)} ({detail})")
 
 
