@@ -90,7 +90,15 @@ def _check_cidr(value: str) -> str:
     return str(net)
 
 
+def _check_ipv4_cidr(value: str) -> str:
+    value = _check_cidr(value)
+    if ipaddress.ip_network(value).version != 4:
+        raise ValueError(f"{value!r} must be an IPv4 CIDR")
+    return value
+
+
 Cidr = Annotated[str, AfterValidator(_check_cidr)]
+Ipv4Cidr = Annotated[str, AfterValidator(_check_ipv4_cidr)]
 
 
 def _is_world(cidr: str) -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from polyvm.spec import Ipv4Cidr
 from polyvm.backend import Backend, BackendSettings, Capabilities
 from polyvm.hookspecs import hookimpl
 from polyvm.spec import VmSpec
@@ -24,8 +25,8 @@ class AzureSettings(BackendSettings):
     location: str | None = Field(default=None, description="Azure location, e.g. westeurope (spec.region wins).")
     resource_group: str | None = Field(default=None, description="Name of an existing resource group to use.")
     subnet_id: str | None = Field(default=None, description="Resource id of an existing subnet to attach to.")
-    address_space: str = Field(default="10.10.0.0/16", description="VNet address space (new VNet only).")
-    subnet_prefix: str = Field(default="10.10.1.0/24", description="Subnet prefix (new VNet only).")
+    address_space: Ipv4Cidr = Field(default="10.10.0.0/16", description="VNet address space (new VNet only).")
+    subnet_prefix: Ipv4Cidr = Field(default="10.10.1.0/24", description="Subnet prefix (new VNet only).")
     storage_account_type: str = Field(default="Premium_LRS", description="OS and data disk SKU.")
 
     @field_validator("location")
@@ -47,19 +48,6 @@ class AzureSettings(BackendSettings):
     def _subnet(cls, v: str | None) -> str | None:
         if v is not None and not (v.startswith("/subscriptions/") and "/subnets/" in v):
             raise ValueError("must be a subnet resource id: /subscriptions/…/virtualNetworks/…/subnets/…")
-        return v
-
-    @field_validator("address_space", "subnet_prefix")
-    @classmethod
-    def _cidr(cls, v: str) -> str:
-        import ipaddress
-
-        try:
-            net = ipaddress.ip_network(v, strict=True)
-        except ValueError:
-            raise ValueError(f"{v!r} is not a CIDR") from None
-        if net.version != 4:
-            raise ValueError(f"{v!r} must be an IPv4 CIDR")
         return v
 
     @field_validator("storage_account_type")

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from polyvm.spec import Ipv4Cidr
 from polyvm.backend import Backend, BackendSettings, Capabilities
 from polyvm.hookspecs import hookimpl
 from polyvm.spec import VmSpec
@@ -29,7 +30,7 @@ class GcpSettings(BackendSettings):
     zone: str | None = Field(default=None, description="Default zone, e.g. europe-west1-b.")
     network: str | None = Field(default=None, description="Existing VPC network (name or self link).")
     subnetwork: str | None = Field(default=None, description="Existing subnetwork (with network).")
-    subnet_cidr: str = Field(default="10.20.0.0/24", description="Subnetwork range (new network only).")
+    subnet_cidr: Ipv4Cidr = Field(default="10.20.0.0/24", description="Subnetwork range (new network only).")
 
     @field_validator("project")
     @classmethod
@@ -58,19 +59,6 @@ class GcpSettings(BackendSettings):
         if v is not None and v.rsplit("/", 1)[-1] == "default":
             raise ValueError("the 'default' network's default-allow-ssh rule opens SSH to the world; "
                              "leave network unset (polyvm creates one) or use a network without it")
-        return v
-
-    @field_validator("subnet_cidr")
-    @classmethod
-    def _cidr(cls, v: str) -> str:
-        import ipaddress
-
-        try:
-            net = ipaddress.ip_network(v, strict=True)
-        except ValueError:
-            raise ValueError(f"{v!r} is not a CIDR") from None
-        if net.version != 4:
-            raise ValueError(f"{v!r} must be an IPv4 CIDR")
         return v
 
 
