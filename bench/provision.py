@@ -216,11 +216,11 @@ def run_paramiko(ctx: Ctx, hosts: list[BenchHost], rerun: bool) -> None:
 POLYVM_PARALLEL: int | None = None  # None: one worker per host (like Ansible forks = N)
 
 
-def polyvm_work(ctx: Ctx) -> list:
+def polyvm_work(ctx: Ctx, name: str = "polyvm") -> list:
     from polyvm.provisioners import CopyDir, Script
 
-    steps = [CopyDir(ctx.payload_dir("polyvm"), remote_dir("polyvm")),
-             Script(script_for("polyvm"), name="read-files")]
+    steps = [CopyDir(ctx.payload_dir(name), remote_dir(name)),
+             Script(script_for(name), name="read-files")]
     return steps
 
 
@@ -241,6 +241,36 @@ def run_polyvm(ctx: Ctx, hosts: list[BenchHost], rerun: bool) -> None:
 
 
 POLYVM_STATS: dict[tuple[int, bool], str] = {}
+
+
+def run_polyvm_prestart(ctx: Ctx, hosts: list[BenchHost], rerun: bool) -> None:
+    """Experiment (not polyvm's fanout): the same Connection + steps per host, but every worker thread is
+    started before any of them connects, then all are released at once. Tests whether starting threads
+    while earlier workers hold the GIL (Thread.start waits for the new thread to run) costs time."""
+    import threading
+
+    from polyvm.provisioners import Connection, run_steps
+
+    steps = polyvm_work(ctx, "polyvm-prestart")
+    go = threading.Event()
+    errors: list[BaseException] = []
+
+    def one(h: BenchHost) -> None:
+        go.wait()
+        try:
+            run_steps(Connection(h.address, "root", private_key_path=str(ctx.key.private_key_path),
+                                 host_key=h.host_key, connect_timeout=10), steps)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(h,), daemon=True) for h in hosts]
+    for t in threads:
+        t.start()
+    go.set()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 def setup_polyvm(ctx: Ctx) -> str | None:
@@ -329,6 +359,9 @@ CONTENDERS = [
                          "shares one connection (cold master each run)", run_openssh),
     Contender("paramiko", "minimal script: 1 connection/host (threads): exec mkdir, SFTP put ×3, exec sh -s",
               run_paramiko),
+    Contender("polyvm-prestart", "experiment: polyvm Connection + run_steps per host, all worker threads started "
+                                 "before any connects (not polyvm's fanout; only with --only)", run_polyvm_prestart,
+              setup_polyvm),
     Contender("floor", "handshake floor: ssh host true, all hosts in parallel, no ControlMaster "
                        "(OpenSSH default kex sntrup761x25519)", run_floor),
     Contender("floor-c25519", "same floor with KexAlgorithms=curve25519-sha256 (the kex paramiko/polyvm use)",
@@ -490,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         ap.error("needs root (test hosts are network namespaces)")
     only = set(args.only.split(",")) if args.only else None
-    contenders = [c for c in CONTENDERS if only is None or c.name in only]
+    contenders = [c for c in CONTENDERS if (only is None and c.name != "polyvm-prestart")
+                  or (only is not None and c.name in only)]
     benchlib.exit_on_signals()
 
     CACHE.mkdir(parents=True, exist_ok=True)
