@@ -91,6 +91,11 @@ install -m 600 "$PVM_DIR/host_key" "$R/etc/ssh/ssh_host_ed25519_key"
 install -m 644 "$PVM_DIR/host_key.pub" "$R/etc/ssh/ssh_host_ed25519_key.pub"
 install -d -m 700 "$R/root/.ssh"
 install -m 600 "$PVM_DIR/authorized_keys" "$R/root/.ssh/authorized_keys"
+# A fresh VM's root has Debian's stock shell start-up files, not this machine's (which may run, e.g.,
+# pyenv on every SSH session: ~100 ms each, docs/performance.md).
+for f in bashrc profile; do
+  if [ -f "/usr/share/base-files/dot.$f" ]; then install -m 644 "/usr/share/base-files/dot.$f" "$R/root/.$f"; fi
+done
 if [ "$PVM_PG" = fresh ]; then
   rm -rf "$R"/var/lib/postgresql/*/* "$R"/etc/postgresql/*/*
 fi

@@ -136,6 +136,14 @@ def test_writes_inside_do_not_reach_this_machine(testhosts, tmp_path):
 
 
 @pytest.mark.e2e
+def test_root_has_a_fresh_vms_shell_startup_files(testhosts):
+    """Not this machine's own ~/.bashrc (which may run slow tools on every SSH session)."""
+    [host] = testhosts.up()
+    stock = Path("/usr/share/base-files/dot.bashrc").read_text()
+    assert testhosts.exec(host, "cat /root/.bashrc").stdout == stock
+
+
+@pytest.mark.e2e
 def test_sshd_delay_is_honoured(testhosts):
     (host,) = testhosts.up(sshd_delay=1.5)
     eng = testhosts.engine
