@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pulumi
 from pydantic import Field
+
+if TYPE_CHECKING:  # the Pulumi SDK is imported when a VM is declared, not when the plugin loads
+    import pulumi
 
 from polyvm.backend import Backend, BackendSettings, Capabilities
 from polyvm.hookspecs import hookimpl
@@ -50,7 +52,7 @@ class AwsBackend(Backend):
         "aws:ec2/getAmi:getAmi": lambda args: {"id": "ami-0123456789abcdef0", "name": args["filters"][0]["values"][0]},
     }
 
-    def create(self, spec: VmSpec, settings: BackendSettings, opts: pulumi.ResourceOptions | None = None) -> Any:
+    def create(self, spec: VmSpec, settings: BackendSettings, opts: "pulumi.ResourceOptions | None" = None) -> Any:
         from .component import AwsVirtualMachine
 
         assert isinstance(settings, AwsSettings)
