@@ -188,3 +188,13 @@ def test_every_hookspec_is_documented_and_implemented():
         assert f"`{name}" in docs, f"{name} is not documented in docs/plugins.md"
         assert getattr(hookspecs, name).__doc__, f"{name} has no docstring"
         assert getattr(plugins.pm.hook, name).get_hookimpls(), f"no built-in plugin implements {name}"
+
+
+def test_loading_every_plugin_imports_no_cloud_sdk():
+    """Cloud SDKs are imported inside their backend, only when a VM is declared."""
+    code = ("import sys; from polyvm.cli import build_cli; build_cli(); import polyvm;"
+            "assert len(polyvm.list_backends()) >= 6;"
+            "print(sorted(m for m in sys.modules if m.startswith(('pulumi_', 'azure', 'google', 'boto'))))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
