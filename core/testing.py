@@ -115,6 +115,22 @@ def plan_of(backend: Backend, specs: list[VmSpec], settings: Mapping[str, Any] |
     return plan(backend, specs, settings, backends=[backend])
 
 
+def the_one(plan: "Plan", typ: str) -> Any:
+    """The single planned resource of type ``typ`` (fails when there are none or several)."""
+    found = plan.by_type(typ)
+    assert len(found) == 1, f"expected exactly one {typ}, found {len(found)}"
+    return found[0]
+
+
+def unsecret(value: Any) -> Any:
+    """The plain value of a Pulumi secret as the mock runtime records it; fails when it is not a secret."""
+    from pulumi.runtime import rpc
+
+    assert isinstance(value, dict) and value.get(rpc._special_sig_key) == rpc._special_secret_sig, \
+        f"expected a Pulumi secret, got {type(value).__name__}"
+    return value["value"]
+
+
 def find_in_clear(value: Any, marker: str, path: str = "") -> list[str]:
     """Paths in recorded resource inputs where ``marker`` appears outside a Pulumi secret."""
     from pulumi.runtime import rpc

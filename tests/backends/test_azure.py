@@ -5,14 +5,13 @@ from __future__ import annotations
 import base64
 
 import pytest
-from pulumi.runtime import rpc
 
 from polyvm.backends.azure import AzureBackend
 from polyvm.backends.azure import mapping as m
 from polyvm.errors import SpecError, UnsupportedFeatureError
 from polyvm.plan import plan
 from polyvm.spec import parse_spec
-from polyvm.testing import contract_public_key
+from polyvm.testing import the_one as one, unsecret, contract_public_key
 
 BACKEND = AzureBackend()
 SETTINGS = {"location": "westeurope"}
@@ -29,15 +28,6 @@ def spec(**patch):
     return parse_spec(data)
 
 
-def one(p, typ):
-    (res,) = p.by_type(typ)
-    return res
-
-
-def unsecret(value):
-    assert isinstance(value, dict) and value.get(rpc._special_sig_key) == rpc._special_secret_sig, \
-        f"expected a Pulumi secret, got {type(value).__name__}"
-    return value["value"]
 
 
 # --- sizes and images ------------------------------------------------------------------------------------

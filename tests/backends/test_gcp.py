@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from pulumi.runtime import rpc
 
 from polyvm.backends.gcp import GcpBackend
 from polyvm.backends.gcp import mapping as m
 from polyvm.errors import SpecError, UnsupportedFeatureError
 from polyvm.plan import plan
 from polyvm.spec import parse_spec
-from polyvm.testing import contract_public_key
+from polyvm.testing import the_one as one, unsecret, contract_public_key
 
 BACKEND = GcpBackend()
 SETTINGS = {"project": "my-project-1", "zone": "europe-west1-c"}
@@ -29,15 +28,6 @@ def spec(**patch):
     return parse_spec(data)
 
 
-def one(p, typ):
-    (res,) = p.by_type(typ)
-    return res
-
-
-def unsecret(value):
-    assert isinstance(value, dict) and value.get(rpc._special_sig_key) == rpc._special_secret_sig, \
-        f"expected a Pulumi secret, got {type(value).__name__}"
-    return value["value"]
 
 
 # --- sizes, images, labels ------------------------------------------------------------------------------
