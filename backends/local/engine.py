@@ -590,6 +590,37 @@ class Engine:
                 del _STARTED[pid]
 
 
+def _process_alive(pid: int) -> bool:
+    """Running (a zombie holds nothing: it only waits for its parent to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def leftovers(host: Host) -> list[str]:
+    """Everything of ``host`` still present on this machine, found by identity (netns inode, veth ifindex,
+    loop backing file, PIDs), since other runs reuse the names at once. Empty after a complete ``down``."""
+    found = []
+    try:
+        st = os.stat(f"/run/netns/{host.id}")
+        if [st.st_dev, st.st_ino] == list(host.netns_inode or []):
+            found.append(f"netns {host.id}")
+    except OSError:
+        pass
+    if _ifindex(host.veth) == host.veth_ifindex:
+        found.append(f"veth {host.veth}")
+    for img in host.disk_images:
+        found += [f"loop {d} ({img})" for d in _loop_devices_of(img)]
+    for pid in (host.pid, host.init_pid):
+        if pid and _process_alive(pid):
+            found.append(f"process {pid}")
+    if host.dir.exists():
+        found.append(f"dir {host.dir}")
+    return found
+
+
 def _loop_devices_of(image: str) -> list[str]:
     """Loop devices whose backing file is ``image`` (read from sysfs; safe against reused numbers)."""
     out = []

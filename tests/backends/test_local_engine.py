@@ -33,36 +33,8 @@ def ssh(host, command: str, *, user: str | None = None) -> tuple[int, str]:
         client.close()
 
 
-def alive(pid: int) -> bool:
-    """Running (a zombie holds nothing: it only waits for its parent, maybe this process, to reap it)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def leftovers(host) -> list[str]:
-    """Everything of ``host`` still present on this machine."""
-    rec = host.record
-    found = []
-    # Names are reused by other runs at once; identity is the netns inode and the veth's ifindex.
-    try:
-        st = os.stat(f"/run/netns/{rec.id}")
-        if [st.st_dev, st.st_ino] == rec.netns_inode:
-            found.append(f"netns {rec.id}")
-    except OSError:
-        pass
-    if local_engine._ifindex(rec.veth) == rec.veth_ifindex:
-        found.append(f"veth {rec.veth}")
-    for img in rec.disk_images:
-        found += [f"loop {d}" for d in local_engine._loop_devices_of(img)]
-    for pid in (rec.pid, rec.init_pid):
-        if pid and alive(pid):
-            found.append(f"process {pid}")
-    if rec.dir.exists():
-        found.append(f"dir {rec.dir}")
-    return found
+    return local_engine.leftovers(host.record)
 
 
 def wait_gone(host, timeout: float = 5.0) -> list[str]:

@@ -36,27 +36,7 @@ def tcp_open(addr: str, port: int) -> bool:
 
 
 def leftovers(hosts: list[local_engine.Host]) -> list[str]:
-    """Anything of these hosts still on this machine (by identity: names are reused by other runs)."""
-    found = []
-    for h in hosts:
-        try:
-            st = os.stat(f"/run/netns/{h.id}")
-            if [st.st_dev, st.st_ino] == h.netns_inode:
-                found.append(f"netns {h.id}")
-        except OSError:
-            pass
-        if local_engine._ifindex(h.veth) == h.veth_ifindex:
-            found.append(f"veth {h.veth}")
-        for img in h.disk_images:
-            found += [f"loop {d} ({img})" for d in local_engine._loop_devices_of(img)]
-        for pid in (h.pid, h.init_pid):
-            try:
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if state != "Z":
-                found.append(f"process {pid}")
-    return found
+    return [item for h in hosts for item in local_engine.leftovers(h)]
 
 
 def wait_gone(hosts, timeout: float = 5.0) -> list[str]:
