@@ -13,9 +13,9 @@ import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import MissingDependencyError, SpecError, UnsupportedFeatureError
 from .spec import SUPPORTED_IMAGES, VmSpec, format_validation_error
@@ -111,10 +111,92 @@ class Capabilities:
         return out
 
 
+def pick_size(spec: VmSpec, backend: str, table: "Sequence[tuple[Any, ...]]", *, what: str,
+              fits: "Callable[[tuple[Any, ...]], bool] | None" = None, needs: str = "") -> str:
+    """``size.instance_type.<backend>`` if given, else the first (cheapest) row ``(name, vCPUs, GiB, ...)``
+    of ``table`` with at least the asked cpus and memory for which ``fits(row)`` holds (``needs`` says
+    what ``fits`` asks, for the error)."""
+    if backend in spec.size.instance_type:
+        return spec.size.instance_type[backend]
+    for row in table:
+        if row[1] >= spec.size.cpus and row[2] >= spec.size.memory_gb and (fits is None or fits(row)):
+            return str(row[0])
+    raise SpecError([f"size: no {what} in polyvm's table has {spec.size.cpus} vCPUs, {spec.size.memory_gb} GiB"
+                     f"{needs}; set size.instance_type.{backend}"])
+
+
+def root_disk_gb(spec: VmSpec, minimum: int) -> int:
+    """The root disk size to ask the cloud for: the spec's when it sets one (a smaller one than the
+    image's ``minimum`` is refused by :func:`root_disk_limit`), else at least the image's minimum."""
+    if "root_disk_gb" in spec.model_fields_set:
+        return spec.root_disk_gb
+    return max(spec.root_disk_gb, minimum)
+
+
+def root_disk_limit(minimum: Callable[[VmSpec], int | None], source: str) -> "CloudLimit":
+    """A limit refusing an explicit root_disk_gb below the image's own disk (``minimum(spec)``; None
+    when unknown, e.g. a custom image)."""
+    def check(spec: VmSpec) -> list[str]:
+        least = minimum(spec)
+        if least and "root_disk_gb" in spec.model_fields_set and spec.root_disk_gb < least:
+            return [f"root_disk_gb {spec.root_disk_gb} (the {spec.image.family} {spec.image.version} image's disk "
+                    f"is {least} GB; the cloud refuses a smaller one)"]
+        return []
+
+    return CloudLimit("root_disk_gb", "at least the image's own disk size", source, check)
+
+
+@dataclass(frozen=True)
+class CloudLimit:
+    """One rule the cloud itself enforces on what a spec may ask, checked before anything is declared.
+
+    ``check`` returns the spec's violations as 'field (why)' strings naming the field and the limit;
+    ``source`` is where the cloud says so (its documentation or its provider's source), shown in
+    docs/backends.md. A backend lists its limits in :attr:`Backend.limits`.
+    """
+
+    field: str
+    rule: str
+    source: str
+    check: Callable[[VmSpec], list[str]]
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """Which inputs of one resource type force a new resource when they change (ForceNew in the
+    provider schema), as recorded input paths ("ami", "clone.templateUuid"; a path through a list
+    applies to each item). ``source`` cites the provider schema. ``polyvm plan --against`` reads these."""
+
+    type: str
+    inputs: tuple[str, ...]
+    source: str
+
+
+#: Replacement rules of the resources core itself declares (the generated host key, pulumi-tls).
+CORE_REPLACEMENTS: tuple[Replacement, ...] = (Replacement(
+    "tls:index/privateKey:PrivateKey", ("algorithm", "ecdsaCurve", "rsaBits"),
+    "hashicorp/terraform-provider-tls internal/provider/resource_private_key.go (RequiresReplace on every attribute)"),)
+
+
 class BackendSettings(BaseModel):
     """Per-backend settings from Pulumi config ``polyvm:<backend>``; backends subclass this."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    protect_data_disks: bool = Field(default=True, description=(
+        "Data disks (or the VM holding them) get Pulumi's protect and retain_on_delete: no `pulumi up` or "
+        "`pulumi destroy` deletes them. false only when you mean to throw the data away."))
+    renamed: dict[str, str] = Field(default_factory=dict, description=(
+        "New VM name -> its previous name: the VM's resources keep their identity (Pulumi aliases), so "
+        "a rename never recreates its data disks."))
+
+    @field_validator("renamed")
+    @classmethod
+    def _renamed(cls, v: dict[str, str]) -> dict[str, str]:
+        loops = sorted(k for k, old in v.items() if k == old)
+        if loops:
+            raise ValueError(f"a VM cannot be renamed to itself: {', '.join(loops)}")
+        return v
 
 
 class Backend(ABC):
@@ -138,6 +220,18 @@ class Backend(ABC):
     #: The outbound rules the backend applies, in FirewallRule form (``capabilities.egress`` says it in
     #: words). The contract suite checks that :meth:`planned_egress` equals this.
     egress_rules: ClassVar[frozenset[FirewallRule]] = ALL_EGRESS
+    #: The rules the cloud enforces on a spec (checked by :meth:`unsupported`, documented with sources).
+    limits: ClassVar[tuple[CloudLimit, ...]] = ()
+    #: Per resource type, the inputs that force its replacement (from the provider schema). The contract
+    #: suite requires an entry for every resource type the backend declares.
+    replacements: ClassVar[tuple[Replacement, ...]] = ()
+    #: Resource types whose replacement or deletion loses a data disk's contents: the disks themselves,
+    #: or the VM when the disks live inside it (see :meth:`holds_data`).
+    data_disk_types: ClassVar[frozenset[str]] = frozenset()
+    #: For the contract's "a newer image is published" check: invoke token -> result, overriding
+    #: mock_calls as the image lookup would answer after a newer image appeared. Empty when no input
+    #: depends on a lookup that can change (image families and slugs resolved by the cloud).
+    newer_image_calls: ClassVar[dict[str, Any]] = {}
 
     # --- validation ----------------------------------------------------------------------------------
     def unsupported(self, spec: VmSpec) -> list[str]:
@@ -171,6 +265,8 @@ class Backend(ABC):
             out.append(f"zone {spec.zone!r}")
         if spec.tags and not caps.tags:
             out.append("tags")
+        for limit in self.limits:
+            out += limit.check(spec)
         return out
 
     def check(self, spec: VmSpec) -> None:
@@ -240,6 +336,18 @@ class Backend(ABC):
     def planned_tags(self, plan: "Plan") -> dict[str, str]:
         """Tags (labels) on the planned VM resource itself, as key -> value."""
         raise NotImplementedError(f"backend {self.name!r} does not implement planned_tags")
+
+    def replacement_inputs(self, typ: str) -> tuple[str, ...] | None:
+        """The inputs forcing replacement of resource type ``typ``, or None when the backend declares none."""
+        for rep in (*self.replacements, *CORE_REPLACEMENTS):
+            if rep.type == typ:
+                return rep.inputs
+        return None
+
+    def holds_data(self, typ: str, inputs: Mapping[str, Any]) -> bool:
+        """Whether the resource (type, recorded inputs) is or holds a data disk. Default: its type is
+        in :attr:`data_disk_types`; a backend whose VM holds its disks overrides this to look at inputs."""
+        return typ in self.data_disk_types
 
     def doc_tables(self) -> dict[str, tuple[tuple[str, ...], list[tuple[Any, ...]]]]:
         """Reference tables for docs/backends.md (e.g. the size and image tables the mapping uses):

@@ -39,7 +39,10 @@ def render_user_data(spec: VmSpec, host_private_key: str | None, host_public_key
     }
     if host_private_key and host_public_key:
         cfg["ssh_deletekeys"] = True
-        cfg["ssh_genkeytypes"] = []  # only the injected key, so the pinned key is the one sshd offers
+        # Only the injected key: cc_ssh generates a listed type only when its key file is missing, and
+        # ssh_deletekeys removed the image's others, so the pinned ed25519 key is the one sshd offers. An
+        # empty list fails `cloud-init schema` (minItems 1) and reports cloud-init as degraded.
+        cfg["ssh_genkeytypes"] = ["ed25519"]
         cfg["ssh_keys"] = {"ed25519_private": host_private_key, "ed25519_public": host_public_key}
     if extra:
         cfg.update(extra)
@@ -53,8 +56,13 @@ def host_key(name: str, parent: "pulumi.Resource", extra: str) -> Any:
         import pulumi_tls as tls
     except ImportError:
         raise MissingDependencyError("generating the VM's SSH host key", extra, "pulumi_tls") from None
-    return tls.PrivateKey(f"{name}-host-key", algorithm="ED25519",
-                          opts=pulumi.ResourceOptions(parent=parent, additional_secret_outputs=["private_key_openssh"]))
+    secret = ["private_key_openssh"]
+    child = getattr(parent, "child", None)
+    if child is not None:  # a polyvm VirtualMachine: keeps the key across a rename (alias)
+        rname, opts = child("host-key", additional_secret_outputs=secret)
+    else:
+        rname, opts = f"{name}-host-key", pulumi.ResourceOptions(parent=parent, additional_secret_outputs=secret)
+    return tls.PrivateKey(rname, algorithm="ED25519", opts=opts)
 
 
 def user_data_output(spec: VmSpec, key: Any) -> "pulumi.Output[str]":

@@ -67,10 +67,12 @@ def backends_cmd(as_json: bool, markdown: bool) -> None:
 
 @click.command("validate")
 @click.option("--spec", "spec_path", required=True, type=click.Path(dir_okay=False), help="VM spec YAML file.")
-@click.option("--backend", default=None, help="Also check the spec against this backend's capabilities.")
-def validate_cmd(spec_path: str, backend: str | None) -> None:
-    """Check a VM spec file (and optionally a backend's capabilities) without declaring anything."""
-    from .errors import SpecError
+@click.option("--backend", default=None, help="Also check the spec against this backend's capabilities and "
+                                               "the limits its cloud enforces.")
+@click.option("--settings", "settings_path", type=click.Path(dir_okay=False), default=None,
+              help="Backend settings (as for plan), checked together with the spec.")
+def validate_cmd(spec_path: str, backend: str | None, settings_path: str | None) -> None:
+    """Check a VM spec file (and optionally a backend's capabilities and cloud limits) without declaring anything."""
     from .plugins import get_backend
     from .spec import load_spec_file
 
@@ -84,6 +86,11 @@ def validate_cmd(spec_path: str, backend: str | None) -> None:
             from .errors import UnsupportedFeatureError
 
             raise UnsupportedFeatureError(backend, problems)
+        if settings_path:
+            settings = be.parse_settings(_settings_by_backend(settings_path).get(backend))
+            problems = [f"{s.name}: {p}" for s in specs for p in be.settings_problems(s, settings)]
+            if problems:
+                raise SpecError(problems, source=f"{settings_path} ({backend})")
     click.echo(f"{spec_path}: {len(specs)} VM spec(s) valid" + (f" for backend {backend}" if backend else ""))
 
 
@@ -94,7 +101,13 @@ def validate_cmd(spec_path: str, backend: str | None) -> None:
               help="Backend settings: a YAML file {aws: {...}, gcp: {...}}, or a Pulumi.<stack>.yaml "
                    "(its polyvm:<backend> values).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plan_cmd(backend: str, spec_path: str, settings_path: str | None, as_json: bool) -> None:
+@click.option("--against", "against_path", type=click.Path(dir_okay=False), default=None,
+              help="The spec now deployed: print what changing it to --spec does to each resource "
+                   "(create / update in place / REPLACE / delete) and refuse any data loss.")
+@click.option("--allow-data-loss", is_flag=True, help="With --against: exit 0 even when a data disk (or the VM "
+                                                       "holding one) would be replaced or deleted.")
+def plan_cmd(backend: str, spec_path: str, settings_path: str | None, as_json: bool, against_path: str | None,
+             allow_data_loss: bool) -> None:
     """Render the resources a backend would declare, offline (Pulumi mock runtime; no credentials, no network)."""
     from .plan import plan as run_plan
     from .plugins import get_plugins
@@ -104,6 +117,14 @@ def plan_cmd(backend: str, spec_path: str, settings_path: str | None, as_json: b
     plugins = get_plugins()
     all_settings = _settings_by_backend(settings_path) if settings_path else {}
     everything = list(plugins.backends().values())
+    if against_path:
+        if backend == "all":
+            raise ConfigError("--against compares two specs on one backend: name it with --backend")
+        be = plugins.get_backend(backend)
+        old = run_plan(be, load_spec_file(against_path), all_settings.get(backend), backends=everything)
+        new = run_plan(be, specs, all_settings.get(backend), backends=everything)
+        _report_changes(be, against_path, spec_path, old, new, as_json=as_json, allow_data_loss=allow_data_loss)
+        return
     if backend != "all":
         be = plugins.get_backend(backend)
         results = [run_plan(be, specs, all_settings.get(backend), backends=everything)]
@@ -127,6 +148,31 @@ def plan_cmd(backend: str, spec_path: str, settings_path: str | None, as_json: b
                 click.echo(f"  - {prob}", err=True)
     if not results:
         raise SpecError([f"{n}: {p}" for n, probs in refused.items() for p in probs])
+
+
+def _report_changes(be: Any, old_path: str, new_path: str, old: Any, new: Any, *, as_json: bool,
+                    allow_data_loss: bool) -> None:
+    from .plan import REPLACE, diff
+
+    changes = diff(be, old, new)
+    loss = [c for c in changes if c.data_loss]
+    if as_json:
+        click.echo(json.dumps({"offline": True, "backend": be.name, "from": old_path, "to": new_path,
+                               "changes": [c.to_dict() for c in changes], "data_loss": bool(loss)}, indent=2))
+    else:
+        click.echo(f"backend {be.name}: {old_path} -> {new_path} (offline, from the provider's replacement rules)")
+        if not changes:
+            click.echo("  no changes")
+        for c in changes:
+            flag = "  DATA LOSS" if c.data_loss else ""
+            prot = " (protected: pulumi up refuses until protect_data_disks is false)" if c.protected else ""
+            why = f" [{', '.join(c.inputs)}]" if c.inputs else ""
+            click.echo(f"  {c.action:<15} {c.type} {c.name}{why}{flag}{prot}")
+    if loss and not allow_data_loss:
+        raise SpecError([f"{c.type} {c.name}: {c.action.lower() if c.action == REPLACE else c.action}d "
+                         f"({', '.join(c.inputs) or 'removed from the spec'}): its data disk's contents would be lost"
+                         for c in loss] + ["pass --allow-data-loss if that is intended"],
+                        source=f"{old_path} -> {new_path}")
 
 
 def _settings_by_backend(path: str) -> dict[str, Any]:

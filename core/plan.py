@@ -32,6 +32,11 @@ class PlannedResource:
     parent: str | None
     id: str | None = None
     children: list["PlannedResource"] = field(default_factory=list)
+    #: Resource options as registered: protect, retain_on_delete, delete_before_replace (bools),
+    #: ignore_changes, replace_on_changes, aliases (names given as pulumi.Alias(name=...)).
+    options: dict[str, Any] = field(default_factory=dict)
+    #: Input name -> URNs of the resources its value came from (Pulumi's property dependencies).
+    dependencies: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self, redact: bool = True) -> dict[str, Any]:
         return {"type": self.type, "name": self.name,
@@ -39,14 +44,30 @@ class PlannedResource:
                 "children": [c.to_dict(redact) for c in self.children]}
 
 
-def redact_secrets(value: Any) -> Any:
-    """Replace Pulumi secrets and anything that carries key material or cloud-init user data."""
+def is_secret(value: Any) -> bool:
+    """Whether a recorded (serialized) value is a Pulumi secret."""
     from pulumi.runtime import rpc
 
+    return isinstance(value, Mapping) and value.get(rpc._special_sig_key) == rpc._special_secret_sig
+
+
+def reveal(value: Any) -> Any:
+    """A recorded value with every Pulumi secret replaced by its plain value (for comparing plans)."""
+    if is_secret(value):
+        return reveal(value["value"])
+    if isinstance(value, Mapping):
+        return {k: reveal(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [reveal(v) for v in value]
+    return value
+
+
+def redact_secrets(value: Any) -> Any:
+    """Replace Pulumi secrets and anything that carries key material or cloud-init user data."""
     if isinstance(value, str):
         return REDACTED if any(m in value for m in _SECRET_MARKERS) else value
     if isinstance(value, Mapping):
-        if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
+        if is_secret(value):
             return REDACTED
         return {k: redact_secrets(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -110,11 +131,22 @@ class RecordingMonitor(_mocks.MockMonitor):
     def __init__(self, mocks: PlanMocks) -> None:
         super().__init__(mocks)
         self.registered: list[tuple[str, str, str, str, bool]] = []  # urn, parent, type, name, custom
+        self.options: dict[str, dict[str, Any]] = {}  # urn -> resource options
+        self.dependencies: dict[str, dict[str, list[str]]] = {}  # urn -> input -> urns
+        #: (type, name) -> alias names, recorded by the stack transformation before it drops them.
+        self.aliases: dict[tuple[str, str], list[str]] = {}
 
     def RegisterResource(self, request):
         resp = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             self.registered.append((resp.urn, request.parent, request.type, request.name, bool(request.custom)))
+            self.options[resp.urn] = {
+                "protect": bool(request.protect), "retain_on_delete": bool(request.retainOnDelete),
+                "delete_before_replace": bool(request.deleteBeforeReplace),
+                "ignore_changes": list(request.ignoreChanges), "replace_on_changes": list(request.replaceOnChanges),
+                "aliases": list(self.aliases.get((request.type, request.name), [])),
+            }
+            self.dependencies[resp.urn] = {k: list(v.urns) for k, v in request.propertyDependencies.items()}
         return resp
 
 
@@ -142,23 +174,31 @@ class Plan:
                 "outputs": redact_secrets(self.outputs)}
 
 
-def _drop_aliases(args: Any) -> Any:
-    if args.opts.aliases:
-        opts = copy.copy(args.opts)
-        opts.aliases = None
-        return pulumi.ResourceTransformationResult(args.props, opts)
-    return None
+def _alias_dropper(monitor: RecordingMonitor) -> Callable[[Any], Any]:
+    def drop(args: Any) -> Any:
+        if args.opts.aliases:
+            names = [a.name for a in args.opts.aliases if isinstance(a, pulumi.Alias) and isinstance(a.name, str)]
+            if names:
+                monitor.aliases[(args.type_, args.name)] = names
+            opts = copy.copy(args.opts)
+            opts.aliases = None
+            return pulumi.ResourceTransformationResult(args.props, opts)
+        return None
+
+    return drop
 
 
 def run_mocked(program: Callable[[], Any], backends: Sequence[Backend] = (), *, project: str = "polyvm",
-               stack: str = "plan", config: Mapping[str, Any] | None = None) -> tuple[Any, PlanMocks,
-                                                                                       RecordingMonitor]:
-    """Run ``program`` under the mock runtime, wait for every registration, return what it returned."""
+               stack: str = "plan", config: Mapping[str, Any] | None = None,
+               calls: Mapping[str, Any] | None = None) -> tuple[Any, PlanMocks, RecordingMonitor]:
+    """Run ``program`` under the mock runtime, wait for every registration, return what it returned.
+    ``calls`` overrides the backends' invoke mocks (token -> function of the arguments)."""
     from pulumi.runtime import settings as _settings
     from pulumi.runtime.config import set_all_config
     from pulumi.runtime.sync_await import _sync_await
 
     mocks = PlanMocks(backends)
+    mocks.calls_by_token.update(calls or {})
     monitor = RecordingMonitor(mocks)
     # A fresh root stack for each run, so several plans can run in one process.
     _settings.set_root_resource(None)  # type: ignore[arg-type]
@@ -171,7 +211,7 @@ def run_mocked(program: Callable[[], Any], backends: Sequence[Backend] = (), *, 
         # An offline plan has no prior state, so aliases mean nothing; azure-native gives every resource
         # ~37 of them and Pulumi turns each into Outputs: dropping them makes azure plans ~10x faster
         # (docs/performance.md) and changes no resource, input or output.
-        pulumi.runtime.register_stack_transformation(_drop_aliases)
+        pulumi.runtime.register_stack_transformation(_alias_dropper(monitor))
         result["value"] = program()
 
     _settings.SETTINGS.rpc_manager.clear()
@@ -196,8 +236,9 @@ def _resolve(value: Any) -> Any:
 
 
 def plan(backend: Backend, specs: Sequence[VmSpec], settings: Mapping[str, Any] | None = None,
-         backends: Sequence[Backend] = ()) -> Plan:
-    """Declare ``specs`` through ``backend`` under mocks and return the recorded resource tree and outputs."""
+         backends: Sequence[Backend] = (), *, calls: Mapping[str, Any] | None = None) -> Plan:
+    """Declare ``specs`` through ``backend`` under mocks and return the recorded resource tree and outputs.
+    ``calls`` overrides invoke results (e.g. a lookup answering with a newer image)."""
     from .backend import OUTPUT_NAMES
     from .program import declare
 
@@ -205,7 +246,7 @@ def plan(backend: Backend, specs: Sequence[VmSpec], settings: Mapping[str, Any] 
         vms = declare(backend, specs, settings, export=False)
         return {name: {k: getattr(vm, k) for k in OUTPUT_NAMES} for name, vm in vms.items()}
 
-    value, mocks, monitor = run_mocked(program, list(backends) or [backend])
+    value, mocks, monitor = run_mocked(program, list(backends) or [backend], calls=calls)
     outputs = _resolve(value) or {}
     inputs = {(t, n): (i, rid) for t, n, i, _c, rid in mocks.resources}
     planned: list[PlannedResource] = []
@@ -215,10 +256,136 @@ def plan(backend: Backend, specs: Sequence[VmSpec], settings: Mapping[str, Any] 
         inp, rid = inputs.get((typ, name), ({}, None))
         parent_urn = parent if parent and _urn_type(parent) != stack_urn_marker else None
         res = PlannedResource(urn=urn, type=typ, name=name, inputs=inp, custom=custom, parent=parent_urn,
-                              id=rid if custom else None)
+                              id=rid if custom else None, options=monitor.options.get(urn, {}),
+                              dependencies=monitor.dependencies.get(urn, {}))
         planned.append(res)
         by_urn[urn] = res
     for res in planned:
         if res.parent and res.parent in by_urn:
             by_urn[res.parent].children.append(res)
     return Plan(backend=backend.name, resources=planned, calls=mocks.calls, outputs=outputs)
+
+
+# --- comparing two plans (polyvm plan --against) --------------------------------------------------------
+CREATE, UPDATE, REPLACE, DELETE = "create", "update in place", "REPLACE", "delete"
+
+
+@dataclass
+class Change:
+    """What ``pulumi up`` would do to one cloud resource going from one plan to another."""
+
+    action: str
+    type: str
+    name: str
+    #: The changed inputs; for a replacement the ones forcing it ("ami", "instanceId (from replaced x)").
+    inputs: list[str] = field(default_factory=list)
+    #: The resource is (or holds) a data disk and is replaced or deleted: its data is gone.
+    data_loss: bool = False
+    #: The resource is protected: Pulumi refuses this replacement or deletion until protect is lifted.
+    protected: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "type": self.type, "name": self.name, "inputs": self.inputs,
+                "data_loss": self.data_loss, "protected": self.protected}
+
+
+def _get(value: Any, path: str) -> Any:
+    """The value at a dotted path of recorded inputs; through a list, the list of each item's value."""
+    for i, seg in enumerate(path.split(".")):
+        if isinstance(value, list):
+            rest = ".".join(path.split(".")[i:])
+            return [_get(v, rest) for v in value]
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(seg)
+    return value
+
+
+def _without(value: Any, path: str) -> Any:
+    """``value`` with the dotted path removed (ignore_changes), through lists item by item."""
+    head, _, rest = path.partition(".")
+    if isinstance(value, list):
+        return [_without(v, path) for v in value]
+    if not isinstance(value, Mapping) or head not in value:
+        return value
+    out = dict(value)
+    if rest:
+        out[head] = _without(out[head], rest)
+    else:
+        del out[head]
+    return out
+
+
+def _aliased_urn(urn: str, alias: str) -> str:
+    return urn.rsplit("::", 1)[0] + "::" + alias
+
+
+def diff(backend: Backend, old: Plan, new: Plan) -> list[Change]:
+    """Per cloud resource: create / update in place / REPLACE / delete going from ``old`` to ``new``.
+
+    Resources are matched by URN or by an alias of the new one. A changed input listed in the backend's
+    :attr:`~polyvm.backend.Backend.replacements` (or in replace_on_changes) replaces the resource, unless
+    ignore_changes covers it; a replacement cascades into resources whose forcing input takes a value
+    from a replaced one. Resources without changes are not listed."""
+    old_by_urn = {r.urn: r for r in old.resources if r.custom}
+    pairs: dict[str, tuple[PlannedResource, PlannedResource]] = {}
+    created: list[PlannedResource] = []
+    for res in (r for r in new.resources if r.custom):
+        prev = old_by_urn.get(res.urn)
+        for alias in res.options.get("aliases", []):
+            prev = prev or old_by_urn.get(_aliased_urn(res.urn, alias))
+        if prev is None or any(prev is p for p, _n in pairs.values()):
+            created.append(res)
+        else:
+            pairs[res.urn] = (prev, res)
+    changes: dict[str, Change] = {}
+    replaced: set[str] = set()
+    for urn, (prev, res) in pairs.items():
+        o, n = reveal(prev.inputs), reveal(res.inputs)
+        for path in res.options.get("ignore_changes", []):
+            o, n = _without(o, path), _without(n, path)
+        changed = sorted(k for k in set(o) | set(n) if not k.startswith("__") and o.get(k) != n.get(k))
+        forcing = [p for p in (*(backend.replacement_inputs(res.type) or ()), *res.options.get("replace_on_changes", []))
+                   if _get(o, p) != _get(n, p)]
+        if forcing:
+            changes[urn] = Change(REPLACE, res.type, res.name, forcing)
+            replaced.add(urn)
+        elif changed:
+            changes[urn] = Change(UPDATE, res.type, res.name, changed)
+    names = {r.urn: r.name for r in new.resources}
+    grew = True
+    while grew:  # a replaced resource gets a new id: inputs taking it change, forcing ones replace
+        grew = False
+        for urn, (prev, res) in pairs.items():
+            if urn in replaced:
+                continue
+            ignored = res.options.get("ignore_changes", [])
+            forcing_tops = {p.split(".")[0] for p in (backend.replacement_inputs(res.type) or ())}
+            for inp, deps in res.dependencies.items():
+                hit = [d for d in deps if d in replaced]
+                if not hit or inp in ignored:
+                    continue
+                why = f"{inp} (from replaced {names.get(hit[0], hit[0])})"
+                if inp in forcing_tops:
+                    changes[urn] = Change(REPLACE, res.type, res.name, [why])
+                    replaced.add(urn)
+                    grew = True
+                    break
+                ch = changes.setdefault(urn, Change(UPDATE, res.type, res.name, []))
+                if why not in ch.inputs:
+                    ch.inputs.append(why)
+    out = [Change(CREATE, r.type, r.name) for r in created]
+    for urn, (prev, res) in pairs.items():
+        ch = changes.get(urn)
+        if ch is None:
+            continue
+        if ch.action == REPLACE:
+            ch.data_loss = backend.holds_data(res.type, reveal(prev.inputs))
+            ch.protected = bool(prev.options.get("protect"))
+        out.append(ch)
+    matched_old = {id(p) for p, _n in pairs.values()}
+    for prev in old_by_urn.values():
+        if id(prev) not in matched_old:
+            out.append(Change(DELETE, prev.type, prev.name, data_loss=backend.holds_data(prev.type, reveal(prev.inputs)),
+                              protected=bool(prev.options.get("protect"))))
+    return out

@@ -109,10 +109,11 @@ def sample_spec_data(caps: Capabilities, kind: str = "full", *, name: str | None
     return data
 
 
-def plan_of(backend: Backend, specs: list[VmSpec], settings: Mapping[str, Any] | None) -> "Plan":
+def plan_of(backend: Backend, specs: list[VmSpec], settings: Mapping[str, Any] | None, *,
+            calls: Mapping[str, Any] | None = None) -> "Plan":
     from .plan import plan
 
-    return plan(backend, specs, settings, backends=[backend])
+    return plan(backend, specs, settings, backends=[backend], calls=calls)
 
 
 def the_one(plan: "Plan", typ: str) -> Any:
@@ -124,21 +125,20 @@ def the_one(plan: "Plan", typ: str) -> Any:
 
 def unsecret(value: Any) -> Any:
     """The plain value of a Pulumi secret as the mock runtime records it; fails when it is not a secret."""
-    from pulumi.runtime import rpc
+    from .plan import is_secret
 
-    assert isinstance(value, dict) and value.get(rpc._special_sig_key) == rpc._special_secret_sig, \
-        f"expected a Pulumi secret, got {type(value).__name__}"
+    assert is_secret(value), f"expected a Pulumi secret, got {type(value).__name__}"
     return value["value"]
 
 
 def find_in_clear(value: Any, marker: str, path: str = "") -> list[str]:
     """Paths in recorded resource inputs where ``marker`` appears outside a Pulumi secret."""
-    from pulumi.runtime import rpc
+    from .plan import is_secret
 
     if isinstance(value, str):
         return [path or "(value)"] if marker in value else []
     if isinstance(value, Mapping):
-        if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
+        if is_secret(value):
             return []
         out = []
         for k, v in value.items():
@@ -389,6 +389,90 @@ class BackendContract:
                 for marker in ("PRIVATE KEY", "#cloud-config"):
                     leaks = find_in_clear(res.inputs, marker)
                     assert not leaks, f"[{kind}] {res.type} {res.name}: {marker!r} in clear at {leaks}"
+
+    # --- the cloud's rules, replacements and data safety ----------------------------------------------------
+    def test_limits_and_replacements_are_declared_with_sources(self) -> None:
+        be = self.backend
+        for limit in be.limits:
+            assert limit.field and limit.rule and limit.source, f"limit {limit!r} needs a field, a rule and a source"
+        for rep in be.replacements:
+            assert rep.source, f"the replacement rule of {rep.type} needs its source (the provider schema)"
+        from .backend import CORE_REPLACEMENTS
+
+        declared = {rep.type for rep in (*be.replacements, *CORE_REPLACEMENTS)}
+        for kind, _spec, plan in self.contract_plans():
+            missing = sorted({r.type for r in plan.resources if r.custom} - declared)
+            assert not missing, (f"[{kind}] no replacement rule (inputs forcing a new resource) declared for "
+                                 f"{missing}; add Replacement entries to {type(be).__name__}.replacements")
+
+    def test_data_disks_are_protected(self) -> None:
+        spec, plan = self.contract_plan("full")
+        if not spec.data_disks:
+            return
+        holders = [r for r in plan.resources if r.custom and self.backend.holds_data(r.type, r.inputs)]
+        assert holders, ("no resource of the plan is declared to hold the data disks: set data_disk_types "
+                         "(or override holds_data) so replacements and deletions of them are flagged")
+        for r in holders:
+            assert r.options.get("protect") and r.options.get("retain_on_delete"), (
+                f"{r.type} {r.name} holds a data disk but is not protected and retained on delete "
+                f"(options: {r.options})")
+        settings = {**dict(self.settings or {}), "protect_data_disks": False}
+        off = plan_of(self.backend, [spec], settings)
+        still = [f"{r.type} {r.name}" for r in off.resources if r.custom and r.options.get("protect")
+                 and self.backend.holds_data(r.type, r.inputs)]
+        assert not still, f"protect_data_disks: false must lift the protection: {still}"
+
+    def contract_changes(self) -> list[tuple[str, VmSpec, Mapping[str, Any] | None, Mapping[str, Any] | None]]:
+        """(label, changed spec, settings, invoke overrides) for the everyday changes that must never
+        replace a data disk."""
+        base = sample_spec_data(self.contract_caps, "full", region=self.region, zone=self.zone)
+        out: list[tuple[str, VmSpec, Mapping[str, Any] | None, Mapping[str, Any] | None]] = []
+
+        def variant(label: str, settings: Mapping[str, Any] | None = None, calls: Any = None, **patch: Any) -> None:
+            out.append((label, parse_spec({**base, **patch}), self.settings if settings is None else settings, calls))
+
+        if self.contract_caps.tags:
+            variant("tags", tags={**base.get("tags", {}), "env": "changed", "owner": "ops"})
+        ingress = [dict(r) for r in base.get("ingress", [])]
+        if ingress:
+            ingress[0]["cidrs"] = ["198.51.100.0/24"]
+        variant("ingress", ingress=ingress + [{"protocol": "tcp", "port": 443, "cidrs": [APP_CIDR]}])
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        other = Ed25519PrivateKey.generate().public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+        variant("login key", ssh={**base["ssh"], "public_key": other + " rotated"})
+        variant("size", size={"cpus": 4, "memory_gb": 16})
+        if self.backend.newer_image_calls:
+            variant("newer image", calls=self.backend.newer_image_calls)
+        renamed = f"{base['name']}-renamed"
+        variant("rename", settings={**dict(self.settings or {}), "renamed": {renamed: base["name"]}}, name=renamed)
+        return out
+
+    def test_everyday_changes_never_lose_a_data_disk(self) -> None:
+        from .plan import diff
+
+        _spec, base = self.contract_plan("full")
+        failures = []
+        for label, spec, settings, calls in self.contract_changes():
+            new = plan_of(self.backend, [spec], settings, calls=calls)
+            lost = [f"{c.action} {c.type} {c.name} [{', '.join(c.inputs)}]" for c in diff(self.backend, base, new)
+                    if c.data_loss]
+            if lost:
+                failures.append(f"{label}: " + "; ".join(lost))
+        assert not failures, "everyday spec changes would replace or delete a data disk:\n" + "\n".join(failures)
+
+    def test_removing_a_vm_is_flagged_as_data_loss(self) -> None:
+        """The comparison is not blind: a plan without the VM deletes its data disks, and says so."""
+        from .plan import diff
+
+        spec, base = self.contract_plan("full")
+        if not spec.data_disks:
+            return
+        other = parse_spec(sample_spec_data(self.contract_caps, "minimal", name="contract-other"))
+        changes = diff(self.backend, base, plan_of(self.backend, [other], self.settings))
+        assert any(c.data_loss for c in changes), "deleting the VM and its data disks is not flagged as data loss"
 
     # --- what the backend cannot do ------------------------------------------------------------------------
     def contract_unsupported_probes(self) -> list[tuple[str, dict[str, Any], str]]:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 if TYPE_CHECKING:  # the Pulumi SDK is imported when a VM is declared, not when the plugin loads
     import pulumi
 
-from polyvm.backend import Backend, BackendSettings, Capabilities
+from polyvm.backend import Backend, BackendSettings, Capabilities, Replacement
 from polyvm.hookspecs import hookimpl
 from polyvm.spec import VmSpec
+
+from . import mapping as m
 
 
 class AwsSettings(BackendSettings):
@@ -20,6 +22,19 @@ class AwsSettings(BackendSettings):
 
     vpc_id: str | None = Field(default=None, description="VPC for the security group (default VPC if unset).")
     subnet_id: str | None = Field(default=None, description="Subnet for the instance (a default subnet if unset).")
+    upgrade_image: bool = Field(default=False, description=(
+        "The AMI is pinned once chosen (ignore_changes on ami): true lets the next `pulumi up` move to the "
+        "newest matching AMI, which replaces the instance (data volumes are detached with the instance "
+        "stopped and reattached)."))
+
+    @model_validator(mode="after")
+    def _vpc_needs_subnet(self) -> "AwsSettings":
+        # The security group goes in vpc_id but the instance in subnet_id's VPC (the default VPC without
+        # one); EC2 refuses a security group of another VPC (InvalidParameter at RunInstances).
+        if self.vpc_id and not self.subnet_id:
+            raise ValueError("vpc_id needs subnet_id (a subnet of that VPC): without it the instance "
+                             "lands in the default VPC and cannot use the security group")
+        return self
 
 
 class AwsBackend(Backend):
@@ -51,6 +66,27 @@ class AwsBackend(Backend):
     mock_calls = {
         "aws:ec2/getAmi:getAmi": lambda args: {"id": "ami-0123456789abcdef0", "name": args["filters"][0]["values"][0]},
     }
+    mock_calls["aws:index/getAvailabilityZones:getAvailabilityZones"] = lambda args: {
+        "id": "us-east-1", "names": ["us-east-1a", "us-east-1b"], "zoneIds": ["use1-az1", "use1-az2"]}
+    mock_calls["aws:ec2/getSubnet:getSubnet"] = lambda args: {"id": args.get("id"), "availabilityZone": "us-east-1a"}
+    newer_image_calls = {
+        "aws:ec2/getAmi:getAmi": lambda args: {"id": "ami-0fedcba9876543210", "name": args["filters"][0]["values"][0]},
+    }
+    data_disk_types = frozenset({"aws:ebs/volume:Volume"})
+    limits = m.LIMITS
+    replacements = (
+        Replacement("aws:ec2/instance:Instance",
+                    ("ami", "availabilityZone", "subnetId", "keyName", "associatePublicIpAddress",
+                     "ipv6AddressCount", "userData", "rootBlockDevice.encrypted"),
+                    f"{m.TF_AWS}/ec2_instance.go (ForceNew; userData through user_data_replace_on_change)"),
+        Replacement("aws:ec2/keyPair:KeyPair", ("publicKey", "keyName", "keyNamePrefix"), f"{m.TF_AWS}/ec2_key_pair.go"),
+        Replacement("aws:ec2/securityGroup:SecurityGroup", ("name", "namePrefix", "description", "vpcId"),
+                    f"{m.TF_AWS}/vpc_security_group.go"),
+        Replacement("aws:ebs/volume:Volume", ("availabilityZone", "encrypted", "kmsKeyId", "snapshotId", "outpostArn"),
+                    f"{m.TF_AWS}/ebs_volume.go"),
+        Replacement("aws:ec2/volumeAttachment:VolumeAttachment", ("deviceName", "instanceId", "volumeId"),
+                    f"{m.TF_AWS}/ebs_volume_attachment.go"),
+    )
 
     def create(self, spec: VmSpec, settings: BackendSettings, opts: "pulumi.ResourceOptions | None" = None) -> Any:
         from .component import AwsVirtualMachine
@@ -59,8 +95,6 @@ class AwsBackend(Backend):
         return AwsVirtualMachine(spec, settings, opts)
 
     def doc_tables(self) -> dict:
-        from . import mapping as m
-
         return {
             "instance types (cheapest with at least the asked vCPUs and GiB)":
                 (("instance type", "vCPUs", "GiB"), list(m.INSTANCE_TYPES)),

@@ -15,7 +15,7 @@ from . import mapping as m
 
 class AwsVirtualMachine(VirtualMachine):
     def __init__(self, spec: VmSpec, settings: AwsSettings, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("aws", spec, opts)
+        super().__init__("aws", spec, opts, settings)
         name = spec.name
         region = {"region": spec.region} if spec.region else {}
 
@@ -27,31 +27,48 @@ class AwsVirtualMachine(VirtualMachine):
                 **query, **region, opts=pulumi.InvokeOutputOptions(parent=self)).id
 
         key = host_key(name, self, "aws")
-        key_pair = aws.ec2.KeyPair(f"{name}-login", public_key=spec.ssh.public_key, tags=spec.all_tags(),
-                                   **region, opts=self.child_opts())
+        key_pair = aws.ec2.KeyPair(*self.child("login"), public_key=spec.ssh.public_key, tags=spec.all_tags(),
+                                   **region)
 
-        sg = aws.ec2.SecurityGroup(f"{name}-sg", **m.security_group_args(spec, settings.vpc_id), **region,
-                                   opts=self.child_opts())
+        sg_name, sg_opts = self.child("sg")
+        sg = aws.ec2.SecurityGroup(sg_name, **m.security_group_args(spec, settings.vpc_id), **region, opts=sg_opts)
 
+        # One availability zone, chosen once, for the instance and its volumes: a volume taking the AZ
+        # from the instance would be replaced (availability_zone is ForceNew) whenever the instance is.
+        if spec.zone:
+            zone: pulumi.Input[str] = spec.zone
+        elif settings.subnet_id:
+            zone = aws.ec2.get_subnet_output(id=settings.subnet_id, **region,
+                                             opts=pulumi.InvokeOutputOptions(parent=self)).availability_zone
+        else:
+            zone = aws.get_availability_zones_output(state="available", **region,
+                                                     opts=pulumi.InvokeOutputOptions(parent=self)).names[0]
+        # The AMI (and a looked-up zone) are pinned once chosen: a newer image must not replace the
+        # database instance on the next `pulumi up` unless the user asks (polyvm:aws.upgrade_image).
+        pinned = ([] if spec.zone else ["availabilityZone"]) + ([] if settings.upgrade_image else ["ami"])
+        vm_name, vm_opts = self.child("vm", depends_on=[sg], ignore_changes=pinned)
         instance = aws.ec2.Instance(
-            f"{name}-vm",
+            vm_name,
             ami=ami_id,
             key_name=key_pair.key_name,
             vpc_security_group_ids=[sg.id],
             user_data=user_data_output(spec, key),
-            **m.instance_args(spec, subnet_id=settings.subnet_id),
+            **{**m.instance_args(spec, subnet_id=settings.subnet_id), "availability_zone": zone},
             **region,
-            opts=self.child_opts(depends_on=[sg]),
+            opts=vm_opts,
         )
 
         devices: dict[str, pulumi.Output[str]] = {}
         for disk, vol_args, device_name in zip(spec.data_disks, m.volume_args(spec), m.ATTACH_DEVICE_NAMES):
-            # The volume must live in the instance's availability zone, whatever the zone ends up being.
-            volume = aws.ebs.Volume(f"{name}-{disk.name}", availability_zone=instance.availability_zone,
-                                    **vol_args, **region, opts=self.child_opts())
-            aws.ec2.VolumeAttachment(f"{name}-{disk.name}-attach", device_name=device_name,
-                                     volume_id=volume.id, instance_id=instance.id, **region,
-                                     opts=self.child_opts(delete_before_replace=True))
+            vol_name, vol_opts = self.child(disk.name, data=True,
+                                            ignore_changes=[] if spec.zone else ["availabilityZone"])
+            volume = aws.ebs.Volume(vol_name, availability_zone=zone,
+                                    **vol_args, **region, opts=vol_opts)
+            # Detaching from a running instance with a mounted filesystem risks the data: the provider
+            # stops the instance first (replacement of the instance or the attachment).
+            aws.ec2.VolumeAttachment(*self.child(f"{disk.name}-attach", delete_before_replace=True),
+                                     device_name=device_name, volume_id=volume.id, instance_id=instance.id,
+                                     stop_instance_before_detaching=True, **region)
             devices[disk.name] = volume.id.apply(m.guest_device_path)
 
         self.finish(

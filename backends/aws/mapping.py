@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from polyvm.errors import SpecError
+from polyvm.backend import CloudLimit, pick_size, root_disk_gb, root_disk_limit
 from polyvm.spec import VmSpec
+
+#: Where the ForceNew flags of the replacement table come from.
+TF_AWS = "hashicorp/terraform-provider-aws internal/service/ec2"
 
 #: Official AMI owners and name patterns per OS family/version (x86_64, HVM, EBS-backed).
 AMI_LOOKUP: dict[tuple[str, str], tuple[str, str]] = {
@@ -52,13 +55,58 @@ ALL_TRAFFIC_EGRESS = {
 
 def instance_type(spec: VmSpec) -> str:
     """The override if given, else the cheapest table entry with at least the asked cpus and memory."""
-    if "aws" in spec.size.instance_type:
-        return spec.size.instance_type["aws"]
-    for name, cpus, mem in INSTANCE_TYPES:
-        if cpus >= spec.size.cpus and mem >= spec.size.memory_gb:
-            return name
-    raise SpecError([f"size: no AWS instance type in polyvm's table has {spec.size.cpus} vCPUs and "
-                     f"{spec.size.memory_gb} GiB; set size.instance_type.aws"])
+    return pick_size(spec, "aws", INSTANCE_TYPES, what="AWS instance type")
+
+
+#: Root snapshot size (GiB) of the official AMIs polyvm looks up: EC2 refuses a root volume smaller
+#: than the AMI's snapshot ("Volume of size N is smaller than snapshot"). Ubuntu, Debian and AL2023
+#: publish 8 GiB snapshots, Red Hat 10 GiB (`aws ec2 describe-images` BlockDeviceMappings[0].Ebs.VolumeSize).
+ROOT_SNAPSHOT_GB = {"ubuntu": 8, "debian": 8, "amazon-linux": 8, "rhel": 10}
+#: EBS gp3 volume size range (docs.aws.amazon.com/ebs/latest/userguide/general-purpose.html: 1 GiB - 16 TiB).
+GP3_MAX_GB = 16384
+#: EC2 key pairs: RSA (2048-4096) and ED25519 only (docs.aws.amazon.com/AWSEC2/latest/UserGuide/create-key-pairs.html,
+#: ImportKeyPair: "supported key types: RSA and ED25519").
+KEY_TYPES = ("ssh-rsa", "ssh-ed25519")
+#: EC2 tags: key at most 128, value at most 256 characters, no "aws:" prefix
+#: (docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_Tags.html#tag-restrictions).
+TAG_KEY_MAX, TAG_VALUE_MAX = 128, 256
+
+
+def _key_type(spec: VmSpec) -> list[str]:
+    kind = spec.ssh.public_key.split()[0]
+    return [] if kind in KEY_TYPES else [f"ssh.public_key of type {kind} (EC2 key pairs accept {', '.join(KEY_TYPES)} only)"]
+
+
+def _gp3(spec: VmSpec) -> list[str]:
+    out = [f"data_disks[{i}].size_gb {d.size_gb} (a gp3 volume is at most {GP3_MAX_GB} GiB)"
+           for i, d in enumerate(spec.data_disks) if d.size_gb > GP3_MAX_GB]
+    if spec.root_disk_gb > GP3_MAX_GB:
+        out.append(f"root_disk_gb {spec.root_disk_gb} (a gp3 volume is at most {GP3_MAX_GB} GiB)")
+    return out
+
+
+def _tags(spec: VmSpec) -> list[str]:
+    out = []
+    for k, v in spec.tags.items():
+        if len(k) > TAG_KEY_MAX or len(v) > TAG_VALUE_MAX or k.lower().startswith("aws:"):
+            out.append(f"tags.{k} (EC2 tag keys are at most {TAG_KEY_MAX} characters and cannot start with "
+                       f"'aws:', values at most {TAG_VALUE_MAX})")
+    return out
+
+
+def root_minimum(spec: VmSpec) -> int | None:
+    return None if "aws" in spec.image.image_id else ROOT_SNAPSHOT_GB[spec.image.family]
+
+
+LIMITS: tuple[CloudLimit, ...] = (
+    CloudLimit("ssh.public_key", "RSA or ED25519", "EC2 User Guide, Create a key pair / ImportKeyPair", _key_type),
+    CloudLimit("data_disks[].size_gb, root_disk_gb", f"gp3: 1-{GP3_MAX_GB} GiB",
+               "EBS User Guide, General Purpose SSD volumes (gp3 size 1 GiB - 16 TiB)", _gp3),
+    root_disk_limit(root_minimum, "EC2: a root volume cannot be smaller than the AMI's snapshot "
+                                  "(8 GiB Ubuntu/Debian/AL2023, 10 GiB RHEL)"),
+    CloudLimit("tags", f"keys <= {TAG_KEY_MAX}, values <= {TAG_VALUE_MAX} characters, no aws: prefix",
+               "EC2 User Guide, Tag restrictions", _tags),
+)
 
 
 def ami_query(spec: VmSpec) -> dict[str, Any] | None:
@@ -115,7 +163,7 @@ def instance_args(spec: VmSpec, *, subnet_id: str | None) -> dict[str, Any]:
     args: dict[str, Any] = {
         "instance_type": instance_type(spec),
         "associate_public_ip_address": spec.public_ip,
-        "root_block_device": {"volume_size": spec.root_disk_gb, "volume_type": "gp3", "encrypted": True,
+        "root_block_device": {"volume_size": root_disk_gb(spec, root_minimum(spec) or 8), "volume_type": "gp3", "encrypted": True,
                               "delete_on_termination": True, "tags": spec.all_tags()},
         # IMDSv2 only: the instance metadata service cannot be reached with a plain GET (SSRF defence).
         "metadata_options": {"http_tokens": "required", "http_endpoint": "enabled",

@@ -8,7 +8,7 @@ import pytest
 
 from polyvm.backends.aws import AwsBackend
 from polyvm.backends.aws import mapping as m
-from polyvm.errors import SpecError
+from polyvm.errors import SpecError, UnsupportedFeatureError
 from polyvm.plan import plan
 from polyvm.spec import parse_spec
 from polyvm.testing import the_one as one, unsecret, contract_public_key
@@ -74,12 +74,50 @@ def test_image_id_override_skips_the_lookup():
 def test_volumes_live_in_the_instance_availability_zone(zone):
     p = plan(BACKEND, [spec(zone=zone, region="eu-west-1" if zone else None)])
     inst = one(p, "aws:ec2/instance:Instance")
-    # With no zone in the spec the mock instance lands in us-east-1a: the volume must follow the
-    # instance's actual zone (an output), not a guess.
+    # With no zone in the spec one zone is looked up once (the mock answers us-east-1a) and pinned for
+    # the instance and its volumes: a volume taking its zone from the instance would be replaced with it.
     want = zone or "us-east-1a"
-    assert inst.inputs.get("availabilityZone") == zone
+    assert inst.inputs.get("availabilityZone") == want
     vols = p.by_type("aws:ebs/volume:Volume")
     assert len(vols) == 2 and {v.inputs["availabilityZone"] for v in vols} == {want}
+    pinned = [] if zone else ["availabilityZone"]
+    assert all(v.options["ignore_changes"] == pinned for v in vols)
+    assert "ami" in inst.options["ignore_changes"]
+
+
+def test_upgrade_image_unpins_the_ami():
+    inst = one(plan(BACKEND, [spec()], {"upgrade_image": True}), "aws:ec2/instance:Instance")
+    assert "ami" not in inst.options["ignore_changes"]
+
+
+def test_attachment_stops_the_instance_before_detaching():
+    for att in plan(BACKEND, [spec()]).by_type("aws:ec2/volumeAttachment:VolumeAttachment"):
+        assert att.inputs["stopInstanceBeforeDetaching"] is True
+
+
+@pytest.mark.parametrize("patch, text", [
+    ({"ssh": {"public_key": "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTY= x"}},
+     "ssh.public_key of type ecdsa-sha2-nistp256"),
+    ({"data_disks": [{"name": "big", "size_gb": 16385}]}, "data_disks[0].size_gb 16385"),
+    ({"root_disk_gb": 16385}, "root_disk_gb 16385"),
+    ({"image": {"family": "rhel", "version": "9"}, "root_disk_gb": 8}, "root_disk_gb 8"),
+    ({"tags": {"aws:owner": "x"}}, "tags.aws:owner"),
+])
+def test_ec2_limits_are_refused(patch, text):
+    with pytest.raises(UnsupportedFeatureError) as info:
+        BACKEND.check(spec(**patch))
+    assert text in str(info.value)
+
+
+def test_default_root_disk_covers_the_image_snapshot():
+    s = spec(image={"family": "rhel", "version": "9"})
+    BACKEND.check(s)
+    assert m.instance_args(s, subnet_id=None)["root_block_device"]["volume_size"] >= 20
+
+
+def test_vpc_id_without_subnet_id_is_refused():
+    with pytest.raises(SpecError, match="vpc_id needs subnet_id"):
+        BACKEND.parse_settings({"vpc_id": "vpc-0123"})
 
 
 def test_egress_is_explicit_all_traffic():
