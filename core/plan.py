@@ -340,10 +340,16 @@ def diff(backend: Backend, old: Plan, new: Plan) -> list[Change]:
             pairs[res.urn] = (prev, res)
     changes: dict[str, Change] = {}
     replaced: set[str] = set()
+    kept = set(pairs)  # resources that keep their state (and so their outputs), until found replaced
     for urn, (prev, res) in pairs.items():
         o, n = reveal(prev.inputs), reveal(res.inputs)
         for path in res.options.get("ignore_changes", []):
             o, n = _without(o, path), _without(n, path)
+        # An input taken from a kept resource's outputs keeps that resource's state value (e.g. an
+        # autoname preserved through an alias), whatever the mock made up this time.
+        for inp, deps in res.dependencies.items():
+            if deps and all(d in kept for d in deps) and inp in o and inp in n:
+                n[inp] = o[inp]
         changed = sorted(k for k in set(o) | set(n) if not k.startswith("__") and o.get(k) != n.get(k))
         forcing = [p for p in (*(backend.replacement_inputs(res.type) or ()), *res.options.get("replace_on_changes", []))
                    if _get(o, p) != _get(n, p)]

@@ -76,9 +76,9 @@ class AwsBackend(Backend):
     limits = m.LIMITS
     replacements = (
         Replacement("aws:ec2/instance:Instance",
-                    ("ami", "availabilityZone", "subnetId", "keyName", "associatePublicIpAddress",
-                     "ipv6AddressCount", "userData", "rootBlockDevice.encrypted"),
-                    f"{m.TF_AWS}/ec2_instance.go (ForceNew; userData through user_data_replace_on_change)"),
+                    ("ami", "availabilityZone", "subnetId", "keyName", "associatePublicIpAddress", "privateIp",
+                     "userData", "rootBlockDevice.encrypted", "rootBlockDevice.kmsKeyId"),
+                    f"{m.TF_AWS}/ec2_instance.go (ForceNew; userData by ForceNewIf user_data_replace_on_change)"),
         Replacement("aws:ec2/keyPair:KeyPair", ("publicKey", "keyName", "keyNamePrefix"), f"{m.TF_AWS}/ec2_key_pair.go"),
         Replacement("aws:ec2/securityGroup:SecurityGroup", ("name", "namePrefix", "description", "vpcId"),
                     f"{m.TF_AWS}/vpc_security_group.go"),

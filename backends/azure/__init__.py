@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from polyvm.spec import Ipv4Cidr
-from polyvm.backend import Backend, BackendSettings, Capabilities
+from polyvm.backend import Backend, BackendSettings, Capabilities, Replacement
 from polyvm.hookspecs import hookimpl
 from polyvm.spec import VmSpec
 
@@ -91,6 +91,33 @@ class AzureBackend(Backend):
         "azure-native:network:VirtualNetwork": lambda name, inputs: {"name": inputs.get("virtualNetworkName")
                                                                      or f"{name}-4d5e6f"},
     }
+
+    limits = m.LIMITS
+    data_disk_types = frozenset({"azure-native:compute:Disk"})
+    # pulumi-azure-native replaces a resource when a property the Azure REST API marks create-only
+    # (x-ms-mutability without "update") changes: github.com/Azure/azure-rest-api-specs, compute
+    # (ComputeRP/DiskRP) and network specs, as summarised in the provider's resource docs.
+    replacements = (
+        Replacement("azure-native:resources:ResourceGroup", ("location", "resourceGroupName"), m.AZ_SPECS + " resources"),
+        Replacement("azure-native:network:VirtualNetwork", ("location", "resourceGroupName", "virtualNetworkName"),
+                    m.AZ_SPECS + " network virtualNetwork.json"),
+        Replacement("azure-native:network:Subnet", ("resourceGroupName", "virtualNetworkName", "subnetName"),
+                    m.AZ_SPECS + " network virtualNetwork.json"),
+        Replacement("azure-native:network:NetworkSecurityGroup", ("location", "resourceGroupName", "networkSecurityGroupName"),
+                    m.AZ_SPECS + " network networkSecurityGroup.json"),
+        Replacement("azure-native:network:PublicIPAddress", ("location", "resourceGroupName", "sku", "zones",
+                                                             "publicIPAddressVersion"),
+                    m.AZ_SPECS + " network publicIpAddress.json (SKU and zones are fixed at creation)"),
+        Replacement("azure-native:network:NetworkInterface", ("location", "resourceGroupName", "networkInterfaceName"),
+                    m.AZ_SPECS + " network networkInterface.json"),
+        Replacement("azure-native:compute:Disk", ("location", "resourceGroupName", "diskName", "creationData", "zones"),
+                    m.AZ_SPECS + " compute DiskRP disk.json (creationData is create-only)"),
+        Replacement("azure-native:compute:VirtualMachine",
+                    ("location", "resourceGroupName", "vmName", "zones", "osProfile.computerName",
+                     "osProfile.adminUsername", "storageProfile.imageReference", "storageProfile.osDisk.createOption"),
+                    m.AZ_SPECS + " compute ComputeRP virtualMachine.json (osProfile and image are set at creation; "
+                    "customData through replace_on_changes)"),
+    )
 
     def unsupported(self, spec: VmSpec) -> list[str]:
         return super().unsupported(spec) + m.unsupported(spec)

@@ -15,8 +15,12 @@ from . import mapping as m
 
 class AzureVirtualMachine(VirtualMachine):
     def __init__(self, spec: VmSpec, settings: AzureSettings, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("azure", spec, opts)
-        name, base = spec.name, m.base_name(spec.name)
+        super().__init__("azure", spec, opts, settings)
+        name = spec.name
+
+        def named(suffix: str):  # resource names from the VM name, short enough for Azure's limits
+            return lambda vm: f"{m.base_name(vm)}-{suffix}"
+
         tags = spec.all_tags()
         location = m.location(spec, settings.location)
         zones = {"zones": [spec.zone]} if spec.zone else {}
@@ -24,7 +28,7 @@ class AzureVirtualMachine(VirtualMachine):
         if settings.resource_group:
             rg_name: pulumi.Input[str] = settings.resource_group
         else:
-            rg = azure.resources.ResourceGroup(f"{base}-rg", location=location, tags=tags, opts=self.child_opts())
+            rg = azure.resources.ResourceGroup(*self.child(named("rg")), location=location, tags=tags)
             rg_name = rg.name
         where = {"resource_group_name": rg_name, "location": location}
 
@@ -33,54 +37,59 @@ class AzureVirtualMachine(VirtualMachine):
         else:
             # The subnet is its own resource, never inline in the VNet (mixing both makes them fight).
             vnet = azure.network.VirtualNetwork(
-                f"{base}-vnet", **where, address_space={"address_prefixes": [settings.address_space]},
-                tags=tags, opts=self.child_opts(ignore_changes=["subnets"]))
+                *self.child(named("vnet"), ignore_changes=["subnets"]), **where,
+                address_space={"address_prefixes": [settings.address_space]}, tags=tags)
             subnet = azure.network.Subnet(
-                f"{base}-subnet", resource_group_name=rg_name, virtual_network_name=vnet.name,
+                *self.child(named("subnet")), resource_group_name=rg_name, virtual_network_name=vnet.name,
                 address_prefix=settings.subnet_prefix,
                 # New VNets default to private subnets (no implicit way out); polyvm documents all IPv4
                 # egress, so a VM without a public IP keeps Azure's default outbound access explicitly.
-                default_outbound_access=True, opts=self.child_opts())
+                default_outbound_access=True)
             subnet_id = subnet.id
 
-        nsg = azure.network.NetworkSecurityGroup(f"{base}-nsg", **where, security_rules=m.security_rules(spec),
-                                                 tags=tags, opts=self.child_opts())
+        nsg = azure.network.NetworkSecurityGroup(*self.child(named("nsg")), **where,
+                                                 security_rules=m.security_rules(spec), tags=tags)
 
         ip_config: dict = {"name": "primary", "primary": True, "subnet": {"id": subnet_id},
                            "private_ip_allocation_method": "Dynamic"}
         public_ip = None
         if spec.public_ip:
-            public_ip = azure.network.PublicIPAddress(f"{base}-ip", **where, **m.public_ip_args(spec),
-                                                      opts=self.child_opts())
+            public_ip = azure.network.PublicIPAddress(*self.child(named("ip")), **where, **m.public_ip_args(spec))
             ip_config["public_ip_address"] = {"id": public_ip.id}
-        nic = azure.network.NetworkInterface(f"{base}-nic", **where, ip_configurations=[ip_config],
-                                             network_security_group={"id": nsg.id}, tags=tags,
-                                             opts=self.child_opts())
+        nic = azure.network.NetworkInterface(*self.child(named("nic")), **where,
+                                             ip_configurations=[ip_config], network_security_group={"id": nsg.id},
+                                             tags=tags)
 
         attachments, devices = [], {}
         for lun, (disk, disk_args) in enumerate(zip(spec.data_disks, m.data_disk_args(spec, settings.storage_account_type))):
-            managed = azure.compute.Disk(f"{base}-{disk.name}", **where, **disk_args, opts=self.child_opts())
-            attachments.append(m.data_disk_attachment(lun, managed.id))
+            managed = azure.compute.Disk(*self.child(named(disk.name), data=True),
+                                         **where, **disk_args)
+            attachments.append(m.data_disk_attachment(lun, managed.id, disk.size_gb))
             devices[disk.name] = m.guest_device_path(lun)
 
         key = host_key(name, self, "azure")
         os_profile = m.os_profile(spec)
         os_profile["custom_data"] = user_data_output(spec, key).apply(m.custom_data)
 
+        vm_name, vm_opts = self.child(
+            named("vm"),
+            # Azure refuses to change customData in place: replace the VM instead (deleting first, since
+            # the NIC and the data disks can belong to one VM at a time; the disks are only detached).
+            additional_secret_outputs=["osProfile"], replace_on_changes=["osProfile.customData"],
+            delete_before_replace=True)
         vm = azure.compute.VirtualMachine(
-            f"{base}-vm",
+            vm_name,
             vm_name=name,  # the VM's own name is the spec's (Azure allows 64 characters for Linux VMs)
             **where,
             **zones,
             hardware_profile={"vm_size": m.vm_size(spec)},
             os_profile=os_profile,
             storage_profile=m.storage_profile(spec, settings.storage_account_type, attachments),
-            network_profile={"network_interfaces": [{"id": nic.id, "primary": True, "delete_option": "Delete"}]},
+            # The NIC is a resource of its own: a replaced VM must leave it for its successor (Delete
+            # would remove it with the old VM and the new one would point at a NIC that is gone).
+            network_profile={"network_interfaces": [{"id": nic.id, "primary": True, "delete_option": "Detach"}]},
             tags=tags,
-            # Azure refuses to change customData in place: replace the VM instead (deleting first, since
-            # the NIC and the data disks can belong to one VM at a time; the disks are only detached).
-            opts=self.child_opts(additional_secret_outputs=["osProfile"], replace_on_changes=["osProfile.customData"],
-                                 delete_before_replace=True),
+            opts=vm_opts,
         )
 
         self.finish(

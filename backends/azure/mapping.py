@@ -12,7 +12,7 @@ import hashlib
 import re
 from typing import Any
 
-from polyvm.errors import SpecError
+from polyvm.backend import CloudLimit, pick_size, root_disk_gb, root_disk_limit
 from polyvm.spec import VmSpec
 
 #: Marketplace image references (publisher, offer, sku) per OS family/version; Gen2, x86_64, "latest".
@@ -73,6 +73,7 @@ _TAG_VALUE_MAX = 256
 _NVME_ONLY_SIZE_RE = re.compile(r"_v6$", re.IGNORECASE)
 
 _PROTOCOLS = {"tcp": "Tcp", "udp": "Udp", "icmp": "Icmp"}
+AZ_SPECS = "Azure/azure-rest-api-specs specification/"
 
 
 def base_name(name: str) -> str:
@@ -86,14 +87,40 @@ def base_name(name: str) -> str:
 def vm_size(spec: VmSpec) -> str:
     """The override if given, else the cheapest table entry with at least the asked cpus, memory and
     data disks."""
-    if "azure" in spec.size.instance_type:
-        return spec.size.instance_type["azure"]
     disks = len(spec.data_disks)
-    for name, cpus, mem, max_disks in VM_SIZES:
-        if cpus >= spec.size.cpus and mem >= spec.size.memory_gb and max_disks >= disks:
-            return name
-    raise SpecError([f"size: no Azure VM size in polyvm's table has {spec.size.cpus} vCPUs, "
-                     f"{spec.size.memory_gb} GiB and room for {disks} data disks; set size.instance_type.azure"])
+    return pick_size(spec, "azure", VM_SIZES, what="Azure VM size", fits=lambda row: row[3] >= disks,
+                     needs=f" and room for {disks} data disks")
+
+
+#: OS disk size of the marketplace images above: Azure refuses an OS disk smaller than the image's
+#: ("The specified disk size N GB is smaller than the size of the corresponding disk in the VM image:
+#: 30 GB", learn.microsoft.com/azure/virtual-machines/linux/expand-disks). Canonical, Debian and Red Hat
+#: publish 30 GB (RHEL LVM images 64 GB).
+IMAGE_DISK_GB: dict[tuple[str, str], int] = {
+    ("ubuntu", "22.04"): 30, ("ubuntu", "24.04"): 30, ("debian", "12"): 30, ("rhel", "9"): 64,
+}
+#: Managed disks: 4 GiB .. 32767 GiB for Premium SSD / Standard SSD / Standard HDD
+#: (learn.microsoft.com/azure/virtual-machines/disks-types); host caching is not supported for disks of
+#: 4 TiB (4095 GiB) and more (learn.microsoft.com/azure/virtual-machines/premium-storage-performance#disk-caching).
+DISK_MAX_GB = 32767
+CACHING_MAX_GB = 4094
+
+
+def image_disk_gb(spec: VmSpec) -> int | None:
+    return None if "azure" in spec.image.image_id else IMAGE_DISK_GB.get((spec.image.family, spec.image.version))
+
+
+def _disk_sizes(spec: VmSpec) -> list[str]:
+    return [f"data_disks[{i}].size_gb {d.size_gb} (Azure managed disks are at most {DISK_MAX_GB} GiB)"
+            for i, d in enumerate(spec.data_disks) if d.size_gb > DISK_MAX_GB]
+
+
+LIMITS: tuple[CloudLimit, ...] = (
+    root_disk_limit(image_disk_gb, "Azure refuses an OS disk smaller than the image's (30 GB for the Ubuntu and "
+                                   "Debian images, 64 GB RHEL LVM)"),
+    CloudLimit("data_disks[].size_gb", f"at most {DISK_MAX_GB} GiB", "learn.microsoft.com/azure/virtual-machines/disks-types",
+               _disk_sizes),
+)
 
 
 def image_reference(spec: VmSpec) -> dict[str, str]:
@@ -242,9 +269,10 @@ def data_disk_args(spec: VmSpec, storage_account_type: str) -> list[dict[str, An
     } for disk in spec.data_disks]
 
 
-def data_disk_attachment(lun: int, disk_id: Any) -> dict[str, Any]:
+def data_disk_attachment(lun: int, disk_id: Any, size_gb: int) -> dict[str, Any]:
+    """Attach by LUN, detach (never delete) with the VM; ReadOnly host caching where Azure allows it."""
     return {"lun": lun, "create_option": "Attach", "managed_disk": {"id": disk_id},
-            "caching": "ReadOnly", "delete_option": "Detach"}
+            "caching": "ReadOnly" if size_gb <= CACHING_MAX_GB else "None", "delete_option": "Detach"}
 
 
 def guest_device_path(lun: int) -> str:
@@ -273,7 +301,7 @@ def os_profile(spec: VmSpec) -> dict[str, Any]:
 def storage_profile(spec: VmSpec, storage_account_type: str, data_disks: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "image_reference": image_reference(spec),
-        "os_disk": {"create_option": "FromImage", "disk_size_gb": spec.root_disk_gb, "caching": "ReadWrite",
+        "os_disk": {"create_option": "FromImage", "disk_size_gb": root_disk_gb(spec, image_disk_gb(spec) or 30), "caching": "ReadWrite",
                     "delete_option": "Delete", "managed_disk": {"storage_account_type": storage_account_type}},
         "data_disks": data_disks,
     }

@@ -99,7 +99,6 @@ def test_attachment_stops_the_instance_before_detaching():
     ({"ssh": {"public_key": "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTY= x"}},
      "ssh.public_key of type ecdsa-sha2-nistp256"),
     ({"data_disks": [{"name": "big", "size_gb": 16385}]}, "data_disks[0].size_gb 16385"),
-    ({"root_disk_gb": 16385}, "root_disk_gb 16385"),
     ({"image": {"family": "rhel", "version": "9"}, "root_disk_gb": 8}, "root_disk_gb 8"),
     ({"tags": {"aws:owner": "x"}}, "tags.aws:owner"),
 ])

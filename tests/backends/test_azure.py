@@ -212,7 +212,8 @@ def test_data_disks_by_lun():
         (0, disks["data"].id, "Attach"), (1, disks["wal"].id, "Attach")]
     assert p.outputs["db1"]["data_disk_devices"] == {"data": "/dev/disk/azure/scsi1/lun0",
                                                      "wal": "/dev/disk/azure/scsi1/lun1"}
-    assert vm.inputs["storageProfile"]["osDisk"]["diskSizeGB"] == 20
+    # The spec's default root disk (20) is below the images' 30 GB: the image's size is used.
+    assert vm.inputs["storageProfile"]["osDisk"]["diskSizeGB"] == 30
 
 
 def test_existing_resource_group_and_subnet():
@@ -254,3 +255,26 @@ def test_long_names_fit_azure_limits():
         if r.type.startswith("azure-native:"):
             assert len(r.name) + 8 <= (64 if r.type.endswith("VirtualNetwork") else 80), r.name
     assert p.outputs[long]["ssh_user"] == "polyvm"
+
+
+def test_explicit_root_disk_below_the_image_is_refused():
+    with pytest.raises(UnsupportedFeatureError, match=r"root_disk_gb 20 \(the ubuntu 22.04 image's disk is 30 GB"):
+        BACKEND.check(spec(root_disk_gb=20))
+    BACKEND.check(spec(root_disk_gb=30))
+
+
+def test_no_host_caching_on_disks_of_4_tib_and_more():
+    p = plan(BACKEND, [spec(data_disks=[{"name": "small", "size_gb": 4094}, {"name": "big", "size_gb": 4095}])],
+             SETTINGS)
+    attached = one(p, "azure-native:compute:VirtualMachine").inputs["storageProfile"]["dataDisks"]
+    assert [a["caching"] for a in attached] == ["ReadOnly", "None"]
+
+
+def test_nic_survives_a_vm_replacement():
+    vm = one(plan(BACKEND, [spec()], SETTINGS), "azure-native:compute:VirtualMachine")
+    assert [n["deleteOption"] for n in vm.inputs["networkProfile"]["networkInterfaces"]] == ["Detach"]
+
+
+def test_disk_size_limit():
+    with pytest.raises(UnsupportedFeatureError, match=r"data_disks\[0\].size_gb 32768"):
+        BACKEND.check(spec(data_disks=[{"name": "huge", "size_gb": 32768}]))
