@@ -553,7 +553,7 @@ class BackendContract:
             variants.append(("image id override",
                              {"image": {**_default_image(caps), "image_id": {name: self.image_id_override}}}))
         if 0 < caps.max_data_disks <= 64:
-            variants.append(("max data disks", {"data_disks": [{"name": f"d{i}", "size_gb": 1 + i}
+            variants.append(("max data disks", {"data_disks": [{"name": f"d{i}", "size_gb": 10 + i}
                                                                for i in range(caps.max_data_disks)]}))
         for size in ({"cpus": 1, "memory_gb": 0.5}, {"cpus": 8, "memory_gb": 32}):
             variants.append((f"size {size}", {"size": size}))

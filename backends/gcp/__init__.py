@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from polyvm.spec import Ipv4Cidr
-from polyvm.backend import Backend, BackendSettings, Capabilities
+from polyvm.backend import Backend, BackendSettings, Capabilities, Replacement
 from polyvm.hookspecs import hookimpl
 from polyvm.spec import VmSpec
 
@@ -100,6 +100,28 @@ class GcpBackend(Backend):
         "gcp:compute/router:Router": _self_link("routers"),
     }
 
+    limits = m.LIMITS
+    data_disk_types = frozenset({"gcp:compute/disk:Disk"})
+    replacements = (
+        Replacement("gcp:compute/instance:Instance", ("name", "zone", "project", "bootDisk", "hostname"),
+                    f"{m.TF_GOOGLE}/resource_compute_instance.go (ForceNew; machine type, metadata, labels and "
+                    "attached disks update in place with allow_stopping_for_update)"),
+        Replacement("gcp:compute/disk:Disk", ("name", "zone", "project", "type", "image", "snapshot"),
+                    f"{m.TF_GOOGLE}/resource_compute_disk.go (immutable; size grows in place)"),
+        Replacement("gcp:compute/address:Address", ("name", "region", "project", "addressType", "networkTier"),
+                    f"{m.TF_GOOGLE}/resource_compute_address.go"),
+        Replacement("gcp:compute/firewall:Firewall", ("name", "network", "project", "direction"),
+                    f"{m.TF_GOOGLE}/resource_compute_firewall.go"),
+        Replacement("gcp:compute/network:Network", ("name", "project", "autoCreateSubnetworks"),
+                    f"{m.TF_GOOGLE}/resource_compute_network.go"),
+        Replacement("gcp:compute/subnetwork:Subnetwork", ("name", "network", "region", "project"),
+                    f"{m.TF_GOOGLE}/resource_compute_subnetwork.go (ip_cidr_range can only grow in place)"),
+        Replacement("gcp:compute/router:Router", ("name", "network", "region", "project"),
+                    f"{m.TF_GOOGLE}/resource_compute_router.go"),
+        Replacement("gcp:compute/routerNat:RouterNat", ("name", "router", "region", "project"),
+                    f"{m.TF_GOOGLE}/resource_compute_router_nat.go"),
+    )
+
     def unsupported(self, spec: VmSpec) -> list[str]:
         return super().unsupported(spec) + m.unsupported(spec)
 
@@ -108,6 +130,11 @@ class GcpBackend(Backend):
         problems = m.placement_problems(spec, settings.region, settings.zone)
         if settings.subnetwork and not settings.network:
             problems.append("polyvm:gcp.subnetwork needs polyvm:gcp.network")
+        if settings.network and not settings.subnetwork:
+            # A custom-mode VPC has no subnetwork to pick by default: the instance insert fails
+            # (compute.instances.insert: "subnetwork must be specified for custom mode networks").
+            problems.append("polyvm:gcp.network needs polyvm:gcp.subnetwork (a custom-mode VPC, the kind "
+                            "polyvm expects, cannot pick one for the instance)")
         return problems
 
     def create(self, spec: VmSpec, settings: BackendSettings, opts: Any = None) -> Any:

@@ -15,8 +15,12 @@ from . import mapping as m
 
 class GcpVirtualMachine(VirtualMachine):
     def __init__(self, spec: VmSpec, settings: GcpSettings, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("gcp", spec, opts)
-        name, base = spec.name, m.base_name(spec.name)
+        super().__init__("gcp", spec, opts, settings)
+        name = spec.name
+
+        def named(suffix: str):  # names whose auto-name fits GCE's 63 characters
+            return lambda vm: m.resource_name(m.base_name(vm), suffix)
+
         region, zone = m.placement(spec, settings.region, settings.zone)
         assert region and zone  # settings_problems() refused the spec otherwise
         project = {"project": settings.project}
@@ -26,36 +30,35 @@ class GcpVirtualMachine(VirtualMachine):
             subnetwork: pulumi.Input[str] | None = settings.subnetwork
         else:
             # A network of its own: the implied rules deny all ingress, so only polyvm's rules apply.
-            net = gcp.compute.Network(f"{base}-net", auto_create_subnetworks=False,
-                                      description=f"polyvm {name}", **project, opts=self.child_opts())
-            sub = gcp.compute.Subnetwork(f"{base}-subnet", network=net.self_link, region=region,
+            net = gcp.compute.Network(*self.child(named("net"), ignore_changes=["description"]),
+                                      auto_create_subnetworks=False, description=f"polyvm {name}", **project)
+            sub = gcp.compute.Subnetwork(*self.child(named("subnet")), network=net.self_link, region=region,
                                          ip_cidr_range=settings.subnet_cidr, private_ip_google_access=True,
-                                         **project, opts=self.child_opts())
+                                         **project)
             network, subnetwork = net.self_link, sub.self_link
             if not spec.public_ip:
                 # Without an external address a VM has no way out (packages, time); Cloud NAT gives it one.
-                router = gcp.compute.Router(f"{base}-router", network=net.self_link, region=region, **project,
-                                            opts=self.child_opts())
-                gcp.compute.RouterNat(f"{base}-nat", router=router.name, region=region, **m.NAT_ARGS, **project,
-                                      opts=self.child_opts())
+                router = gcp.compute.Router(*self.child(named("router")), network=net.self_link, region=region,
+                                            **project)
+                gcp.compute.RouterNat(*self.child(named("nat")), router=router.name, region=region, **m.NAT_ARGS,
+                                      **project)
 
         for fw in m.firewall_args(spec, network):
             suffix = fw.pop("suffix")
-            gcp.compute.Firewall(f"{base}-{suffix}", **fw, **project, opts=self.child_opts())
+            gcp.compute.Firewall(*self.child(named(suffix)), **fw, **project)
 
         nic: dict = {"network": network}
         if subnetwork is not None:
             nic["subnetwork"] = subnetwork
         address = None
         if spec.public_ip:
-            address = gcp.compute.Address(f"{base}-ip", region=region, address_type="EXTERNAL",
-                                          network_tier="PREMIUM", labels=m.labels(spec), **project,
-                                          opts=self.child_opts())
+            address = gcp.compute.Address(*self.child(named("ip")), region=region, address_type="EXTERNAL",
+                                          network_tier="PREMIUM", labels=m.labels(spec), **project)
             nic["access_configs"] = [{"nat_ip": address.address, "network_tier": "PREMIUM"}]
 
         attached, devices = [], {}
         for disk, args in zip(spec.data_disks, m.disk_args(spec, zone)):
-            pd = gcp.compute.Disk(f"{base}-{disk.name}", **args, **project, opts=self.child_opts())
+            pd = gcp.compute.Disk(*self.child(named(disk.name), data=True), **args, **project)
             attached.append({"source": pd.self_link, "device_name": disk.name, "mode": "READ_WRITE"})
             devices[disk.name] = m.guest_device_path(disk.name)
 
@@ -63,16 +66,17 @@ class GcpVirtualMachine(VirtualMachine):
         user_data = pulumi.Output.secret(pulumi.Output.all(key.private_key_openssh, key.public_key_openssh).apply(
             lambda kv: render_user_data(spec, kv[0], kv[1].strip(), extra={"write_files": [m.GUEST_AGENT_CONFIG]})))
 
+        vm_name, vm_opts = self.child(named("vm"), additional_secret_outputs=["metadata"], delete_before_replace=True)
         instance = gcp.compute.Instance(
-            f"{base}-vm",
+            vm_name,
             name=name,  # the instance name is the spec's (its hostname in GCE's DNS)
             **m.instance_args(spec, zone),
             network_interfaces=[nic],
             attached_disks=attached,
             metadata={**m.static_metadata(spec), "user-data": user_data},
             **project,
-            # A replacement must let go of the name and the read-write disks first.
-            opts=self.child_opts(additional_secret_outputs=["metadata"], delete_before_replace=True),
+            # A replacement must let go of the name and the read-write disks first (delete_before_replace).
+            opts=vm_opts,
         )
 
         self.finish(

@@ -10,8 +10,11 @@ import hashlib
 import re
 from typing import Any
 
-from polyvm.errors import SpecError
+from polyvm.backend import CloudLimit, pick_size, root_disk_gb, root_disk_limit
 from polyvm.spec import VmSpec
+
+#: Where the ForceNew flags of the replacement table come from.
+TF_GOOGLE = "hashicorp/terraform-provider-google google/services/compute"
 
 #: Public image families per OS family/version. Only Ubuntu's GCE images ship cloud-init, which is how
 #: the generated host key and the user data reach the VM; Debian and RHEL GCE images do not, so they
@@ -75,13 +78,44 @@ def network_tag(spec: VmSpec) -> str:
 
 
 def machine_type(spec: VmSpec) -> str:
-    if "gcp" in spec.size.instance_type:
-        return spec.size.instance_type["gcp"]
-    for name, cpus, mem in MACHINE_TYPES:
-        if cpus >= spec.size.cpus and mem >= spec.size.memory_gb:
-            return name
-    raise SpecError([f"size: no GCE machine type in polyvm's table has {spec.size.cpus} vCPUs and "
-                     f"{spec.size.memory_gb} GiB; set size.instance_type.gcp"])
+    return pick_size(spec, "gcp", MACHINE_TYPES, what="GCE machine type")
+
+
+#: GCE resource names: 1-63 characters, [a-z]([-a-z0-9]*[a-z0-9])? (cloud.google.com/compute/docs/naming-resources).
+NAME_MAX = 63
+#: Pulumi appends "-" and 7 random characters to an auto-named resource (pulumi-gcp autonaming).
+AUTONAME_SUFFIX = 8
+#: pd-balanced persistent disks: 10 GB - 64 TB (cloud.google.com/compute/docs/disks#disk-types, "Disk size").
+DISK_MIN_GB, DISK_MAX_GB = 10, 65536
+#: Boot disk size of the Ubuntu public images (10 GB); GCE refuses a boot disk smaller than its image
+#: ("Requested disk size cannot be smaller than the image size").
+IMAGE_DISK_GB = 10
+
+
+def resource_name(vm: str, suffix: str) -> str:
+    """A Pulumi resource name for a VM's child whose auto-name (with Pulumi's suffix) fits GCE's 63."""
+    name = f"{vm}-{suffix}"
+    room = NAME_MAX - AUTONAME_SUFFIX
+    if len(name) <= room:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{vm[:room - len(suffix) - 10]}-{digest}-{suffix}" if len(suffix) < room - 12 else f"{name[:room - 9]}-{digest}"
+
+
+def _disk_sizes(spec: VmSpec) -> list[str]:
+    return [f"data_disks[{i}].size_gb {d.size_gb} (a {DISK_TYPE} disk is {DISK_MIN_GB}-{DISK_MAX_GB} GB)"
+            for i, d in enumerate(spec.data_disks) if not DISK_MIN_GB <= d.size_gb <= DISK_MAX_GB]
+
+
+def image_disk_gb(spec: VmSpec) -> int | None:
+    return None if "gcp" in spec.image.image_id else IMAGE_DISK_GB
+
+
+LIMITS: tuple[CloudLimit, ...] = (
+    CloudLimit("data_disks[].size_gb", f"{DISK_TYPE}: {DISK_MIN_GB}-{DISK_MAX_GB} GB",
+               "cloud.google.com/compute/docs/disks#disk-types", _disk_sizes),
+    root_disk_limit(image_disk_gb, "GCE refuses a boot disk smaller than its image (10 GB for the Ubuntu images)"),
+)
 
 
 def image(spec: VmSpec) -> str:
@@ -218,9 +252,12 @@ def ssh_keys_metadata(spec: VmSpec) -> str:
 
 
 #: Written by cloud-init before the guest agent's first run would regenerate host keys, so the host key
-#: cloud-init installs stays the one sshd offers.
-GUEST_AGENT_CONFIG = {"path": "/etc/default/instance_configs.cfg", "permissions": "0644",
-                      "content": "[InstanceSetup]\nset_host_keys = false\n"}
+#: cloud-init installs stays the one sshd offers. /etc/default/instance_configs.cfg is the user's file
+#: in the guest agent's docs (github.com/GoogleCloudPlatform/guest-agent README, "Configuration"; the
+#: image's defaults live in instance_configs.cfg.distro, which it must not override): the section is
+#: appended, so whatever the image already put there stays.
+GUEST_AGENT_CONFIG = {"path": "/etc/default/instance_configs.cfg", "permissions": "0644", "append": True,
+                      "content": "\n# polyvm: keep the host key cloud-init installed\n[InstanceSetup]\nset_host_keys = false\n"}
 
 
 def instance_args(spec: VmSpec, zone: str) -> dict[str, Any]:
@@ -231,7 +268,8 @@ def instance_args(spec: VmSpec, zone: str) -> dict[str, Any]:
         "tags": [network_tag(spec)],
         "labels": labels(spec),
         "boot_disk": {"auto_delete": True,
-                      "initialize_params": {"image": image(spec), "size": spec.root_disk_gb, "type": DISK_TYPE,
+                      "initialize_params": {"image": image(spec), "size": root_disk_gb(spec, IMAGE_DISK_GB),
+                                            "type": DISK_TYPE,
                                             "labels": labels(spec)}},
         "shielded_instance_config": {"enable_secure_boot": True, "enable_vtpm": True,
                                      "enable_integrity_monitoring": True},

@@ -198,3 +198,31 @@ def test_private_vm_has_no_address_but_cloud_nat():
     assert not plan(BACKEND, [spec()], SETTINGS).by_type("gcp:compute/routerNat:RouterNat")
     assert "accessConfigs" not in one(p, "gcp:compute/instance:Instance").inputs["networkInterfaces"][0]
     assert p.outputs["db1"]["public_ip"] is None
+
+
+def test_auto_named_children_fit_63_characters_with_pulumi_suffix():
+    long = "a" + "b" * 62
+    p = plan(BACKEND, [spec(name=long, data_disks=[{"name": "d" + "x" * 30, "size_gb": 10}])], SETTINGS)
+    for r in p.resources:
+        if r.custom and r.type.startswith("gcp:") and "name" not in r.inputs:  # auto-named: + "-" and 7 characters
+            assert len(r.name) + m.AUTONAME_SUFFIX <= 63, r.name
+
+
+def test_network_without_subnetwork_is_refused():
+    with pytest.raises(SpecError, match="polyvm:gcp.network needs polyvm:gcp.subnetwork"):
+        plan(BACKEND, [spec()], {**SETTINGS, "network": "prod-vpc"})
+
+
+def test_guest_agent_setting_is_appended_not_clobbering_the_image_file():
+    assert m.GUEST_AGENT_CONFIG["append"] is True
+    assert m.GUEST_AGENT_CONFIG["content"].startswith("\n")
+
+
+@pytest.mark.parametrize("patch, text", [
+    ({"data_disks": [{"name": "tiny", "size_gb": 5}]}, "data_disks[0].size_gb 5"),
+    ({"root_disk_gb": 8}, "root_disk_gb 8"),
+])
+def test_gce_disk_limits(patch, text):
+    with pytest.raises(UnsupportedFeatureError) as info:
+        BACKEND.check(spec(**patch))
+    assert text in str(info.value)
