@@ -33,7 +33,7 @@ class PlannedResource:
     id: str | None = None
     children: list["PlannedResource"] = field(default_factory=list)
     #: Resource options as registered: protect, retain_on_delete, delete_before_replace (bools),
-    #: ignore_changes, replace_on_changes, aliases (names given as pulumi.Alias(name=...)).
+    #: ignore_changes, replace_on_changes, aliases (names given as pulumi.Alias(name=...)), depends_on (URNs).
     options: dict[str, Any] = field(default_factory=dict)
     #: Input name -> URNs of the resources its value came from (Pulumi's property dependencies).
     dependencies: dict[str, list[str]] = field(default_factory=dict)
@@ -145,6 +145,7 @@ class RecordingMonitor(_mocks.MockMonitor):
                 "delete_before_replace": bool(request.deleteBeforeReplace),
                 "ignore_changes": list(request.ignoreChanges), "replace_on_changes": list(request.replaceOnChanges),
                 "aliases": list(self.aliases.get((request.type, request.name), [])),
+                "depends_on": list(request.dependencies),
             }
             self.dependencies[resp.urn] = {k: list(v.urns) for k, v in request.propertyDependencies.items()}
         return resp

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from polyvm.backend import Backend, BackendSettings, Capabilities
+from polyvm.backend import Backend, BackendSettings, Capabilities, Replacement
 from polyvm.hookspecs import hookimpl
 from polyvm.spec import VmSpec
 
@@ -32,6 +32,9 @@ class DigitalOceanSettings(BackendSettings):
     register_ssh_key: bool = Field(default=True, description=(
         "Register the spec's public key as an SshKey per VM; false refers to a key already on the account by "
         "its fingerprint (DigitalOcean refuses the same public key twice, e.g. for several VMs)."))
+    private_egress: bool = Field(default=False, description=(
+        "A Droplet without public networking (public_ip: false) has no way out unless its VPC routes through "
+        "a NAT gateway you run; true states that vpc_uuid has one (polyvm does not create it)."))
 
     @field_validator("region")
     @classmethod
@@ -66,7 +69,12 @@ class DigitalOceanBackend(Backend):
         zones=False,
         notes=("rhel means Rocky Linux 9; amazon-linux only with image.image_id.digitalocean. "
                "Tags become 'key:value' tag names. The Droplet size also sets the root disk, so a large "
-               "root_disk_gb picks a larger size."),
+               "root_disk_gb picks a larger size. The firewall is bound to a tag of the VM's own that the "
+               "Droplet carries from creation. user_data and ssh_keys force a new Droplet, so both are "
+               "ignored after creation: a changed login key or hostname is not applied to an existing "
+               "Droplet (rotate the key over SSH, or replace the Droplet on purpose with "
+               "`pulumi up --replace <droplet urn>`; its volumes stay). A private Droplet (public_ip: false) "
+               "needs a VPC with a NAT gateway (private_egress)."),
     )
     settings_model = DigitalOceanSettings
     sdk_modules = ("pulumi_digitalocean", "pulumi_tls")
@@ -84,6 +92,19 @@ class DigitalOceanBackend(Backend):
             "id": "506f78a4-" + hashlib.sha256(name.encode()).hexdigest()[:4] + "-11ef-8e21-0a58ac14a1b2"},
     }
     mock_calls: dict[str, Any] = {}
+    data_disk_types = frozenset({"digitalocean:index/volume:Volume"})
+    replacements = (
+        Replacement("digitalocean:index/droplet:Droplet",
+                    ("image", "region", "publicNetworking", "sshKeys", "userData", "monitoring", "dropletAgent",
+                     "vpcUuid"), f"{m.TF_DO}/droplet/resource_droplet.go (ForceNew; size, name, tags, ipv6 update)"),
+        Replacement("digitalocean:index/sshKey:SshKey", ("publicKey",), f"{m.TF_DO}/sshkey/resource_ssh_key.go"),
+        Replacement("digitalocean:index/firewall:Firewall", (), f"{m.TF_DO}/firewall/resource_firewall.go (no ForceNew)"),
+        Replacement("digitalocean:index/volume:Volume",
+                    ("region", "name", "description", "snapshotId", "initialFilesystemType", "initialFilesystemLabel"),
+                    f"{m.TF_DO}/volume/resource_volume.go (size grows in place)"),
+        Replacement("digitalocean:index/volumeAttachment:VolumeAttachment", ("dropletId", "volumeId"),
+                    f"{m.TF_DO}/volume/resource_volume_attachment.go"),
+    )
     egress_rules = frozenset(m.firewall_rules(list(m.OUTBOUND_RULES), "destinationAddresses"))
 
     def require_sdk(self) -> dict[str, Any]:
@@ -115,7 +136,12 @@ class DigitalOceanBackend(Backend):
 
     def settings_problems(self, spec: VmSpec, settings: BackendSettings) -> list[str]:
         assert isinstance(settings, DigitalOceanSettings)
-        return [] if (spec.region or settings.region) else [m.NO_REGION]
+        problems = [] if (spec.region or settings.region) else [m.NO_REGION]
+        if not spec.public_ip and not (settings.private_egress and settings.vpc_uuid):
+            problems.append("public_ip: false (a Droplet without public networking has no route out, so package "
+                            "installs fail; give vpc_uuid of a VPC with a NAT gateway and private_egress: true "
+                            "in polyvm:digitalocean)")
+        return problems
 
     def create(self, spec: VmSpec, settings: BackendSettings, opts: Any = None) -> Any:
         from .component import DigitalOceanVirtualMachine

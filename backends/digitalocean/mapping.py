@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
+from polyvm.backend import pick_size
 from polyvm.errors import SpecError
 from polyvm.spec import VmSpec
+
+#: Where the ForceNew flags of the replacement table come from.
+TF_DO = "digitalocean/terraform-provider-digitalocean digitalocean"
 
 #: Public distribution images per OS family/version (DigitalOcean image slugs, x86_64, cloud-init enabled).
 #: The spec's "rhel" family is the RHEL-compatible family; DigitalOcean offers no RHEL image, so polyvm
@@ -59,14 +64,9 @@ OUTBOUND_RULES: tuple[dict[str, Any], ...] = (
 
 def droplet_size(spec: VmSpec) -> str:
     """The override if given, else the cheapest table entry with the asked cpus, memory and root disk."""
-    if "digitalocean" in spec.size.instance_type:
-        return spec.size.instance_type["digitalocean"]
-    for slug, cpus, mem, disk in DROPLET_SIZES:
-        if cpus >= spec.size.cpus and mem >= spec.size.memory_gb and disk >= spec.root_disk_gb:
-            return slug
-    raise SpecError([f"size: no DigitalOcean Droplet size in polyvm's table has {spec.size.cpus} vCPUs, "
-                     f"{spec.size.memory_gb} GiB and a {spec.root_disk_gb} GiB disk; "
-                     "set size.instance_type.digitalocean or use a data disk"])
+    return pick_size(spec, "digitalocean", DROPLET_SIZES, what="DigitalOcean Droplet size",
+                     fits=lambda row: row[3] >= spec.root_disk_gb,
+                     needs=f" and a {spec.root_disk_gb} GiB disk (or use a data disk)")
 
 
 def image(spec: VmSpec) -> str:
@@ -147,24 +147,33 @@ def outbound_rules() -> list[dict[str, Any]]:
     return [dict(r, destination_addresses=list(r["destination_addresses"])) for r in OUTBOUND_RULES]
 
 
-def firewall_args(spec: VmSpec) -> dict[str, Any]:
-    """Inbound exactly as the spec says, explicit outbound. Bound by droplet id, never by tag: a tag-bound
-    firewall would also apply to every other Droplet carrying the same tag."""
+def firewall_tag(spec: VmSpec, scope: str) -> str:
+    """The tag binding the VM's firewall: unique to this VM in this stack (``scope``: project/stack), so
+    the firewall covers exactly this Droplet, and present on the Droplet from its creation, so sshd is
+    never reachable outside the spec's rules. (A firewall bound by droplet_ids can only be created once
+    the Droplet exists and is active: open to the internet until then.)"""
+    digest = hashlib.sha256(f"{scope}/{spec.name}".encode()).hexdigest()[:12]
+    return f"polyvm-fw-{digest}"
+
+
+def firewall_args(spec: VmSpec, tag: str) -> dict[str, Any]:
+    """Inbound exactly as the spec says, explicit outbound, bound to the VM's own tag."""
     return {
         "name": f"{spec.name}-fw",
         "inbound_rules": inbound_rules(spec),
         "outbound_rules": outbound_rules(),
+        "tags": [tag],
     }
 
 
-def droplet_args(spec: VmSpec, *, region: str, vpc_uuid: str | None) -> dict[str, Any]:
+def droplet_args(spec: VmSpec, *, region: str, vpc_uuid: str | None, firewall_tag: str | None = None) -> dict[str, Any]:
     """Everything about the Droplet that does not depend on other resources' outputs."""
     args: dict[str, Any] = {
         "name": spec.name,
         "size": droplet_size(spec),
         "image": image(spec),
         "region": region,
-        "tags": tags(spec),
+        "tags": tags(spec) + ([firewall_tag] if firewall_tag else []),
         # IPv6 only when a rule admits IPv6 sources; otherwise the address would be unused.
         "ipv6": any(r.ipv6_cidrs for r in spec.ingress),
         "monitoring": False,
@@ -219,9 +228,12 @@ def firewall_rules(rules: list[dict[str, Any]], addresses_key: str) -> set[Firew
 
 
 def parse_tags(names: list[str]) -> dict[str, str]:
-    """DigitalOcean tag names -> key/value (the inverse of :func:`tag_name`; keys never contain ':')."""
+    """DigitalOcean tag names -> key/value (the inverse of :func:`tag_name`; keys never contain ':');
+    the firewall's own tag is not a spec tag and is left out."""
     out = {}
     for n in names:
+        if n.startswith("polyvm-fw-"):
+            continue
         k, _, v = n.partition(":")
         out[k] = v
     return out

@@ -94,9 +94,11 @@ def test_inbound_rules_mirror_the_spec():
     ]
 
 
-def test_outbound_rules_are_explicit_and_firewall_is_not_tag_bound():
-    args = m.firewall_args(spec())
-    assert "tags" not in args  # a tag-bound firewall would apply to other Droplets with that tag
+def test_outbound_rules_are_explicit_and_firewall_is_bound_to_the_vms_own_tag():
+    tag = m.firewall_tag(spec(), "proj/stack")
+    args = m.firewall_args(spec(), tag)
+    # The tag is unique to this VM and stack, so the firewall covers exactly this Droplet.
+    assert args["tags"] == [tag] and tag != m.firewall_tag(spec(), "proj/other") != m.firewall_tag(spec(name="db2"), "proj/stack")
     assert m.firewall_rules(args["outbound_rules"], "destinationAddresses") == {
         (p, lo, hi, c) for p, lo, hi in (("tcp", 1, 65535), ("udp", 1, 65535), ("icmp", None, None))
         for c in ("0.0.0.0/0", "::/0")}
@@ -196,8 +198,11 @@ def test_resources_and_inputs():
     # user data carries the host's private key: a secret, never in clear
     assert droplet.to_dict()["inputs"]["userData"] == REDACTED
     droplet_id = int(droplet.id)
-    assert fw.inputs["dropletIds"] == [droplet_id]
-    assert "tags" not in fw.inputs
+    # The firewall exists before the Droplet and covers it from creation, by the Droplet's own tag.
+    assert "dropletIds" not in fw.inputs and len(fw.inputs["tags"]) == 1
+    assert fw.inputs["tags"][0] in droplet.inputs["tags"]
+    assert fw.urn in droplet.options["depends_on"]
+    assert sorted(droplet.options["ignore_changes"]) == ["sshKeys", "userData"]
     for att in p.by_type("digitalocean:index/volumeAttachment:VolumeAttachment"):
         assert att.inputs["dropletId"] == droplet_id
     assert {v.inputs["region"] for v in p.by_type("digitalocean:index/volume:Volume")} == {"ams3"}
@@ -281,3 +286,15 @@ def test_existing_ssh_key_by_fingerprint():
     assert not p.by_type("digitalocean:index/sshKey:SshKey")
     fp = m.ssh_key_fingerprint(contract_public_key())
     assert [d.inputs["sshKeys"] for d in p.by_type("digitalocean:index/droplet:Droplet")] == [[fp], [fp]]
+
+
+def test_private_droplet_needs_stated_egress():
+    with pytest.raises(SpecError, match="public_ip: false"):
+        plan(BE, [spec(public_ip=False)], {"region": "fra1"})
+    plan(BE, [spec(public_ip=False)], {"region": "fra1", "vpc_uuid": "8d3c1e2a-0b4f-4c8e-9a1d-2f6b7c8d9e0f",
+                                       "private_egress": True})
+
+
+def test_volumes_keep_their_names_on_rename():
+    for v in plan(BE, [spec()], {"region": "fra1"}).by_type("digitalocean:index/volume:Volume"):
+        assert v.options["ignore_changes"] == ["name", "description"] and v.options["protect"]

@@ -6,7 +6,7 @@ from polyvm.testing import BackendContract
 
 class TestDigitalOceanContract(BackendContract):
     backend = DigitalOceanBackend()
-    settings = {"region": "nyc3"}
+    settings = {"region": "nyc3", "vpc_uuid": "8d3c1e2a-0b4f-4c8e-9a1d-2f6b7c8d9e0f", "private_egress": True}
     region = "fra1"
     extra_unsupported = (
         ({"tags": {"cost:center": "x"}}, "tags.cost:center"),
