@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -290,30 +291,35 @@ class Change:
                 "data_loss": self.data_loss, "protected": self.protected}
 
 
-def _get(value: Any, path: str) -> Any:
-    """The value at a dotted path of recorded inputs; through a list, the list of each item's value."""
-    for i, seg in enumerate(path.split(".")):
+def _segments(path: str) -> list[str]:
+    """Pulumi property path -> keys: 'a.b' -> [a, b]; 'extraConfig["guestinfo.userdata"]' -> [extraConfig, guestinfo.userdata]."""
+    return [quoted or plain for quoted, plain in re.findall(r'\["([^"]+)"\]|([^.\[\]]+)', path)]
+
+
+def _get(value: Any, path: str | list[str]) -> Any:
+    """The value at a property path of recorded inputs; through a list, the list of each item's value."""
+    segs = _segments(path) if isinstance(path, str) else path
+    for i, seg in enumerate(segs):
         if isinstance(value, list):
-            rest = ".".join(path.split(".")[i:])
-            return [_get(v, rest) for v in value]
+            return [_get(v, segs[i:]) for v in value]
         if not isinstance(value, Mapping):
             return None
         value = value.get(seg)
     return value
 
 
-def _without(value: Any, path: str) -> Any:
-    """``value`` with the dotted path removed (ignore_changes), through lists item by item."""
-    head, _, rest = path.partition(".")
+def _without(value: Any, path: str | list[str]) -> Any:
+    """``value`` with the property path removed (ignore_changes), through lists item by item."""
+    segs = _segments(path) if isinstance(path, str) else path
     if isinstance(value, list):
-        return [_without(v, path) for v in value]
-    if not isinstance(value, Mapping) or head not in value:
+        return [_without(v, segs) for v in value]
+    if not segs or not isinstance(value, Mapping) or segs[0] not in value:
         return value
     out = dict(value)
-    if rest:
-        out[head] = _without(out[head], rest)
+    if len(segs) > 1:
+        out[segs[0]] = _without(out[segs[0]], segs[1:])
     else:
-        del out[head]
+        del out[segs[0]]
     return out
 
 
@@ -367,7 +373,7 @@ def diff(backend: Backend, old: Plan, new: Plan) -> list[Change]:
             if urn in replaced:
                 continue
             ignored = res.options.get("ignore_changes", [])
-            forcing_tops = {p.split(".")[0] for p in (backend.replacement_inputs(res.type) or ())}
+            forcing_tops = {_segments(p)[0] for p in (backend.replacement_inputs(res.type) or ())}
             for inp, deps in res.dependencies.items():
                 hit = [d for d in deps if d in replaced]
                 if not hit or inp in ignored:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from polyvm.backend import Backend, BackendSettings, Capabilities
+from polyvm.backend import Backend, BackendSettings, Capabilities, Replacement
 from polyvm.hookspecs import hookimpl
 from polyvm.spec import SUPPORTED_IMAGES, VmSpec
 
@@ -36,12 +36,19 @@ class VsphereSettings(BackendSettings):
     cluster: str | None = Field(default=None, description="Compute cluster; its root resource pool is used.")
     resource_pool: str | None = Field(default=None, description="Resource pool path, instead of cluster.")
     folder: str | None = Field(default=None, description="VM folder, relative to the datacenter.")
-    customize: bool = Field(default=True, description="Guest customization on clone (hostname, DHCP on the NIC); "
-                                                      "false leaves both to cloud-init.")
+    customize: bool = Field(default=False, description=(
+        "Guest customization on clone (hostname, DHCP on the NIC). Off by default: cloud-init's VMware "
+        "datasource does both, and customization together with cloud-init is a known conflict (the "
+        "customization engine and cloud-init both configure the network and hostname on first boot)."))
     domain: str = Field(default="local", description="Domain for guest customization.")
     dns_servers: list[str] = Field(default_factory=list, description="DNS servers for guest customization.")
     linked_clone: bool = Field(default=False, description="Linked clone (needs a template snapshot; the root "
                                                           "disk then keeps the template's size).")
+    reclone: bool = Field(default=False, description=(
+        "Any change under clone (the template's id, customization) forces a new VM, and the data disks live "
+        "inside it: changes to clone are ignored once the VM exists. true applies them, re-creating the VM "
+        "and its data disks (polyvm plan --against reports it as DATA LOSS); upgrade the OS in place, or "
+        "move the data to a new VM, instead."))
 
     @field_validator("dns_servers")
     @classmethod
@@ -72,6 +79,14 @@ def _mock_vm(name: str, inputs: dict) -> dict:
             "guestIpAddresses": ["192.0.2.50"], "disks": disks, "moid": "vm-1001"}
 
 
+def _mock_template(a: dict, template_id: str = "4217a5c4-1f4e-4a2f-9bde-6b1d2c3e4f50") -> dict:
+    # The mock template's disk is 8 GiB, the smallest root_disk_gb a spec may ask, so offline plans
+    # never trip the "cannot shrink" check (which needs the real template's size).
+    return {"id": template_id, "uuid": template_id, "name": a["name"], "guestId": "ubuntu64Guest",
+            "scsiType": "pvscsi", "firmware": "efi", "networkInterfaceTypes": ["vmxnet3"],
+            "disks": [{"label": "disk0", "size": 8, "thinProvisioned": True, "eagerlyScrub": False, "unitNumber": 0}]}
+
+
 class VsphereBackend(Backend):
     name = "vsphere"
     description = "vSphere VM cloned from a template, cloud-init via guestinfo (pulumi-vsphere)"
@@ -95,6 +110,16 @@ class VsphereBackend(Backend):
     sdk_modules = ("pulumi_vsphere", "pulumi_tls")
     extra = "vsphere"
     mock_outputs = {"vsphere:index/virtualMachine:VirtualMachine": _mock_vm}
+    data_disk_types = frozenset({"vsphere:index/virtualMachine:VirtualMachine"})
+    # A template re-published under the same name: the lookup answers with a new id.
+    newer_image_calls = {"vsphere:index/getVirtualMachine:getVirtualMachine": lambda a: _mock_template(
+        a, "4217a5c4-0000-4a2f-9bde-6b1d2c3e4f51")}
+    replacements = (
+        Replacement("vsphere:index/virtualMachine:VirtualMachine", ("clone", "replaceTrigger"),
+                    f"{m.TF_VSPHERE}/resource_vsphere_virtual_machine.go (every changed key under clone.0 is "
+                    "ForceNew), virtual_machine_config_structure.go (replace_trigger ForceNew); disks, CPU, memory "
+                    "and extra_config change in place"),
+    )
     mock_calls = {
         "vsphere:index/getDatacenter:getDatacenter": lambda a: {"id": "datacenter-3", "name": a.get("name")},
         "vsphere:index/getDatastore:getDatastore": lambda a: {"id": "datastore-14", "name": a["name"]},
@@ -102,16 +127,14 @@ class VsphereBackend(Backend):
             "id": "domain-c8", "name": a["name"], "resourcePoolId": "resgroup-9"},
         "vsphere:index/getResourcePool:getResourcePool": lambda a: {"id": "resgroup-42", "name": a.get("name")},
         "vsphere:index/getNetwork:getNetwork": lambda a: {"id": "network-15", "name": a["name"], "type": "Network"},
-        # The mock template's disk is 8 GiB, the smallest root_disk_gb a spec may ask, so offline plans
-        # never trip the "cannot shrink" check (which needs the real template's size).
-        "vsphere:index/getVirtualMachine:getVirtualMachine": lambda a: {
-            "id": "4217a5c4-1f4e-4a2f-9bde-6b1d2c3e4f50", "uuid": "4217a5c4-1f4e-4a2f-9bde-6b1d2c3e4f50",
-            "name": a["name"], "guestId": "ubuntu64Guest", "scsiType": "pvscsi", "firmware": "efi",
-            "networkInterfaceTypes": ["vmxnet3"],
-            "disks": [{"label": "disk0", "size": 8, "thinProvisioned": True,
-                       "eagerlyScrub": False, "unitNumber": 0}],
-        },
+        "vsphere:index/getVirtualMachine:getVirtualMachine": lambda a: _mock_template(a),
     }
+
+    def holds_data(self, typ: str, inputs: Any) -> bool:
+        """The VM holds its data disks (they are devices of the VM): it is data when it has any."""
+        prefix = m.disk_label("")
+        return typ in self.data_disk_types and any(
+            str(d.get("label", "")).startswith(prefix) for d in (inputs.get("disks") or []) if isinstance(d, dict))
 
     def unsupported(self, spec: VmSpec) -> list[str]:
         out = super().unsupported(spec)
@@ -124,10 +147,15 @@ class VsphereBackend(Backend):
         return {
             "disks and guest data": (("what", "how"), [
                 ("root disk", "SCSI 0:0, the template's disk grown to root_disk_gb (never shrunk)"),
-                ("data disks", "SCSI 0:1-6 then 0:8-15 in spec order (unit 7 is the controller)"),
+                ("data disks", "SCSI 0:1-6 then 0:8-15 in spec order: the provider's unit_number 1-14 (a logical "
+                               "index: bus = n/15, unit = n%15, shifted past the controller's unit 7)"),
                 ("data disk device", f"`{m.GUEST_DEVICE_PATH.format(uuid='<disk uuid, no dashes, lower case>')}` "
                                      "(enable_disk_uuid)"),
-                ("cloud-init", "`guestinfo.metadata` + `guestinfo.userdata` (base64, secret) in extra_config"),
+                ("cloud-init", "`guestinfo.metadata` + `guestinfo.userdata` (base64, secret) in extra_config; the "
+                               "metadata's `redact: [userdata]` has cloud-init blank the user data once read; "
+                               "later user data changes are ignored (cloud-init runs it once per instance)"),
+                ("template changes", "ignored once the VM exists (ignore_changes on clone): a new template would "
+                                     "re-create the VM and the data disks inside it; see `reclone`"),
                 ("ingress rules", "enforced by nftables in the guest; published as `guestinfo.polyvm.ingress`"),
                 ("tags", "`key=value` lines in the VM's Notes (annotation)"),
             ]),
@@ -141,11 +169,11 @@ class VsphereBackend(Backend):
     def planned_ingress(self, plan: Any) -> set:
         """The rules the provisioning layer applies in the guest with nftables (published on the VM as
         guestinfo.polyvm.ingress): exactly the spec's."""
-        from pulumi.runtime import rpc
+        from polyvm.plan import is_secret
 
         extra = self._vm(plan).inputs["extraConfig"]
         # The map holds the secret user data, so Pulumi records all of it as a secret: unwrap.
-        if extra.get(rpc._special_sig_key) == rpc._special_secret_sig:
+        if is_secret(extra):
             extra = extra["value"]
         return m.firewall_rules(extra["guestinfo.polyvm.ingress"])
 

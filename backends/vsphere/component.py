@@ -17,7 +17,7 @@ from . import mapping as m
 
 class VsphereVirtualMachine(VirtualMachine):
     def __init__(self, spec: VmSpec, settings: VsphereSettings, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("vsphere", spec, opts)
+        super().__init__("vsphere", spec, opts, settings)
         name = spec.name
         look = pulumi.InvokeOutputOptions(parent=self)
 
@@ -47,8 +47,13 @@ class VsphereVirtualMachine(VirtualMachine):
         if settings.customize:
             clone["customize"] = m.customize(spec, settings.domain, settings.dns_servers)
 
+        ignored = [] if settings.reclone else ["clone"]
+        # Once read, cloud-init redacts the user data in the guest (see guestinfo_plain): not a change to undo.
+        ignored += ['extraConfig["guestinfo.userdata"]', 'extraConfig["guestinfo.userdata.encoding"]']
+        vm_name, vm_opts = self.child("vm", data=bool(spec.data_disks), additional_secret_outputs=["extra_config"],
+                                      ignore_changes=ignored)
         vm = vsphere.VirtualMachine(
-            f"{name}-vm",
+            vm_name,
             resource_pool_id=pool_id,
             datastore_id=datastore.id,
             guest_id=template.guest_id,
@@ -58,12 +63,13 @@ class VsphereVirtualMachine(VirtualMachine):
                 "network_id": network.id,
                 "adapter_type": template.network_interface_types.apply(lambda t: t[0] if t else "vmxnet3"),
             }],
-            disks=template.disks.apply(lambda tdisks: m.disks(spec, root_disk(tdisks))),
+            disks=template.disks.apply(lambda tdisks: m.disks(spec, root_disk(tdisks),
+                                                              keep_data=settings.protect_data_disks)),
             clone=clone,
             extra_config={**m.guestinfo_plain(spec),
                           "guestinfo.userdata": pulumi.Output.secret(user_data.apply(m.guestinfo_userdata))},
             **m.vm_args(spec, folder=settings.folder),
-            opts=self.child_opts(additional_secret_outputs=["extra_config"]),
+            opts=vm_opts,
         )
 
         labels = {m.disk_label(disk.name): disk.name for disk in spec.data_disks}

@@ -10,10 +10,21 @@ from typing import Any
 from polyvm.errors import ConfigError
 from polyvm.spec import VmSpec
 
-#: Data disks sit on SCSI controller 0 next to the root disk (unit 0). Unit 7 belongs to the controller
-#: itself, so units 1-6 and 8-15 are free: 14 data disks.
-DATA_DISK_UNITS: tuple[int, ...] = tuple(u for u in range(1, 16) if u != 7)
+#: The provider's disk ``unit_number`` is a logical index, not the SCSI unit: bus = n / 15 and unit =
+#: n % 15, shifted up by one from the controller's own unit 7 (terraform-provider-vsphere
+#: vsphere/internal/virtualdevice/virtual_machine_disk_subresource.go, "bus := number / 15" and
+#: "if unit >= scsiUnit { unit++ }"). The root disk is 0 (SCSI 0:0); data disks are 1-14, which land on
+#: SCSI 0:1-6 and 0:8-15 of the one controller polyvm uses: 14 data disks.
+DATA_DISK_UNITS: tuple[int, ...] = tuple(range(1, 15))
 MAX_DATA_DISKS = len(DATA_DISK_UNITS)
+#: Where the ForceNew rules of the replacement table come from.
+TF_VSPHERE = "hashicorp/terraform-provider-vsphere vsphere"
+
+
+def scsi_address(unit_number: int) -> tuple[int, int]:
+    """(bus, unit) the provider attaches a disk with logical ``unit_number`` at (controller at unit 7)."""
+    bus, unit = divmod(unit_number, 15)
+    return bus, unit + 1 if unit >= 7 else unit
 
 #: With ``disk.EnableUUID`` set (``enable_disk_uuid``), the guest sees each virtual disk's UUID as its
 #: SCSI WWN, so udev links it as /dev/disk/by-id/wwn-0x<uuid, lower case, no dashes>. Stable across
@@ -56,13 +67,15 @@ def disk_label(disk_name: str) -> str:
     return f"data-{disk_name}"
 
 
-def disks(spec: VmSpec, root: dict[str, Any]) -> list[dict[str, Any]]:
+def disks(spec: VmSpec, root: dict[str, Any], *, keep_data: bool = True) -> list[dict[str, Any]]:
     """The root disk (``root``: size/thin_provisioned/eagerly_scrub from the template) and one
-    thin-provisioned disk per data disk, on SCSI 0 by unit number, in spec order."""
+    thin-provisioned disk per data disk, on SCSI 0 by unit number, in spec order. ``keep_data`` sets
+    keep_on_remove: the data disk's file stays on the datastore when it leaves the spec or the VM is
+    destroyed."""
     out = [{"label": "disk0", "unit_number": 0, **root}]
     for disk, unit in zip(spec.data_disks, DATA_DISK_UNITS):
         out.append({"label": disk_label(disk.name), "unit_number": unit, "size": disk.size_gb,
-                    "thin_provisioned": True})
+                    "thin_provisioned": True, "keep_on_remove": keep_data})
     return out
 
 
@@ -86,7 +99,10 @@ def ingress_document(spec: VmSpec) -> str:
 
 def guestinfo_plain(spec: VmSpec) -> dict[str, str]:
     """The non-secret extra_config: cloud-init meta data (instance id, hostname) and the ingress rules."""
-    meta = {"instance-id": spec.name, "local-hostname": spec.name}
+    # redact: cloud-init's VMware datasource overwrites these guestinfo keys with "---" once read
+    # (cloudinit/sources/DataSourceVMware.py, redact_keys), so the host's private key in the user data
+    # does not stay readable to anyone who can read the VM's guestinfo.
+    meta = {"instance-id": spec.name, "local-hostname": spec.name, "redact": ["userdata"]}
     return {
         "guestinfo.metadata": base64.b64encode(json.dumps(meta).encode()).decode(),
         "guestinfo.metadata.encoding": "base64",
@@ -122,6 +138,10 @@ def vm_args(spec: VmSpec, *, folder: str | None) -> dict[str, Any]:
         "annotation": annotation(spec),
         "wait_for_guest_net_timeout": 10,
         "wait_for_guest_ip_timeout": 0,
+        # The provider reboots the VM for any extra_config change by default (virtual_machine_config_structure.go,
+        # extra_config_reboot_required Default: true): editing an ingress CIDR (guestinfo.polyvm.ingress)
+        # must not reboot the database. The guest firewall is applied over SSH, not read at boot.
+        "extra_config_reboot_required": False,
     }
     if folder:
         args["folder"] = folder

@@ -50,8 +50,13 @@ def test_disks_by_unit_number_skip_the_controller():
     disks = m.disks(s, {"size": 30, "thin_provisioned": True, "eagerly_scrub": False})
     assert disks[0] == {"label": "disk0", "unit_number": 0, "size": 30, "thin_provisioned": True,
                         "eagerly_scrub": False}
+    # unit_number is the provider's logical index (bus = n/15, unit = n%15 shifted past unit 7): 1-14
+    # are SCSI 0:1-6 and 0:8-15, all on the one controller; 15 would ask for a second bus.
     units = [d["unit_number"] for d in disks[1:]]
-    assert units == [1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15]
+    assert units == list(range(1, 15))
+    assert [m.scsi_address(u) for u in units] == [(0, u) for u in (1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15)]
+    assert m.scsi_address(15) == (1, 0)
+    assert all(d["keep_on_remove"] is True for d in disks[1:])
     assert [d["label"] for d in disks[1:3]] == ["data-d0", "data-d1"]
     assert m.MAX_DATA_DISKS == BE.capabilities.max_data_disks == 14
 
@@ -74,7 +79,8 @@ def test_guest_device_path_from_disk_uuid():
 def test_guestinfo():
     plain = m.guestinfo_plain(spec())
     meta = json.loads(base64.b64decode(plain["guestinfo.metadata"]))
-    assert meta == {"instance-id": "db1", "local-hostname": "db1"}
+    # redact: cloud-init blanks guestinfo.userdata (it holds the host's private key) once read
+    assert meta == {"instance-id": "db1", "local-hostname": "db1", "redact": ["userdata"]}
     assert plain["guestinfo.userdata.encoding"] == "base64"
     assert "guestinfo.userdata" not in plain  # the secret part is separate
     assert base64.b64decode(m.guestinfo_userdata("#cloud-config\nx: 1\n")).decode() == "#cloud-config\nx: 1\n"
@@ -128,7 +134,7 @@ def _vm(p):
 
 
 def test_lookups_and_vm_inputs():
-    p = plan(BE, [spec()], {**SETTINGS, "folder": "db", "domain": "example.internal"})
+    p = plan(BE, [spec()], {**SETTINGS, "folder": "db", "domain": "example.internal", "customize": True})
     tokens = [t for t, _a in p.calls]
     for t in ("getDatacenter", "getDatastore", "getComputeCluster", "getNetwork", "getVirtualMachine"):
         assert f"vsphere:index/{t}:{t}" in tokens
@@ -201,3 +207,26 @@ def test_example_stack_config_plans():
     s = parse_spec(cfg["polyvm:vm"])
     p = plan(BE, [s], cfg["polyvm:vsphere"])
     assert sorted(p.outputs[s.name]["data_disk_devices"]) == ["pgdata"]
+
+
+def test_vm_with_data_disks_is_protected_and_clone_changes_ignored():
+    from polyvm.testing import the_one as one
+
+    vm = one(plan(BE, [spec()], SETTINGS), "vsphere:index/virtualMachine:VirtualMachine")
+    assert vm.options["protect"] and vm.options["retain_on_delete"]
+    assert "clone" in vm.options["ignore_changes"]
+    assert vm.inputs["extraConfigRebootRequired"] is False
+    assert "customize" not in vm.inputs["clone"]  # cloud-init does hostname and network
+    vm = one(plan(BE, [spec()], {**SETTINGS, "reclone": True}), "vsphere:index/virtualMachine:VirtualMachine")
+    assert "clone" not in vm.options["ignore_changes"]
+
+
+def test_a_republished_template_replaces_the_vm_only_with_reclone_and_is_flagged():
+    from polyvm.plan import diff
+
+    for reclone, lost in ((False, False), (True, True)):
+        settings = {**SETTINGS, "reclone": reclone}
+        old = plan(BE, [spec()], settings)
+        new = plan(BE, [spec()], settings, calls=BE.newer_image_calls)
+        changes = [c for c in diff(BE, old, new) if c.type == "vsphere:index/virtualMachine:VirtualMachine"]
+        assert any(c.data_loss for c in changes) is lost, changes
