@@ -78,6 +78,9 @@ class Capabilities:
     regions: bool = True
     zones: bool = True
     tags: bool = True
+    durable_data_disks: bool = True
+    """Data disks outlive everyday changes of the VM (tags, ingress, login key, size, image, name) and are
+    protected from deletion; False only for disposable hosts (the local sandbox), and then said in the matrix."""
     notes: str = ""
 
     # Row labels for the matrix, in order.
@@ -97,6 +100,7 @@ class Capabilities:
         ("regions", "region"),
         ("zones", "zone"),
         ("tags", "tags"),
+        ("durable_data_disks", "data disks survive VM changes"),
     )
 
     def row(self) -> dict[str, str]:

@@ -405,7 +405,12 @@ class BackendContract:
             assert not missing, (f"[{kind}] no replacement rule (inputs forcing a new resource) declared for "
                                  f"{missing}; add Replacement entries to {type(be).__name__}.replacements")
 
+    def contract_require_durable(self) -> None:
+        if not self.contract_caps.durable_data_disks:
+            pytest.skip(f"backend {self.backend.name!r} declares durable_data_disks=False (disposable hosts)")
+
     def test_data_disks_are_protected(self) -> None:
+        self.contract_require_durable()
         spec, plan = self.contract_plan("full")
         if not spec.data_disks:
             return
@@ -453,6 +458,7 @@ class BackendContract:
     def test_everyday_changes_never_lose_a_data_disk(self) -> None:
         from .plan import diff
 
+        self.contract_require_durable()
         _spec, base = self.contract_plan("full")
         failures = []
         for label, spec, settings, calls in self.contract_changes():

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from polyvm.backend import Backend, BackendSettings, Capabilities
+from polyvm.backend import Backend, BackendSettings, Capabilities, Replacement
 from polyvm.hookspecs import hookimpl
 from polyvm.spec import SUPPORTED_IMAGES, VmSpec
 
@@ -57,6 +57,7 @@ class LocalBackend(Backend):
         image_id_override=False,
         regions=False,
         zones=False,
+        durable_data_disks=False,
         notes=("OS: this machine's own (detected from /etc/os-release"
                + (f"; here {HOST_FAMILY} {HOST_VERSION}" if _HOST_SUPPORTED else "; here none polyvm supports") + "). "
                "One address, reachable from this machine only, reported as public_ip and private_ip. "
@@ -68,6 +69,11 @@ class LocalBackend(Backend):
     settings_model = LocalSettings
     egress_rules = frozenset({("all", None, None, "198.19.0.0/16")})
     mock_outputs = {HOST_TYPE: _mock_host}
+    # The host holds its loop-device data disks; its own provider says which inputs need a new host.
+    data_disk_types = frozenset({HOST_TYPE})
+    replacements = (Replacement(HOST_TYPE, ("hostname", "sshUser", "authorizedKeys", "disks", "rootMb", "pg", "stateDir",
+                                            "ssh_user", "authorized_keys", "root_mb", "state_dir"),
+                                "backends/local/provider.py REPLACING (the local host provider's diff)"),)
 
     def unsupported(self, spec: VmSpec) -> list[str]:
         out = super().unsupported(spec)

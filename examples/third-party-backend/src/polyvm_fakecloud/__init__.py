@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from polyvm import hookimpl
-from polyvm.backend import Backend, BackendSettings, Capabilities
+from polyvm.backend import Backend, BackendSettings, Capabilities, Replacement
 from polyvm.spec import VmSpec
 
 from . import mapping as m
@@ -64,6 +64,19 @@ class FakeCloudBackend(Backend):
     # (polyvm[postgres] is the one that brings pulumi-random).
     sdk_modules = ("pulumi_random",)
     extra = "postgres"
+    # Which inputs force a new resource (pulumi-random: every argument of these resources is ForceNew,
+    # terraform-provider-random internal/provider/resource_*.go RequiresReplace), and which resources
+    # are data disks (their replacement or deletion is flagged as data loss by `polyvm plan --against`).
+    replacements = (
+        Replacement("random:index/randomPet:RandomPet", ("keepers", "prefix", "length", "separator"),
+                    "terraform-provider-random resource_pet.go"),
+        Replacement("random:index/randomInteger:RandomInteger", ("keepers", "min", "max", "seed"),
+                    "terraform-provider-random resource_integer.go"),
+        Replacement("random:index/randomUuid:RandomUuid", ("keepers",), "terraform-provider-random resource_uuid.go"),
+        Replacement("random:index/randomId:RandomId", ("keepers", "byteLength", "prefix"),
+                    "terraform-provider-random resource_id.go"),
+    )
+    data_disk_types = frozenset({"random:index/randomId:RandomId"})
     # What the "cloud" would compute, for offline plans and the contract suite (inputs are camelCase).
     mock_outputs = {
         "random:index/randomPet:RandomPet": lambda name, inputs: {"id": f"{name}-mock-lemur"},

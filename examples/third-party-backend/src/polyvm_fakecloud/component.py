@@ -14,19 +14,19 @@ from . import mapping as m
 
 class FakeCloudVirtualMachine(VirtualMachine):
     def __init__(self, spec: VmSpec, settings: FakeCloudSettings, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("fakecloud", spec, opts)  # type token polyvm:fakecloud:VirtualMachine
+        # type token polyvm:fakecloud:VirtualMachine; settings give protect_data_disks and renames
+        super().__init__("fakecloud", spec, opts, settings)
         name = spec.name
 
-        instance = random.RandomPet(f"{name}-vm", prefix=name, keepers=m.instance_keepers(spec),
-                                    opts=self.child_opts())
-        octet = random.RandomInteger(f"{name}-address", min=10, max=250, keepers={"instance": instance.id},
-                                     opts=self.child_opts())
-        random.RandomUuid(f"{name}-firewall", keepers={"instance": instance.id, **m.firewall_keepers(spec)},
-                          opts=self.child_opts())
+        # self.child(suffix) names a child "<vm>-<suffix>" and aliases it to its name under the VM's
+        # previous name (polyvm:fakecloud.renamed); data=True protects data disks from deletion.
+        instance = random.RandomPet(*self.child("vm"), prefix=name, keepers=m.instance_keepers(spec))
+        octet = random.RandomInteger(*self.child("address"), min=10, max=250, keepers={"instance": instance.id})
+        random.RandomUuid(*self.child("firewall"), keepers={"instance": instance.id, **m.firewall_keepers(spec)})
         devices = {}
         for disk, keepers in zip(spec.data_disks, m.disk_keepers(spec)):
-            disk_id = random.RandomId(f"{name}-{disk.name}", byte_length=8,
-                                      keepers={"instance": instance.id, **keepers}, opts=self.child_opts())
+            # A disk's keepers are its own: a replaced instance must not take its data disks with it.
+            disk_id = random.RandomId(*self.child(disk.name, data=True), byte_length=8, keepers=keepers)
             devices[disk.name] = disk_id.hex.apply(m.device_path)
 
         self.finish(
