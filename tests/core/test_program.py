@@ -28,6 +28,25 @@ def test_project_file_is_a_python_pulumi_project():
     assert (EXAMPLE / "__main__.py").exists()
 
 
+def test_project_file_types_only_its_own_config_keys():
+    """The Pulumi CLI refuses a project file whose config gives a type (or any schema) to a key outside
+    the project's namespace: "Configuration key 'polyvm:backend' is not namespaced by the project and
+    should not define a type" (pulumi/pulumi sdk/go/common/workspace/project.go). Such keys may only have
+    a plain default value."""
+    project = yaml.safe_load((EXAMPLE / "Pulumi.yaml").read_text())
+    for key, value in (project.get("config") or {}).items():
+        namespaced = ":" not in key or key.split(":", 1)[0] == project["name"]
+        assert namespaced or not isinstance(value, dict), f"{key} is not in the project's namespace: no type here"
+
+
+def test_requirements_install_polyvm_from_the_checkout_not_the_index():
+    lines = [ln.strip() for ln in (EXAMPLE / "requirements.txt").read_text().splitlines()
+             if ln.strip() and not ln.lstrip().startswith("#")]
+    # A bare name (polyvm, polyvm[all]) would be fetched from the package index, where it is not ours.
+    assert lines and all(ln.startswith(("-e ../..", "../..", "./")) for ln in lines), lines
+    assert (EXAMPLE / "../../pyproject.toml").resolve().exists()
+
+
 @pytest.mark.parametrize("stack", STACKS, ids=[p.stem.split(".", 1)[1] for p in STACKS])
 def test_example_stack_declares_one_vm_component(stack):
     cfg = _stack_config(stack)
