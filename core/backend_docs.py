@@ -20,6 +20,19 @@ outputs (`public_ip`, `private_ip`, `ssh_user`, `host_key`, `data_disk_devices`)
 something a backend cannot do is rejected before anything is declared, naming the backend and the
 option. Every backend passes the contract suite (`polyvm.testing.BackendContract`); a third-party
 backend runs it with `class TestMine(BackendContract): backend = MineBackend()` in its own tests.
+
+The rules each cloud enforces (name lengths and characters, disk sizes, root disk minimum per image, key
+types, disk counts) are declared by its backend with their source and checked by `polyvm validate
+--backend B` and `polyvm plan` before anything is declared: every problem at once, exit 2. Each backend
+also declares which inputs of its resources force a new resource (from the provider's schema):
+`polyvm plan --backend B --spec NEW --against OLD` prints create / update in place / REPLACE / delete
+per resource and refuses (exit 2) any replacement or deletion of a data disk, or of the VM holding one,
+unless `--allow-data-loss`. Data disks carry Pulumi's `protect` and `retain_on_delete` (a `pulumi up`
+or `pulumi destroy` that would delete one fails instead) until the backend setting
+`protect_data_disks: false`; to rename a VM, set `renamed: {new-name: old-name}` in the backend's
+settings and its resources keep their identity (Pulumi aliases). The contract suite checks, for every
+backend, that changing tags, ingress, the login key, the size or the image (a newer one published)
+never replaces a data disk.
 """
 
 
@@ -69,6 +82,19 @@ def backend_section(be: Backend) -> list[str]:
         out += [" ".join(doc.split()).replace("``", "`"), ""]
     for title, (headers, table_rows) in be.doc_tables().items():
         out += [f"### {be.name}: {title}", ""] + _table(headers, table_rows) + [""]
+    if be.limits:
+        out += [f"### {be.name}: limits the cloud enforces (checked by `polyvm validate --backend {be.name}`)", ""]
+        out += _table(("field", "limit", "source"), [(f"`{lim.field}`", lim.rule, lim.source) for lim in be.limits])
+        out.append("")
+    if be.replacements:
+        out += [f"### {be.name}: inputs that force a new resource (`polyvm plan --against`)", ""]
+        rows = [(f"`{r.type}`", ", ".join(f"`{i}`" for i in r.inputs) or "(none)", r.source) for r in be.replacements]
+        out += _table(("resource", "inputs", "source"), rows) + [""]
+        holders = ", ".join(f"`{t}`" for t in sorted(be.data_disk_types)) or "(none)"
+        out += [f"Data disks live in {holders}: replacing or deleting one is reported as DATA LOSS"
+                + (", and they are protected (Pulumi `protect` + `retain_on_delete`) unless "
+                   "`protect_data_disks: false`." if caps.durable_data_disks else
+                   "; these hosts are disposable, their disks do not survive changes of the host."), ""]
     return out
 
 

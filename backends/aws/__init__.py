@@ -49,7 +49,11 @@ class AwsBackend(Backend):
         host_key_at_creation=True,
         notes="Images without cloud-init fall back to trust-on-first-use for the host key. IPv6 ingress gives "
               "the instance an IPv6 address and needs a subnet with an IPv6 CIDR (subnet_id). A VM without a "
-              "public IP reaches the internet only through the subnet's NAT (choose subnet_id accordingly).",
+              "public IP reaches the internet only through the subnet's NAT (choose subnet_id accordingly). The "
+              "AMI and the availability zone are chosen once and pinned (ignore_changes): a newer AMI is used "
+              "only with upgrade_image: true, which replaces the instance; EBS volumes stay, detached with the "
+              "instance stopped (stop_instance_before_detaching). A new login key replaces the key pair and so "
+              "the instance (key_name forces a new instance); the volumes stay. vpc_id needs subnet_id.",
     )
     settings_model = AwsSettings
     sdk_modules = ("pulumi_aws", "pulumi_tls")
