@@ -66,7 +66,10 @@ class GcpVirtualMachine(VirtualMachine):
         user_data = pulumi.Output.secret(pulumi.Output.all(key.private_key_openssh, key.public_key_openssh).apply(
             lambda kv: render_user_data(spec, kv[0], kv[1].strip(), extra={"write_files": [m.GUEST_AGENT_CONFIG]})))
 
-        vm_name, vm_opts = self.child(named("vm"), additional_secret_outputs=["metadata"], delete_before_replace=True)
+        # Everything under boot_disk forces a new instance: the boot disk's labels are set at creation
+        # only, so a tag change does not replace the VM (the instance's own labels do follow the tags).
+        vm_name, vm_opts = self.child(named("vm"), additional_secret_outputs=["metadata"], delete_before_replace=True,
+                                      ignore_changes=["bootDisk.initializeParams.labels"])
         instance = gcp.compute.Instance(
             vm_name,
             name=name,  # the instance name is the spec's (its hostname in GCE's DNS)
