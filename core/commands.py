@@ -167,7 +167,7 @@ def _report_changes(be: Any, old_path: str, new_path: str, old: Any, new: Any, *
             flag = "  DATA LOSS" if c.data_loss else ""
             prot = " (protected: pulumi up refuses until protect_data_disks is false)" if c.protected else ""
             why = f" [{', '.join(c.inputs)}]" if c.inputs else ""
-            click.echo(f"  {c.action:<15} {c.type} {c.name}{why}{flag}{prot}")
+            click.echo(f"  {c.action:<19} {c.type} {c.name}{why}{flag}{prot}")
     if loss and not allow_data_loss:
         raise SpecError([f"{c.type} {c.name}: {c.action.lower() if c.action == REPLACE else c.action}d "
                          f"({', '.join(c.inputs) or 'removed from the spec'}): its data disk's contents would be lost"

@@ -270,6 +270,9 @@ def plan(backend: Backend, specs: Sequence[VmSpec], settings: Mapping[str, Any] 
 
 # --- comparing two plans (polyvm plan --against) --------------------------------------------------------
 CREATE, UPDATE, REPLACE, DELETE = "create", "update in place", "REPLACE", "delete"
+#: Only inputs under ignore_changes differ: `pulumi up` leaves the resource as it is (e.g. a newer image
+#: pinned away, a vSphere template change); listed so the user sees what is not applied.
+IGNORED = "no change (ignored)"
 
 
 @dataclass
@@ -348,9 +351,12 @@ def diff(backend: Backend, old: Plan, new: Plan) -> list[Change]:
     changes: dict[str, Change] = {}
     replaced: set[str] = set()
     kept = set(pairs)  # resources that keep their state (and so their outputs), until found replaced
+    ignored_by: dict[str, list[str]] = {}
     for urn, (prev, res) in pairs.items():
         o, n = reveal(prev.inputs), reveal(res.inputs)
         for path in res.options.get("ignore_changes", []):
+            if _get(o, path) != _get(n, path):
+                ignored_by.setdefault(urn, []).append(path)
             o, n = _without(o, path), _without(n, path)
         # An input taken from a kept resource's outputs keeps that resource's state value (e.g. an
         # autoname preserved through an alias), whatever the mock made up this time.
@@ -391,6 +397,8 @@ def diff(backend: Backend, old: Plan, new: Plan) -> list[Change]:
     for urn, (prev, res) in pairs.items():
         ch = changes.get(urn)
         if ch is None:
+            if urn in ignored_by:
+                out.append(Change(IGNORED, res.type, res.name, ignored_by[urn]))
             continue
         if ch.action == REPLACE:
             ch.data_loss = backend.holds_data(res.type, reveal(prev.inputs))

@@ -20,11 +20,15 @@ class AwsVirtualMachine(VirtualMachine):
         region = {"region": spec.region} if spec.region else {}
 
         query = m.ami_query(spec)
+        root_gb: pulumi.Input[int] = m.root_volume_gb(spec, None)
         if query is None:
             ami_id: pulumi.Input[str] = spec.image.image_id["aws"]
         else:
-            ami_id = aws.ec2.get_ami_output(
-                **query, **region, opts=pulumi.InvokeOutputOptions(parent=self)).id
+            ami = aws.ec2.get_ami_output(**query, **region, opts=pulumi.InvokeOutputOptions(parent=self))
+            ami_id = ami.id
+            # The chosen AMI's own root snapshot size, known once it is looked up (before anything is created).
+            root_gb = pulumi.Output.all(ami.block_device_mappings, ami.root_device_name).apply(
+                lambda a: m.root_volume_gb(spec, m.snapshot_gb(a[0], a[1])))
 
         key = host_key(name, self, "aws")
         key_pair = aws.ec2.KeyPair(*self.child("login"), public_key=spec.ssh.public_key, tags=spec.all_tags(),
@@ -53,7 +57,7 @@ class AwsVirtualMachine(VirtualMachine):
             key_name=key_pair.key_name,
             vpc_security_group_ids=[sg.id],
             user_data=user_data_output(spec, key),
-            **{**m.instance_args(spec, subnet_id=settings.subnet_id), "availability_zone": zone},
+            **m.instance_args(spec, subnet_id=settings.subnet_id, zone=zone, root_gb=root_gb),
             **region,
             opts=vm_opts,
         )

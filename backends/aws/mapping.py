@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from polyvm.backend import CloudLimit, pick_size, root_disk_gb, root_disk_limit
+from polyvm.errors import SpecError
 from polyvm.spec import VmSpec
 
 #: Where the ForceNew flags of the replacement table come from.
@@ -94,6 +95,27 @@ def _tags(spec: VmSpec) -> list[str]:
     return out
 
 
+def root_volume_gb(spec: VmSpec, snapshot_gb: int | None) -> int:
+    """The root volume size once the AMI is known: at least its snapshot (``snapshot_gb``, from the AMI's
+    root block device mapping); an explicit root_disk_gb below it is refused with the field and the limit
+    (EC2 would refuse RunInstances with "Volume of size N is smaller than snapshot")."""
+    size = root_disk_gb(spec, max(snapshot_gb or 0, root_minimum(spec) or 8))
+    if snapshot_gb and size < snapshot_gb:
+        raise SpecError([f"{spec.name}: root_disk_gb {size} (the AMI's root snapshot is {snapshot_gb} GiB; EC2 "
+                         "refuses a smaller root volume)"])
+    return size
+
+
+def snapshot_gb(block_device_mappings: Any, root_device_name: str | None) -> int | None:
+    """The root snapshot size of an AMI from aws.ec2.get_ami's block_device_mappings."""
+    for bdm in block_device_mappings or []:
+        name = bdm.get("device_name") if isinstance(bdm, dict) else getattr(bdm, "device_name", None)
+        ebs = (bdm.get("ebs") if isinstance(bdm, dict) else getattr(bdm, "ebs", None)) or {}
+        if name == root_device_name and ebs.get("volume_size"):
+            return int(ebs["volume_size"])
+    return None
+
+
 def root_minimum(spec: VmSpec) -> int | None:
     return None if "aws" in spec.image.image_id else ROOT_SNAPSHOT_GB[spec.image.family]
 
@@ -158,12 +180,13 @@ def security_group_args(spec: VmSpec, vpc_id: str | None) -> dict[str, Any]:
     return args
 
 
-def instance_args(spec: VmSpec, *, subnet_id: str | None) -> dict[str, Any]:
-    """Everything about the Instance that does not depend on other resources' outputs."""
+def instance_args(spec: VmSpec, *, subnet_id: str | None, zone: Any = None, root_gb: Any = None) -> dict[str, Any]:
+    """Everything about the Instance that does not depend on other resources' outputs (``zone`` and
+    ``root_gb`` may be Outputs of lookups)."""
     args: dict[str, Any] = {
         "instance_type": instance_type(spec),
         "associate_public_ip_address": spec.public_ip,
-        "root_block_device": {"volume_size": root_disk_gb(spec, root_minimum(spec) or 8), "volume_type": "gp3", "encrypted": True,
+        "root_block_device": {"volume_size": root_volume_gb(spec, None) if root_gb is None else root_gb, "volume_type": "gp3", "encrypted": True,
                               "delete_on_termination": True, "tags": spec.all_tags()},
         # IMDSv2 only: the instance metadata service cannot be reached with a plain GET (SSRF defence).
         "metadata_options": {"http_tokens": "required", "http_endpoint": "enabled",
@@ -171,8 +194,8 @@ def instance_args(spec: VmSpec, *, subnet_id: str | None) -> dict[str, Any]:
         "user_data_replace_on_change": True,
         "tags": spec.all_tags(),
     }
-    if spec.zone:
-        args["availability_zone"] = spec.zone
+    if zone is not None or spec.zone:
+        args["availability_zone"] = zone if zone is not None else spec.zone
     if subnet_id:
         args["subnet_id"] = subnet_id
     if any(rule.ipv6_cidrs for rule in spec.ingress):

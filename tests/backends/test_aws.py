@@ -185,3 +185,17 @@ def test_ipv6_ingress_gives_the_instance_an_ipv6_address():
     assert m.instance_args(v6, subnet_id="subnet-1")["ipv6_address_count"] == 1
     v4 = spec(ingress=[{"port": 443, "cidrs": ["10.0.0.0/8"]}])
     assert "ipv6_address_count" not in m.instance_args(v4, subnet_id=None)
+
+
+def test_root_volume_follows_the_looked_up_ami_snapshot():
+    bdms = [{"device_name": "/dev/sda1", "ebs": {"volume_size": "12"}}, {"device_name": "/dev/sdb", "ebs": {}}]
+    assert m.snapshot_gb(bdms, "/dev/sda1") == 12
+    assert m.root_volume_gb(spec(), 12) == 20  # the spec's default covers it
+    assert m.root_volume_gb(spec(), 30) == 30  # default grows to the snapshot
+    with pytest.raises(SpecError, match="root_disk_gb 10 .the AMI's root snapshot is 12 GiB"):
+        m.root_volume_gb(spec(root_disk_gb=10), 12)
+    calls = {"aws:ec2/getAmi:getAmi": lambda a: {"id": "ami-0123456789abcdef0", "rootDeviceName": "/dev/sda1",
+                                                 "blockDeviceMappings": [{"deviceName": "/dev/sda1",
+                                                                          "ebs": {"volume_size": "40"}}]}}
+    inst = one(plan(BACKEND, [spec()], calls=calls), "aws:ec2/instance:Instance")
+    assert inst.inputs["rootBlockDevice"]["volumeSize"] == 40
