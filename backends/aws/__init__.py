@@ -69,10 +69,10 @@ class AwsBackend(Backend):
     }
     mock_calls = {
         "aws:ec2/getAmi:getAmi": lambda args: {"id": "ami-0123456789abcdef0", "name": args["filters"][0]["values"][0]},
+        "aws:index/getAvailabilityZones:getAvailabilityZones": lambda args: {
+            "id": "us-east-1", "names": ["us-east-1a", "us-east-1b"], "zoneIds": ["use1-az1", "use1-az2"]},
+        "aws:ec2/getSubnet:getSubnet": lambda args: {"id": args.get("id"), "availabilityZone": "us-east-1a"},
     }
-    mock_calls["aws:index/getAvailabilityZones:getAvailabilityZones"] = lambda args: {
-        "id": "us-east-1", "names": ["us-east-1a", "us-east-1b"], "zoneIds": ["use1-az1", "use1-az2"]}
-    mock_calls["aws:ec2/getSubnet:getSubnet"] = lambda args: {"id": args.get("id"), "availabilityZone": "us-east-1a"}
     newer_image_calls = {
         "aws:ec2/getAmi:getAmi": lambda args: {"id": "ami-0fedcba9876543210", "name": args["filters"][0]["values"][0]},
     }
