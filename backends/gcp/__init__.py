@@ -103,9 +103,10 @@ class GcpBackend(Backend):
     limits = m.LIMITS
     data_disk_types = frozenset({"gcp:compute/disk:Disk"})
     replacements = (
-        Replacement("gcp:compute/instance:Instance", ("name", "zone", "project", "bootDisk", "hostname"),
-                    f"{m.TF_GOOGLE}/resource_compute_instance.go (ForceNew; machine type, metadata, labels and "
-                    "attached disks update in place with allow_stopping_for_update)"),
+        Replacement("gcp:compute/instance:Instance", ("name", "zone", "project", "bootDisk", "hostname", "description"),
+                    f"{m.TF_GOOGLE}/resource_compute_instance.go (ForceNew: name, project, description, boot_disk and "
+                    "every initialize_params field, labels included; machine type, metadata, labels and attached "
+                    "disks update in place with allow_stopping_for_update)"),
         Replacement("gcp:compute/disk:Disk", ("name", "zone", "project", "type", "image", "snapshot"),
                     f"{m.TF_GOOGLE}/resource_compute_disk.go (immutable; size grows in place)"),
         Replacement("gcp:compute/address:Address", ("name", "region", "project", "addressType", "networkTier"),
