@@ -159,3 +159,44 @@ def test_plugin_fixtures(polyvm_plan, polyvm_public_key):
     p = polyvm_plan(AwsBackend(), data)
     assert [r.name for r in p.by_type("polyvm:aws:VirtualMachine")] == ["fx"]
     assert p.outputs["fx"]["ssh_user"] == "polyvm"
+
+
+# --- the data-safety checks catch broken backends too ----------------------------------------------------
+def test_contract_catches_an_unprotected_data_disk(monkeypatch):
+    from polyvm.component import VirtualMachine
+
+    real = VirtualMachine.child
+
+    def careless(self, name, *, data=False, **kwargs):
+        return real(self, name, **kwargs)  # drops protect / retain_on_delete
+
+    monkeypatch.setattr(VirtualMachine, "child", careless)
+    with pytest.raises(AssertionError, match="not protected and retained on delete"):
+        contract_for(AwsBackend()).test_data_disks_are_protected()
+
+
+def test_contract_catches_a_backend_that_declares_no_data_disk_holder():
+    class Blind(AwsBackend):
+        data_disk_types = frozenset()
+
+    with pytest.raises(AssertionError, match="no resource of the plan is declared to hold the data disks"):
+        contract_for(Blind()).test_data_disks_are_protected()
+
+
+def test_contract_catches_a_data_disk_replaced_by_an_everyday_change():
+    from polyvm.backend import Replacement
+
+    class TagsReplaceVolumes(AwsBackend):
+        replacements = tuple(r if r.type != "aws:ebs/volume:Volume" else Replacement(r.type, (*r.inputs, "tags"), r.source)
+                             for r in AwsBackend.replacements)
+
+    with pytest.raises(AssertionError, match="tags: REPLACE aws:ebs/volume:Volume"):
+        contract_for(TagsReplaceVolumes()).test_everyday_changes_never_lose_a_data_disk()
+
+
+def test_contract_catches_a_missing_replacement_rule():
+    class Undeclared(AwsBackend):
+        replacements = tuple(r for r in AwsBackend.replacements if r.type != "aws:ebs/volume:Volume")
+
+    with pytest.raises(AssertionError, match=r"no replacement rule .*'aws:ebs/volume:Volume'"):
+        contract_for(Undeclared()).test_limits_and_replacements_are_declared_with_sources()
