@@ -198,3 +198,31 @@ def test_rolling_change_behind_haproxy_drops_no_request(haproxy_available, testh
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
     assert lb.record.id not in netns
     assert not os.path.exists(f"/proc/{lb.record.pid}")
+
+
+def test_load_balancer_admits_only_allowed_cidrs_and_is_found_again_after_a_restart(
+        haproxy_available, testhosts, _local_engine):
+    data = fleet_spec().model_dump()
+    data["count"] = 1
+    data["load_balancer"]["allowed_cidrs"] = ["203.0.113.0/24"]  # not this machine
+    del data["vm"]["name"]
+    fleet = parse_fleet(data)
+    lb = LocalLoadBalancer.create(_local_engine, fleet)
+    try:
+        spec = fleet.member_specs(lb.sources)[0]
+        host = testhosts.up(1, firewall=render_nftables(spec.ingress))[0]
+        testhosts.exec(host, f"mkdir -p /etc/polyvm-fleet && cat > {CONF} && nginx -c {CONF}",
+                       input=nginx_conf("web-0", "v1"))
+        lb.start([("web-0", host.record)])
+        wait_for("web-0 healthy", lambda: lb.healthy("web-0"), 60)  # health checks do get through
+        failures: list[str] = []
+        assert one_request(lb.address, failures) is None
+        assert failures and ("timed out" in failures[0] or "Timeout" in failures[0]), failures
+        # A new process finds the load balancer from its record and removes it.
+        found = [x for x in LocalLoadBalancer.list(_local_engine) if x.record.id == lb.record.id]
+        assert len(found) == 1 and found[0].record.members[0].name == "web-0"
+        assert LocalLoadBalancer.down_all(_local_engine, fleet="web") == [lb.record.id]
+        assert found[0].leftovers() == []
+    finally:
+        lb.down()
+    assert lb.leftovers() == []
