@@ -92,6 +92,16 @@ class HealthCheck(_Model):
             raise ValueError("; ".join(problems))
         return self
 
+    def range_problems(self, limits: Mapping[str, tuple[int, int]], who: str) -> list[str]:
+        """'load_balancer.health_check.<field> <value> (<who> takes lo-hi)' for each field outside its
+        backend's limits (``limits``: field name -> inclusive range)."""
+        out = []
+        for name, (lo, hi) in limits.items():
+            value = getattr(self, name)
+            if not lo <= value <= hi:
+                out.append(f"load_balancer.health_check.{name} {value} ({who} takes {lo}-{hi})")
+        return out
+
     def detection_bound_s(self) -> int:
         """Seconds after which a member that stopped answering is out: unhealthy_threshold probes, each
         at most interval_s apart, the last one waiting timeout_s."""
@@ -133,6 +143,12 @@ class LoadBalancerSpec(_Model):
         if problems:
             raise ValueError("; ".join(problems))
         return listeners
+
+    def protocol_problems(self, allowed: set[str], why: str) -> list[str]:
+        """'load_balancer.listeners[i].protocol <p> (<why>)' for each listener whose protocol a backend
+        does not offer."""
+        return [f"load_balancer.listeners[{i}].protocol {ln.protocol} ({why})"
+                for i, ln in enumerate(self.listeners) if ln.protocol not in allowed]
 
     @property
     def health_port(self) -> int:

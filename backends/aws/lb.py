@@ -71,12 +71,9 @@ def problems(fleet: FleetSpec, subnet_ids: Sequence[str] = ()) -> list[str]:
                    "Load Balancer for tcp or an Application Load Balancer for http/https)")
     kind = load_balancer_type(fleet)
     hc = lb.health_check
-    for field, value, (lo, hi) in (("interval_s", hc.interval_s, HEALTH_INTERVAL),
-                                   ("timeout_s", hc.timeout_s, HEALTH_TIMEOUT),
-                                   ("healthy_threshold", hc.healthy_threshold, HEALTH_THRESHOLD),
-                                   ("unhealthy_threshold", hc.unhealthy_threshold, HEALTH_THRESHOLD)):
-        if not lo <= value <= hi:
-            out.append(f"load_balancer.health_check.{field} {value} (AWS target groups take {lo}-{hi})")
+    out += hc.range_problems({"interval_s": HEALTH_INTERVAL, "timeout_s": HEALTH_TIMEOUT,
+                              "healthy_threshold": HEALTH_THRESHOLD, "unhealthy_threshold": HEALTH_THRESHOLD},
+                             "an AWS target group")
     if kind == "application" and hc.protocol == "tcp":
         out.append("load_balancer.health_check.protocol tcp (AWS does not support TCP health checks for HTTP/"
                    "HTTPS target groups; use http)")

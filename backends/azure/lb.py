@@ -44,11 +44,8 @@ def problems(fleet: FleetSpec) -> list[str]:
     lb = fleet.load_balancer
     if lb is None:
         return []
-    out = []
-    for i, ln in enumerate(lb.listeners):
-        if ln.protocol != "tcp":
-            out.append(f"load_balancer.listeners[{i}].protocol {ln.protocol} (Azure's Standard Load Balancer is "
-                       "layer 4: use tcp; HTTP needs an Application Gateway)")
+    out = lb.protocol_problems({"tcp"}, "Azure's Standard Load Balancer is layer 4: use tcp; HTTP needs an "
+                               "Application Gateway")
     hc = lb.health_check
     if hc.interval_s < PROBE_MIN_INTERVAL:
         out.append(f"load_balancer.health_check.interval_s {hc.interval_s} (Azure probes: at least "

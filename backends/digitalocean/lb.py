@@ -38,12 +38,9 @@ def problems(fleet: FleetSpec) -> list[str]:
         return []
     out = []
     hc = lb.health_check
-    for field, value, (lo, hi) in (("interval_s", hc.interval_s, HEALTH_INTERVAL),
-                                   ("timeout_s", hc.timeout_s, HEALTH_TIMEOUT),
-                                   ("healthy_threshold", hc.healthy_threshold, HEALTH_THRESHOLD),
-                                   ("unhealthy_threshold", hc.unhealthy_threshold, HEALTH_THRESHOLD)):
-        if not lo <= value <= hi:
-            out.append(f"load_balancer.health_check.{field} {value} (DigitalOcean takes {lo}-{hi})")
+    out += hc.range_problems({"interval_s": HEALTH_INTERVAL, "timeout_s": HEALTH_TIMEOUT,
+                              "healthy_threshold": HEALTH_THRESHOLD, "unhealthy_threshold": HEALTH_THRESHOLD},
+                             "DigitalOcean")
     if fleet.zones:
         out.append("zones (a DigitalOcean region has no zones to spread over)")
     if fleet.scaling is not None:

@@ -45,11 +45,9 @@ def problems(fleet: FleetSpec) -> list[str]:
     lb = fleet.load_balancer
     if lb is None:
         return []
-    out = []
+    out = lb.protocol_problems({"tcp"}, "GCP's passthrough load balancer forwards packets; use tcp and "
+                               "terminate HTTP on the members")
     for i, ln in enumerate(lb.listeners):
-        if ln.protocol != "tcp":
-            out.append(f"load_balancer.listeners[{i}].protocol {ln.protocol} (GCP's passthrough load balancer "
-                       "forwards packets; use tcp and terminate HTTP on the members)")
         if ln.member_port != ln.port:
             out.append(f"load_balancer.listeners[{i}].target_port {ln.member_port} (GCP's passthrough load "
                        f"balancer does not change ports: it must equal port {ln.port})")

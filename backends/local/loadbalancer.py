@@ -87,9 +87,7 @@ def problems(fleet: FleetSpec) -> list[str]:
     if fleet.zones:
         out.append("zones (local hosts have no zones)")
     if lb is not None:
-        for i, ln in enumerate(lb.listeners):
-            if ln.protocol == "https":
-                out.append(f"load_balancer.listeners[{i}].protocol https (no certificates locally; use http)")
+        out += lb.protocol_problems({"tcp", "http"}, "no certificates locally; use http")
         if lb.health_check.protocol == "https":
             out.append("load_balancer.health_check.protocol https (use http or tcp)")
         if any(ipaddress.ip_network(c).version == 6 for c in lb.allowed_cidrs):

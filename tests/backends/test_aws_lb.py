@@ -88,8 +88,8 @@ def test_aws_limits(sdk):
         return aws_lb.problems(fleet(**kw), SUBNETS)
 
     out = probs(health={"interval_s": 3, "timeout_s": 1, "healthy_threshold": 1, "unhealthy_threshold": 1})
-    assert "load_balancer.health_check.interval_s 3 (AWS target groups take 5-300)" in out
-    assert "load_balancer.health_check.timeout_s 1 (AWS target groups take 2-120)" in out
+    assert "load_balancer.health_check.interval_s 3 (an AWS target group takes 5-300)" in out
+    assert "load_balancer.health_check.timeout_s 1 (an AWS target group takes 2-120)" in out
     assert any(p.startswith("load_balancer.health_check.healthy_threshold 1") for p in out)
     assert any(p.startswith("load_balancer.health_check.unhealthy_threshold 1") for p in out)
     mixed = aws_lb.problems(fleet([{"port": 80}, {"protocol": "http", "port": 81}]), SUBNETS)

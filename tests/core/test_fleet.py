@@ -223,3 +223,11 @@ def test_fleet_from_pulumi_config():
         fleet_from_config(FakeConfig({"backend": "gcp", "fleet": fleet(count=0)}))
     assert exc.value.problems[0].startswith("polyvm:fleet.count: ")
     assert exc.value.source == "Pulumi config"
+
+
+def test_helpers_backends_use_for_their_limits():
+    lb = parse_fleet(fleet()).load_balancer
+    assert lb.health_check.range_problems({"interval_s": (5, 300), "healthy_threshold": (4, 10)}, "Cloud X") == [
+        "load_balancer.health_check.healthy_threshold 3 (Cloud X takes 4-10)"]
+    assert lb.protocol_problems({"http"}, "layer 7 only") == ["load_balancer.listeners[0].protocol tcp (layer 7 only)"]
+    assert lb.protocol_problems({"tcp"}, "x") == []
