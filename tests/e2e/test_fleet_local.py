@@ -15,6 +15,7 @@ import pytest
 
 from polyvm.backends.local import engine as local_engine
 from polyvm.backends.local.loadbalancer import LocalLoadBalancer
+from polyvm.errors import SandboxError
 from polyvm.firewall import render_nftables
 from polyvm.fleet import parse_fleet
 from polyvm.provisioners import Connection, CopyFile, RunCommand, fanout
@@ -226,3 +227,20 @@ def test_load_balancer_admits_only_allowed_cidrs_and_is_found_again_after_a_rest
     finally:
         lb.down()
     assert lb.leftovers() == []
+
+
+def test_a_failed_start_leaves_nothing_behind(haproxy_available, testhosts, _local_engine):
+    data = fleet_spec().model_dump()
+    del data["vm"]["name"]
+    data["count"] = 2
+    fleet = parse_fleet(data)
+    lb = LocalLoadBalancer.create(_local_engine, fleet)
+    good, gone = testhosts.up(2)
+    testhosts.down(gone)  # its namespace is gone: linking it to the load balancer must fail
+    with pytest.raises(SandboxError) as exc:
+        lb.start([("web-0", good.record), ("web-1", gone.record)], timeout=20)
+    assert "ip -n" in str(exc.value), exc.value
+    assert lb.leftovers() == []
+    # the good member's end of its link went with the load balancer's namespace
+    links = testhosts.exec(good, "ip -o link show").stdout
+    assert f"lb{lb.record.index}" not in links
