@@ -220,9 +220,13 @@ class LocalLoadBalancer:
         ns = f"{NETNS_PREFIX}{index}"
         host_ip, address = front_addresses(index)
         d = state / ns
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(mode=0o700)
         inode = _ns_inode(f"/run/netns/{ns}")
+        try:
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(mode=0o700)
+        except BaseException:
+            _run(["ip", "netns", "del", ns], check=False)  # nothing else exists yet
+            raise
         rec = LbRecord(id=ns, index=index, fleet=fleet.name, state_dir=str(state), address=address,
                        host_ip=host_ip, veth=f"pvlb{index}", netns_inode=list(inode) if inode else None,
                        boot_id=_boot_id(), ports=[ln.port for ln in fleet.load_balancer.listeners])
