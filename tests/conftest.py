@@ -109,10 +109,12 @@ class TestHosts:
         self.hosts: list[TestHost] = []
 
     def up(self, count: int = 1, *, disk_mb: int = 0, disks_mb: Sequence[int] = (), pg: str = "keep",
-           sshd_delay: float = 0.0, user: str | None = None, firewall: Any = None) -> list[TestHost]:
+           sshd_delay: float = 0.0, user: str | None = None, firewall: Any = None,
+           bastion: bool = False) -> list[TestHost]:
         """Start ``count`` hosts. ``firewall``: an nftables ruleset (str) or a list of IngressRule (or
         dicts of their fields), rendered by :func:`polyvm.firewall.render_nftables`: exactly those rules,
-        everything else inbound dropped (include SSH if the test logs in)."""
+        everything else inbound dropped (include SSH if the test logs in). ``bastion``: the host's sshd
+        allows local TCP forwarding (a jump host); otherwise it forwards nothing."""
         sizes = [disk_mb] if disk_mb else []
         sizes += list(disks_mb)
         if firewall is not None and not isinstance(firewall, str):
@@ -124,7 +126,7 @@ class TestHosts:
 
         def one(_: int) -> TestHost:
             rec = self.engine.up(authorized_keys=self.key.public_key, user=user, disks_mb=sizes, pg=pg,
-                                 sshd_delay=sshd_delay, firewall=firewall,
+                                 sshd_delay=sshd_delay, firewall=firewall, bastion=bastion,
                                  labels={"owner": "pytest", "owner_pid": str(os.getpid())})
             th = TestHost(name=rec.name, address=rec.guest_ip, host_key=rec.host_key, user=rec.user,
                           private_key_path=self.key.private_key_path, disk=rec.disks[0] if rec.disks else None,

@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
+import importlib.resources
 import ipaddress
 import json
 import os
 import shutil
 import signal
+import string
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +41,13 @@ from polyvm.errors import SandboxError
 
 #: Where host records live unless told otherwise (``polyvm sandbox`` uses it; tests pass a tmp dir).
 DEFAULT_STATE_DIR = Path(os.environ.get("POLYVM_LOCAL_STATE_DIR", "/var/lib/polyvm/local"))
+
+#: Every state dir an engine has started a host from, one a line, so that each host hides all of them
+#: (their host keys, the sandbox's client key and passwords), not just its own.
+REGISTRY = Path(os.environ.get("POLYVM_LOCAL_REGISTRY", "/var/lib/polyvm/state-dirs"))
+#: Hidden inside every host whether registered or not: the default place of polyvm's state, and the
+#: test suite's state root (tests/conftest.py).
+ALWAYS_HIDDEN = (Path("/var/lib/polyvm"), Path(tempfile.gettempdir()) / "polyvm-test-hosts")
 
 #: Host i gets the /30 at NETWORK + 4*i. 198.19.0.0/16 is the upper half of the benchmark range
 #: 198.18.0.0/15; the lower half is left to other tools (e.g. the shared testhost script).
@@ -76,8 +87,12 @@ mount --rbind /sys "$R/sys"
 mount --rbind /dev "$R/dev"
 mount -t tmpfs -o mode=0755 tmpfs "$R/run"
 mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
-# Hide every host's private files (this machine's state dir) from inside.
-if [ -d "$R$PVM_STATE_ROOT" ]; then mount -t tmpfs -o mode=0700,size=64k tmpfs "$R$PVM_STATE_ROOT"; fi
+# Hide every polyvm state dir of this machine (every host's and sandbox's keys and passwords) from inside,
+# not just this host's own: /var/lib/polyvm and each dir in the registry (PVM_HIDE, one a line, parents
+# first; a dir under one already hidden, or under /tmp or /run, is gone from view already).
+printf '%s\n' "$PVM_HIDE" | while IFS= read -r d; do
+  if [ -n "$d" ] && [ -d "$R$d" ] && ! [ -L "$R$d" ]; then mount -t tmpfs -o mode=0700,size=16m tmpfs "$R$d"; fi
+done
 hostname "$PVM_HOSTNAME"
 echo "$PVM_HOSTNAME" > "$R/etc/hostname"
 echo "127.0.1.1 $PVM_HOSTNAME" >> "$R/etc/hosts"
@@ -89,6 +104,7 @@ mount -t tmpfs -o mode=0700,size=1m tmpfs "$R/root/.ssh" 2>/dev/null || { mkdir 
 sed -i 's/^\([^:]*\):[^:]*:/\1:*:/' "$R/etc/shadow"
 install -m 600 "$PVM_DIR/host_key" "$R/etc/ssh/ssh_host_ed25519_key"
 install -m 644 "$PVM_DIR/host_key.pub" "$R/etc/ssh/ssh_host_ed25519_key.pub"
+install -m 600 "$PVM_DIR/sshd_config" "$R/etc/ssh/polyvm_sshd_config"
 install -d -m 700 "$R/root/.ssh"
 install -m 600 "$PVM_DIR/authorized_keys" "$R/root/.ssh/authorized_keys"
 # A fresh VM's root has Debian's stock shell start-up files, not this machine's (which may run, e.g.,
@@ -111,9 +127,8 @@ if [ -n "$PVM_USER" ]; then
 fi
 : > "$PVM_DIR/ready"
 cd "$R"
-exec chroot "$R" /bin/sh -c 'sleep "$0"; exec /usr/sbin/sshd -D -e \
-  -o ListenAddress="$1" -o UsePAM=no -o HostKey=/etc/ssh/ssh_host_ed25519_key \
-  -o PermitRootLogin=prohibit-password -o PasswordAuthentication=no' "$PVM_SSHD_DELAY" "$PVM_GUEST_IP"
+exec chroot "$R" /bin/sh -c 'sleep "$0"; exec /usr/sbin/sshd -D -e -f /etc/ssh/polyvm_sshd_config' \
+  "$PVM_SSHD_DELAY"
 """
 
 
@@ -140,6 +155,7 @@ class Host:
     sshd_delay: float = 0.0
     root_mb: int | None = None
     firewall: bool = False
+    bastion: bool = False        # its sshd allows local TCP forwarding (jump host)
     labels: dict[str, str] = field(default_factory=dict)
     created: float = 0.0
     boot_id: str = ""
@@ -170,6 +186,27 @@ class Host:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+@dataclass(frozen=True)
+class HostHealth:
+    """Whether a recorded host can be used, and if not, why and what replacing it loses."""
+
+    host_id: str
+    state: str      # "up" (running, sshd listening) | "no-sshd" (running, sshd gone) | "dead"
+    reason: str     # "" when up; otherwise a sentence fragment ("its processes are gone ...")
+    lost: str       # what removing it destroys ("" when up)
+
+    @property
+    def usable(self) -> bool:
+        return self.state == "up"
+
+    @property
+    def message(self) -> str:
+        """One line for a person: what happened and what is gone."""
+        if self.usable:
+            return f"host {self.host_id} is up"
+        return f"host {self.host_id} is unusable: {self.reason}; {self.lost}"
+
+
 def addresses(index: int) -> tuple[str, str]:
     """(this machine's address, guest address) of host ``index``."""
     if not 1 <= index <= MAX_INDEX:
@@ -189,6 +226,53 @@ def generate_host_key(comment: str = "") -> tuple[bytes, str]:
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                            serialization.PublicFormat.OpenSSH).decode()
     return private, public
+
+
+def register_state_dir(path: str | os.PathLike[str]) -> bool:
+    """Record ``path`` in :data:`REGISTRY` (entries whose dir is gone are dropped on the way) and hide it
+    inside every host already running. False when it was registered already."""
+    path = Path(path).resolve()
+    REGISTRY.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(REGISTRY.with_name(REGISTRY.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        known = registered_state_dirs()
+        if path in known:
+            return False
+        keep = [p for p in known if p.is_dir()] + [path]
+        fd, tmp = tempfile.mkstemp(dir=REGISTRY.parent, prefix=f".{REGISTRY.name}.")
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(f"{p}\n" for p in keep))
+        os.replace(tmp, REGISTRY)
+    # Hosts started before this dir existed mounted over the others only: cover it in them now. (A host
+    # of another process that is starting at this very moment may miss it.)
+    for other in keep:
+        eng = Engine(other)
+        for host in eng.list():
+            if eng.is_running(host):
+                _run(["nsenter", "-t", str(host.init_pid), "-m", "-r", "--", "/bin/sh", "-c",
+                      'if [ -d "$1" ] && ! [ -L "$1" ]; then mount -t tmpfs -o mode=0700,size=16m tmpfs "$1"; fi',
+                      "sh", str(path)], check=False)
+    return True
+
+
+def registered_state_dirs() -> list[Path]:
+    try:
+        return [Path(line) for line in REGISTRY.read_text().splitlines() if line.startswith("/")]
+    except FileNotFoundError:
+        return []
+
+
+def hidden_dirs(*extra: Path) -> list[str]:
+    """Directories every host mounts an empty tmpfs over, parents before their children."""
+    dirs = {str(p) for p in (*ALWAYS_HIDDEN, DEFAULT_STATE_DIR.resolve(), *registered_state_dirs(), *extra)}
+    return sorted(d for d in dirs if d != "/" and "\n" not in d)
+
+
+def render_sshd_config(listen_address: str, *, bastion: bool = False) -> str:
+    """The host's sshd configuration (templates/sshd_config)."""
+    text = importlib.resources.files("polyvm.backends.local").joinpath("templates/sshd_config").read_text()
+    return string.Template(text).substitute(listen_address=listen_address,
+                                            tcp_forwarding="local" if bastion else "no")
 
 
 def which(tool: str) -> str | None:
@@ -315,6 +399,7 @@ class Engine:
     def _ensure_state_dir(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.state_dir, 0o700)
+        register_state_dir(self.state_dir)
 
     def _save(self, host: Host) -> None:
         path = host.dir / "host.json"
@@ -357,6 +442,28 @@ class Engine:
     def sshd_listening(self, host: Host) -> bool:
         return host.pid is not None and _listening(host.pid, host.guest_ip, 22)
 
+    def health(self, host: Host) -> HostHealth:
+        """Up, running without sshd, or dead (and why); ``lost`` says what goes with it when it is removed:
+        its root filesystem lives in memory, so a dead host's files are already gone, and its data disks'
+        images are deleted by :meth:`down`."""
+        if self.is_running(host):
+            if self.sshd_listening(host):
+                return HostHealth(host.id, "up", "", "")
+            state, reason = "no-sshd", "it runs but its sshd is not listening"
+        elif host.boot_id and host.boot_id != _boot_id():
+            state, reason = "dead", "this machine restarted since it was created (local hosts do not survive that)"
+        elif host.status != "up":
+            state, reason = "dead", "it never finished starting"
+        else:
+            state, reason = "dead", "its processes are gone (killed or crashed)"
+        if state == "no-sshd":
+            lost = "replacing it loses everything written inside it (its root filesystem is in memory)"
+        else:
+            lost = "everything written inside it is gone (its root filesystem was in memory)"
+        if host.disk_images:
+            lost += f"; replacing it deletes its data disk(s) {', '.join(host.disks)} and the data on them"
+        return HostHealth(host.id, state, reason, lost)
+
     # --- up --------------------------------------------------------------------------------------------
     def _allocate(self) -> int:
         taken = _netns_names()
@@ -374,12 +481,13 @@ class Engine:
     def up(self, *, authorized_keys: str, name: str | None = None, user: str | None = None,
            disks_mb: Iterable[int] = (), pg: str = "keep", sshd_delay: float = 0.0,
            firewall: str | None = None, labels: Mapping[str, str] | None = None,
-           root_mb: int | None = None, timeout: float = 15.0) -> Host:
+           root_mb: int | None = None, timeout: float = 15.0, bastion: bool = False) -> Host:
         """Start one host and return once it is usable: sshd listening (or, with ``sshd_delay``, once
         everything but sshd is in place). ``firewall`` is an nftables ruleset (see
         :func:`polyvm.firewall.render_nftables`) applied inside before anything listens; ``root_mb``
         caps what can be written to the root filesystem (kept in memory; default: tmpfs default, half
-        of RAM)."""
+        of RAM). ``bastion``: the host is a jump host (its sshd allows local TCP forwarding; otherwise
+        no forwarding of any kind)."""
         disks_mb = [int(d) for d in disks_mb]
         if pg not in ("keep", "fresh"):
             raise ValueError("pg must be 'keep' or 'fresh'")
@@ -401,7 +509,8 @@ class Engine:
                     veth=f"pvm{index}", host_key="", user=user or "root", state_dir=str(self.state_dir),
                     netns_inode=[st.st_dev, st.st_ino], pg=pg, sshd_delay=float(sshd_delay),
                     root_mb=int(root_mb) if root_mb else None,
-                    firewall=firewall is not None, labels=dict(labels or {}), created=time.time(),
+                    firewall=firewall is not None, bastion=bool(bastion), labels=dict(labels or {}),
+                    created=time.time(),
                     boot_id=_boot_id())
         self._save(host)
         try:
@@ -420,6 +529,7 @@ class Engine:
             f.write(private)
         (hdir / "host_key.pub").write_text(public + "\n")
         (hdir / "authorized_keys").write_text(authorized_keys.strip() + "\n")
+        (hdir / "sshd_config").write_text(render_sshd_config(host.guest_ip, bastion=host.bastion))
         host.host_key = public
 
         for i, size in enumerate(disks_mb):
@@ -445,7 +555,7 @@ class Engine:
 
         env = {
             "PATH": _SBIN_PATH, "LANG": "C.UTF-8",
-            "PVM_DIR": str(hdir), "PVM_STATE_ROOT": str(self.state_dir.resolve()),
+            "PVM_DIR": str(hdir), "PVM_HIDE": "\n".join(hidden_dirs(self.state_dir.resolve())),
             "PVM_HOSTNAME": host.name, "PVM_GUEST_IP": host.guest_ip, "PVM_PG": host.pg,
             "PVM_USER": host.user if host.user != "root" else "",
             "PVM_SSHD_DELAY": f"{host.sshd_delay:g}",

@@ -197,16 +197,18 @@ class Sandbox:
                                f"of the link ({eng.NETWORK} or wider, e.g. 198.18.0.0/15) so the sandbox "
                                "can provision the host")
 
-    def _host_for(self, spec: VmSpec, pub: str, say: Progress, lock: threading.Lock) -> tuple[eng.Host, bool]:
+    def _host_for(self, spec: VmSpec, pub: str, say: Progress, lock: threading.Lock) -> tuple[eng.Host, bool, str]:
         from .provider import LocalHostProvider
 
         with lock:
             existing = [h for h in self.hosts() if h.labels.get(LABEL) == spec.name]
+        lost = ""
         for h in existing:
             if self.engine.is_running(h) and self.engine.sshd_listening(h):
                 say(spec.name, f"reusing {h.id} ({h.guest_ip})")
-                return h, False
-            say(spec.name, f"removing dead host {h.id}")
+                return h, False, ""
+            lost = f"replaced {h.id} ({h.guest_ip}): {self.engine.health(h).message}"
+            say(spec.name, lost)
             self.engine.down(h)
         say(spec.name, "creating host")
         props = m.host_props(spec, pg="fresh")
@@ -217,7 +219,7 @@ class Sandbox:
         created = LocalHostProvider(str(self.state_dir)).create(props)
         host = self.engine.get(created.id)
         assert host is not None
-        return host, True
+        return host, True, lost
 
     def postgres_inputs(self, spec: VmSpec, host: eng.Host, overrides: Mapping[str, Any]) -> Any:
         from polyvm.recipes.postgres import ensure_passwords, parse_inputs
@@ -243,7 +245,7 @@ class Sandbox:
         from polyvm.provisioners import Connection
         from polyvm.recipes.postgres import apply_postgres
 
-        host, created = self._host_for(spec, pub, say, lock)
+        host, created, lost = self._host_for(spec, pub, say, lock)
         with lock:
             inputs = self.postgres_inputs(spec, host, overrides)
         say(spec.name, f"PostgreSQL recipe on {host.guest_ip}")
@@ -253,12 +255,13 @@ class Sandbox:
         vm = SandboxVm(name=spec.name, host_id=host.id, address=host.guest_ip, ssh_user=spec.ssh.user,
                        host_key=host.host_key, disks=dict(zip([d.name for d in spec.data_disks], host.disks)),
                        pg_port=inputs.port, db_user=None, database=None, created=created,
-                       recipe_changes=result.changes)
+                       recipe_changes=result.changes, note=lost)
         target = inputs.verify_target()
         if target and not _allows(spec, inputs.port, host.host_ip):
             vm.db_user, vm.database = target
-            vm.note = (f"no login check from this machine: the spec's ingress does not open {inputs.port} to "
-                       f"{host.host_ip} (the recipe verified a login inside the host)")
+            vm.note += ("; " if vm.note else "") + (
+                f"no login check from this machine: the spec's ingress does not open {inputs.port} to "
+                f"{host.host_ip} (the recipe verified a login inside the host)")
         elif target:
             vm.db_user, vm.database = target
             say(spec.name, f"checking a login as {vm.db_user}")

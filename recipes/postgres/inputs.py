@@ -41,6 +41,31 @@ MANAGED_SETTINGS: dict[str, str] = {
     "listen_addresses": "use the 'listen_addresses' input",
 }
 
+#: Not settings but configuration-file directives: they would read files the recipe neither writes nor checks.
+INCLUDE_DIRECTIVES = ("include", "include_dir", "include_if_exists")
+
+#: PostgreSQL 15 settings that run a shell command or load code from a path (the server's own list:
+#: `postgres --describe-config`; docs: "Archiving",
+#: "Archive Recovery", "SSL", "Shared Library Preloading", "Other Defaults"): refused, with why.
+#: Preload libraries and jit_provider are allowed as plain library names, which PostgreSQL looks up in
+#: its own $libdir; a path (or $libdir itself) is refused.
+UNSAFE_SETTINGS: dict[str, str] = {
+    "archive_command": "runs a shell command as postgres; WAL archiving and backups are not set up through settings",
+    "archive_library": "loads a library module as postgres; WAL archiving is not set up through settings",
+    "archive_mode": "without a managed archive_command WAL would pile up on the data disk",
+    "restore_command": "runs a shell command as postgres, in archive recovery",
+    "archive_cleanup_command": "runs a shell command as postgres, on a standby",
+    "recovery_end_command": "runs a shell command as postgres, at the end of recovery",
+    "ssl_passphrase_command": "runs a shell command as postgres; TLS is managed by the recipe",
+    "ssl_passphrase_command_supports_reload": "TLS is managed by the recipe",
+    "dynamic_library_path": "would load libraries from outside PostgreSQL's own $libdir",
+}
+_PLAIN_LIBRARY_SETTINGS = ("shared_preload_libraries", "local_preload_libraries", "session_preload_libraries",
+                           "jit_provider")
+_LIBRARY_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+#: TLS settings the recipe leaves open, with the values it accepts (every other ssl* setting is managed).
+_SSL_ALLOWED = {"ssl_min_protocol_version": ("TLSv1.2", "TLSv1.3")}
+
 _SETTING_RE = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
 _IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _RESERVED_ROLES = {"postgres", "public", "current_user", "session_user", "current_role", "none", "all"}
@@ -164,10 +189,26 @@ class PostgresInputs(_Model):
         for k, val in v.items():
             if not _SETTING_RE.match(k):
                 problems.append(f"{k!r} is not a setting name")
+            elif k in INCLUDE_DIRECTIVES:
+                problems.append(f"{k!r} cannot be set here (a directive that reads another configuration file, "
+                                "whose settings would bypass these checks)")
             elif k in MANAGED_SETTINGS:
                 problems.append(f"{k!r} cannot be set here ({MANAGED_SETTINGS[k]})")
+            elif k in UNSAFE_SETTINGS:
+                problems.append(f"{k!r} cannot be set here ({UNSAFE_SETTINGS[k]})")
+            elif k.startswith("ssl") and k not in _SSL_ALLOWED:
+                problems.append(f"{k!r} cannot be set here (TLS is managed by the recipe)")
             elif isinstance(val, str) and ("\n" in val or "\r" in val or "\0" in val):
                 problems.append(f"{k!r} has a line break in its value")
+            elif k in _SSL_ALLOWED and str(val) not in _SSL_ALLOWED[k]:
+                problems.append(f"{k!r} must be one of {', '.join(_SSL_ALLOWED[k])}, not {val!r}")
+            elif k in _PLAIN_LIBRARY_SETTINGS:
+                names = [n.strip().strip('"') for n in str(val).split(",") if n.strip()]
+                bad = [n for n in names if not _LIBRARY_NAME_RE.match(n)]
+                if bad:
+                    problems.append(f"{k!r}: {', '.join(repr(b) for b in bad)} is not a plain library name "
+                                    "(give names such as pg_stat_statements, found in PostgreSQL's $libdir; "
+                                    "paths are refused)")
         if problems:
             raise ValueError("; ".join(problems))
         return v

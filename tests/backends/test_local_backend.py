@@ -152,7 +152,7 @@ def test_provider_lifecycle_on_a_real_host(_local_engine, client_key):
         subprocess.Popen(_local_engine.nsenter_argv(host) + [
             "python3", "-c", "import socket,time; s=socket.socket(); s.bind(('0.0.0.0',8080)); s.listen(); "
                              "time.sleep(120)"])
-        _local_engine.exec(host, "for i in $(seq 50); do ss -ltn | grep -q ':8080 ' && exit 0; sleep 0.1; "
+        _local_engine.exec(host, "for i in $(seq 600); do ss -ltn | grep -q ':8080 ' && exit 0; sleep 0.1; "
                                  "done; exit 1")
         assert not _tcp_open(outs["guest_ip"], 8080)
         news = dict(props, firewall=m.firewall_ruleset(make_spec(

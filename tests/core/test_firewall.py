@@ -98,7 +98,7 @@ def test_enforced_in_a_real_host(testhosts):
         subprocess.Popen(testhosts.engine.nsenter_argv(host.record)
                          + ["python3", "-c", f"import socket,time; s=socket.socket(); s.bind(('0.0.0.0',{port}));"
                                              "s.listen(); time.sleep(120)"])
-    assert testhosts.exec(host, "for i in $(seq 50); do [ $(ss -ltn | grep -c -e ':8080 ' -e ':5432 ') = 2 ] && exit 0; "
+    assert testhosts.exec(host, "for i in $(seq 600); do [ $(ss -ltn | grep -c -e ':8080 ' -e ':5432 ') = 2 ] && exit 0; "
                           "sleep 0.1; done; exit 1",
                           check=True)
     assert _tcp_open(host.address, 22)

@@ -303,3 +303,86 @@ def test_fanout_runs_the_whole_recipe_as_one_step_on_several_hosts(testhosts):
     for h in hosts:
         with login(h) as c:
             assert c.execute("SELECT current_user").fetchone()[0] == "app"
+
+
+def dropin(testhosts, host) -> str:
+    return testhosts.exec(host, ["cat", "/etc/postgresql/15/main/conf.d/50-polyvm.conf"]).stdout
+
+
+def test_a_setting_that_stops_the_server_from_starting_is_rolled_back(testhosts):
+    (host,) = testhosts.up(pg="fresh", disk_mb=256)
+    good = {"work_mem": "8MB"}
+    with connect(host) as conn:
+        apply_postgres(conn, inputs_for(host, settings=good))
+    with login(host) as c:
+        c.execute("CREATE TABLE kept AS SELECT 1 AS id")
+
+    # Passes every check, needs a restart, and the server cannot start with it: put back, started again.
+    missing_lib = {**good, "shared_preload_libraries": "polyvm_no_such_library"}
+    with connect(host) as conn, pytest.raises(RecipeError) as ei:
+        apply_postgres(conn, inputs_for(host, settings=missing_lib))
+    msg = str(ei.value)
+    assert 'did not start with the new configuration (could not access file "polyvm_no_such_library"' in msg
+    assert "rolled back to the last good configuration, and the server runs with it again" in msg
+    assert "polyvm_no_such_library" not in dropin(testhosts, host)
+    assert psql(testhosts, host, "SHOW shared_preload_libraries;") == ""
+    with login(host) as c:
+        assert c.execute("SELECT count(*) FROM kept").fetchone()[0] == 1
+
+    # The same when the server was not running: it starts with the last good configuration.
+    testhosts.exec(host, "pg_ctlcluster 15 main stop")
+    with connect(host) as conn, pytest.raises(RecipeError, match="rolled back to the last good configuration"):
+        apply_postgres(conn, inputs_for(host, settings=missing_lib))
+    with login(host) as c:
+        assert c.execute("SELECT count(*) FROM kept").fetchone()[0] == 1
+
+    # What is known not to start is refused before a serving server is stopped: too much shared memory ...
+    before = start_time(testhosts, host)
+    mem_kb = int(next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal:")))
+    too_much = f"{2 * mem_kb // (1 << 20) + 2}GB"  # like shared_buffers=64GB on a smaller VM
+    with connect(host) as conn, pytest.raises(RecipeError) as ei:
+        apply_postgres(conn, inputs_for(host, settings={**good, "shared_buffers": too_much}))
+    assert (f"not restarting PostgreSQL for shared_buffers: shared_buffers needs {int(too_much[:-2]) * 1024} MB "
+            f"of shared memory, more than this host's {mem_kb // 1024} MB of RAM") in str(ei.value)
+    assert "nothing changed, the server keeps running with the last good configuration" in str(ei.value)
+    assert start_time(testhosts, host) == before
+    assert too_much not in dropin(testhosts, host)
+
+    # ... and a restart on a full data disk (the server stops, then cannot write postmaster.pid).
+    testhosts.exec(host, "dd if=/dev/zero of=/srv/postgresql/filler bs=1M 2>/dev/null || true")
+    with connect(host) as conn, pytest.raises(RecipeError, match="the data directory's filesystem has only 0 MB free"):
+        apply_postgres(conn, inputs_for(host, settings={**good, "shared_buffers": "64MB"}))
+    assert start_time(testhosts, host) == before
+    with login(host) as c:
+        assert c.execute("SHOW shared_buffers").fetchone()[0] != "64MB"
+        assert c.execute("SELECT count(*) FROM kept").fetchone()[0] == 1
+    testhosts.exec(host, "rm /srv/postgresql/filler")
+    with connect(host) as conn:
+        fixed = apply_postgres(conn, inputs_for(host, settings={**good, "shared_buffers": "64MB"}))
+    assert fixed.restarted
+    with login(host) as c:
+        assert c.execute("SHOW shared_buffers").fetchone()[0] == "64MB"
+
+
+def test_a_running_cluster_with_ssl_off_is_taken_over(testhosts):
+    (host,) = testhosts.up(pg="keep")  # this machine's cluster 15/main, as an existing server
+    testhosts.exec(host, "sed -i 's/^#\\?ssl *=.*/ssl = off/' /etc/postgresql/15/main/postgresql.conf && "
+                         "grep -q '^ssl = off' /etc/postgresql/15/main/postgresql.conf && "
+                         "pg_ctlcluster 15 main start")
+    show_ssl = testhosts.exec(host, "runuser -u postgres -- psql -XAt -d postgres -c 'SHOW ssl'").stdout.strip()
+    assert show_ssl == "off"
+    with connect(host) as conn:
+        taken = apply_postgres(conn, inputs_for(host, data_device=None))
+    assert taken.changed
+    with login(host) as c:
+        assert c.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()[0] is True
+        assert c.execute("SHOW ssl").fetchone()[0] == "on"
+    # ssl = off from somewhere read after the recipe's drop-in (ALTER SYSTEM) is named, not a lock-out.
+    psql(testhosts, host, "ALTER SYSTEM SET ssl = off;")
+    with connect(host) as conn, pytest.raises(RecipeError, match="ssl is 'off' with the new configuration files"):
+        apply_postgres(conn, inputs_for(host, data_device=None, settings={"work_mem": "8MB"}))
+    psql(testhosts, host, "ALTER SYSTEM RESET ssl;")
+    with connect(host) as conn:
+        apply_postgres(conn, inputs_for(host, data_device=None, settings={"work_mem": "8MB"}))
+    with login(host) as c:
+        assert c.execute("SHOW work_mem").fetchone()[0] == "8MB"

@@ -87,7 +87,7 @@ def test_up_login_firewall_up_again_down(sandbox_dir):
     (host,) = sb.hosts()
     subprocess.Popen(sb.engine.nsenter_argv(host) + [
         "python3", "-c", "import socket,time; s=socket.socket(); s.bind(('0.0.0.0',8080)); s.listen(); time.sleep(300)"])
-    sb.engine.exec(host, "for i in $(seq 50); do ss -ltn | grep -q ':8080 ' && exit 0; sleep 0.1; done; exit 1")
+    sb.engine.exec(host, "for i in $(seq 600); do ss -ltn | grep -q ':8080 ' && exit 0; sleep 0.1; done; exit 1")
     assert tcp_open(vm["address"], 5432)
     assert not tcp_open(vm["address"], 8080)
 

@@ -258,7 +258,7 @@ def test_non_root_user_with_sudo(testhosts, tmp_path):
 
 
 def test_jump_host_to_sshd_on_loopback(testhosts, tmp_path):
-    [a] = testhosts.up(1)
+    [a] = testhosts.up(1, bastion=True)
     # A second sshd inside A that listens only on A's loopback: reachable only through A.
     testhosts.exec(a, "rm -f /tmp/hk2 /tmp/hk2.pub; ssh-keygen -q -t ed25519 -N '' -f /tmp/hk2 && "
                       "/usr/sbin/sshd -o ListenAddress=127.0.0.1:2222 -o HostKey=/tmp/hk2 -o UsePAM=no "
@@ -282,7 +282,7 @@ def test_jump_host_to_sshd_on_loopback(testhosts, tmp_path):
 
 
 def test_pinned_key_type_is_negotiated_when_server_has_several(testhosts, tmp_path):
-    [a] = testhosts.up(1)
+    [a] = testhosts.up(1, bastion=True)
     # An sshd (on A's loopback, reached through A) with an rsa AND an ed25519 host key; pin only the rsa one.
     testhosts.exec(a, "rm -f /tmp/hr /tmp/he; ssh-keygen -q -t rsa -b 2048 -N '' -f /tmp/hr && "
                       "ssh-keygen -q -t ed25519 -N '' -f /tmp/he && "

@@ -154,18 +154,24 @@ def test_fanout_bounds_parallelism():
     import threading
 
     active, peak = [0], [0]
-    lock = threading.Lock()
+    cond = threading.Condition()
 
     class Slow(LocalConnection):
         def run(self, *a, **kw):
-            with lock:
+            with cond:
                 active[0] += 1
                 peak[0] = max(peak[0], active[0])
+                cond.notify_all()
+                # Wait (bounded) for a second host to be running at the same time, however slowly this
+                # machine starts threads; then give a third, if fanout wrongly started one, time to show.
+                cond.wait_for(lambda: peak[0] >= 2, timeout=30)
+                cond.wait(0.2)
             try:
-                return super().run("sleep 0.2", name="sleep")
+                return super().run("true", name="work")
             finally:
-                with lock:
+                with cond:
                     active[0] -= 1
+                    cond.notify_all()
 
     fanout([Slow(f"s{i}") for i in range(6)], [RunCommand("x")], parallel=2, progress=False)
     assert peak[0] == 2

@@ -175,12 +175,13 @@ def test_refused_port_is_retried_until_the_deadline_then_explained(tmp_path):
     with socket.socket() as s:  # a loopback port that nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    c = Connection("127.0.0.1", port=port, private_key=key, known_hosts=tmp_path / "kh", deadline=2.5,
-                   retry_initial=0.2, retry_max=0.5)
+    # Three attempts need about 0.2 s of backoff; the 6 s deadline leaves a loaded machine ample room.
+    c = Connection("127.0.0.1", port=port, private_key=key, known_hosts=tmp_path / "kh", deadline=6,
+                   retry_initial=0.05, retry_max=0.1)
     with pytest.raises(ConnectTimeoutError) as ei:
         c.connect()
     msg = str(ei.value)
-    assert f"root@127.0.0.1:{port}: cannot connect within the 2.5s deadline" in msg
+    assert f"root@127.0.0.1:{port}: cannot connect within the 6s deadline" in msg
     assert "attempt(s) over" in msg and msg.endswith("last error: connection refused")
     assert c.stats.connect_attempts >= 3 and c.stats.retries == c.stats.connect_attempts - 1
     assert set(c.stats.last_connect_causes) == {"connection refused"}
