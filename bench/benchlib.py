@@ -154,6 +154,7 @@ class BenchHost:
     host_key: str          # "ssh-ed25519 AAAA..."
     log_path: Path | None  # the host's sshd log (sshd -e), to count logins
     record: object = None
+    teardown_error: str = ""
 
     @property
     def known_hosts_line(self) -> str:
@@ -251,17 +252,27 @@ class HostPool:
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)
         import concurrent.futures
 
-        def down(h: BenchHost) -> None:
-            with contextlib.suppress(Exception):
+        def down(h: BenchHost) -> BenchHost | None:
+            """None when removed, else the host (for a second, sequential attempt)."""
+            try:
                 if self.source == "engine":
                     self._engine_obj().down(h.record)
-                else:
-                    subprocess.run([str(TESTHOST), "down", h.name.split("-")[1]], capture_output=True)
+                    return h if (h.record.dir / "host.json").exists() else None
+                subprocess.run([str(TESTHOST), "down", h.name.split("-")[1]], capture_output=True)
+                return None
+            except Exception as exc:  # noqa: BLE001 - retried below
+                h.teardown_error = f"{type(exc).__name__}: {exc}"
+                return h
 
         try:
-            # In parallel: a 200-host pool takes minutes to remove one by one.
+            # In parallel: a 200-host pool takes minutes to remove one by one. The engine's down() is not
+            # fully thread-safe (it reaps its child processes from a shared table), so whatever the
+            # parallel pass left is removed again one by one.
             with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-                list(pool.map(down, list(self.hosts)))
+                left = [h for h in pool.map(down, list(self.hosts)) if h is not None]
+            for h in left:
+                if down(h) is not None:
+                    print(f"could not remove test host {h.name}: {h.teardown_error}", file=sys.stderr)
             self.hosts.clear()
         finally:
             signal.signal(signal.SIGINT, old)
