@@ -249,8 +249,11 @@ class HostPool:
 
     def close(self) -> None:
         # Ignore further Ctrl-C while tearing down: a half-done teardown leaks namespaces.
-        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
         import concurrent.futures
+        import threading
+
+        main = threading.current_thread() is threading.main_thread()   # signals: main thread only
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
 
         def down(h: BenchHost) -> BenchHost | None:
             """None when removed, else the host (for a second, sequential attempt)."""
@@ -275,7 +278,8 @@ class HostPool:
                     print(f"could not remove test host {h.name}: {h.teardown_error}", file=sys.stderr)
             self.hosts.clear()
         finally:
-            signal.signal(signal.SIGINT, old)
+            if main:
+                signal.signal(signal.SIGINT, old)
 
     def __enter__(self) -> "HostPool":
         return self

@@ -304,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
                     return
                 relay.reset()
                 before = time.perf_counter()
+                # An in-process contender cannot be interrupted: past --run-timeout, remove every host
+                # (which ends any hung SSH session), stop the relay and exit.
+                watchdog = threading.Timer(args.run_timeout, give_up, (pool, relay, f"{name} at {rtt:g} ms"))
+                watchdog.daemon = True
+                watchdog.start()
                 try:
                     extra = fn() or ""
                     dt = time.perf_counter() - before
@@ -322,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
                     traceback.print_exc(file=sys.stderr)
                     with contextlib.suppress(Exception):
                         provision.reset_hosts(admin, direct)
+                finally:
+                    watchdog.cancel()
 
             for rtt in rtts:
                 relay.set_rtt(rtt / 1000)
@@ -363,6 +370,15 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(sockdir, ignore_errors=True)
     print(report(args.hosts, rtts, rows_rt, parallels, mem))
     return 0
+
+
+def give_up(pool: benchlib.HostPool, relay: RelayProcess, what: str) -> None:
+    print(f"\n{what}: no result within --run-timeout; removing the hosts and stopping", file=sys.stderr, flush=True)
+    try:
+        pool.close()
+        relay.close()
+    finally:
+        os._exit(3)
 
 
 def write_trace(d: Path, name: str, rtt: float, conns) -> None:  # noqa: ANN001 - list[ConnStats]

@@ -75,6 +75,9 @@ class Relay:
         self.rtt = float(rtt)
         self.log = log
         self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(   # connections cancelled by close() are not errors
+            lambda loop, ctx: None if isinstance(ctx.get("exception"), asyncio.CancelledError)
+            else loop.default_exception_handler(ctx))
         self._thread = threading.Thread(target=self._loop.run_forever, name="delay-relay", daemon=True)
         self._thread.start()
         self._listeners: dict[tuple[str, int], _Listener] = {}
