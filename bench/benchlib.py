@@ -154,6 +154,7 @@ class BenchHost:
     host_key: str          # "ssh-ed25519 AAAA..."
     log_path: Path | None  # the host's sshd log (sshd -e), to count logins
     record: object = None
+    teardown_error: str = ""
 
     @property
     def known_hosts_line(self) -> str:
@@ -172,11 +173,13 @@ class BenchHost:
 class HostPool:
     """Starts test hosts and always removes them (context manager)."""
 
-    def __init__(self, source: str, key: ClientKey) -> None:
+    def __init__(self, source: str, key: ClientKey, *, state_dir: Path | None = None, pg: str = "keep") -> None:
         if source not in ("engine", "testhost"):
             raise ValueError("source must be 'engine' or 'testhost'")
         self.source = source
         self.key = key
+        self.state_dir = state_dir or CACHE / "hosts"   # the engine's records of the hosts this pool starts
+        self.pg = pg   # engine hosts: "fresh" = PostgreSQL installed, no cluster (like a new Debian VM)
         self.hosts: list[BenchHost] = []
         self._engine = None
 
@@ -188,7 +191,7 @@ class HostPool:
             problems = engine.missing_prerequisites(firewall=False, disks=False, user=False)
             if problems:
                 sys.exit("cannot start test hosts: " + "; ".join(problems))
-            self._engine = engine.Engine(CACHE / "hosts")
+            self._engine = engine.Engine(self.state_dir)
             # Hosts left by a benchmark that was killed with SIGKILL: remove them.
             for h in self._engine.list():
                 owner = h.labels.get("owner_pid", "")
@@ -202,7 +205,7 @@ class HostPool:
         eng = self._engine_obj()
 
         def one(_: int) -> BenchHost:
-            rec = eng.up(authorized_keys=self.key.public_key,
+            rec = eng.up(authorized_keys=self.key.public_key, pg=self.pg,
                          labels={"owner": "polyvm-bench", "owner_pid": str(os.getpid())})
             h = BenchHost(rec.name, rec.guest_ip, rec.host_key, rec.log_path, rec)
             self.hosts.append(h)
@@ -246,17 +249,37 @@ class HostPool:
 
     def close(self) -> None:
         # Ignore further Ctrl-C while tearing down: a half-done teardown leaks namespaces.
-        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        import concurrent.futures
+        import threading
+
+        main = threading.current_thread() is threading.main_thread()   # signals: main thread only
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+
+        def down(h: BenchHost) -> BenchHost | None:
+            """None when removed, else the host (for a second, sequential attempt)."""
+            try:
+                if self.source == "engine":
+                    self._engine_obj().down(h.record)
+                    return h if (h.record.dir / "host.json").exists() else None
+                subprocess.run([str(TESTHOST), "down", h.name.split("-")[1]], capture_output=True)
+                return None
+            except Exception as exc:  # noqa: BLE001 - retried below
+                h.teardown_error = f"{type(exc).__name__}: {exc}"
+                return h
+
         try:
-            for h in self.hosts:
-                with contextlib.suppress(Exception):
-                    if self.source == "engine":
-                        self._engine_obj().down(h.record)
-                    else:
-                        subprocess.run([str(TESTHOST), "down", h.name.split("-")[1]], capture_output=True)
+            # In parallel: a 200-host pool takes minutes to remove one by one. The engine's down() is not
+            # fully thread-safe (it reaps its child processes from a shared table), so whatever the
+            # parallel pass left is removed again one by one.
+            with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+                left = [h for h in pool.map(down, list(self.hosts)) if h is not None]
+            for h in left:
+                if down(h) is not None:
+                    print(f"could not remove test host {h.name}: {h.teardown_error}", file=sys.stderr)
             self.hosts.clear()
         finally:
-            signal.signal(signal.SIGINT, old)
+            if main:
+                signal.signal(signal.SIGINT, old)
 
     def __enter__(self) -> "HostPool":
         return self

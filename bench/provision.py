@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -70,6 +71,9 @@ def script_for(contender: str) -> str:
             f"mv \"$d.sum.tmp\" \"$d.sum\"\n")
 
 
+_PAYLOAD_LOCK = threading.Lock()
+
+
 # --- run context ---------------------------------------------------------------------------------------
 @dataclass
 class Ctx:
@@ -83,10 +87,11 @@ class Ctx:
     def payload_dir(self, contender: str) -> Path:
         """Local copy of the directory, named like its remote target (so `scp -r DIR host:/root/` fits)."""
         d = self.workdir / "payload" / f"bench-{contender}"
-        if not d.exists():
-            d.mkdir(parents=True)
-            for n, s in FILES.items():
-                (d / n).write_bytes(payload_bytes(n, s))
+        with _PAYLOAD_LOCK:   # called from one thread per host
+            if not d.exists():
+                d.mkdir(parents=True)
+                for n, s in FILES.items():
+                    (d / n).write_bytes(payload_bytes(n, s))
         return d
 
     def fresh_dir(self, prefix: str, *, sockets: bool = False) -> Path:
