@@ -98,7 +98,7 @@ def load_inventory(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any
 
 def build_connections(hosts: Sequence[str], inventory: str | None, options: Mapping[str, Any]) -> list:
     """Connections for ``-H`` targets and/or an inventory; command-line options override inventory defaults."""
-    from .ssh import Connection
+    from .connection import Connection
 
     defaults: dict[str, Any] = {}
     entries: list[dict[str, Any]] = []

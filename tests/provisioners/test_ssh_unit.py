@@ -17,13 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from polyvm.errors import AuthenticationError, ConfigError, ConnectTimeoutError, HostKeyError
 from polyvm.provisioners import Connection, HostKeyPolicy, KnownHosts, backoff_delays, fingerprint, mask
-from polyvm.provisioners.ssh import (
-    _is_retryable,
-    encode_env,
-    load_private_key,
-    parse_public_keys,
-    tail,
-)
+from polyvm.provisioners import encode_env, tail
+from polyvm.provisioners.connection import _is_retryable
+from polyvm.provisioners.trust import load_private_key, parse_public_keys, preferred_key_types
 
 
 def openssh_private(key) -> str:
@@ -189,10 +185,12 @@ def test_refused_port_is_retried_until_the_deadline_then_explained(tmp_path):
 def test_pinned_key_type_is_negotiated_first(tmp_path):
     rsa_pub = openssh_public(rsa.generate_private_key(65537, 2048))
     ec_pub = openssh_public(ec.generate_private_key(ec.SECP256R1()))
+    def preferred(c: Connection) -> list[str]:
+        return preferred_key_types(c.pinned_keys, c.known_hosts, c.host, c.port, c.host_key_policy)
+
     c = Connection("192.0.2.9", host_key=[rsa_pub, ec_pub], known_hosts=tmp_path / "kh")
-    assert c._preferred_key_types() == ["rsa-sha2-512", "rsa-sha2-256", "ecdsa-sha2-nistp256"]
+    assert preferred(c) == ["rsa-sha2-512", "rsa-sha2-256", "ecdsa-sha2-nistp256"]
     # without a pin, the type already recorded for the host is preferred
     (tmp_path / "kh").write_text(f"[192.0.2.9]:2222 {ec_pub}\n")
-    assert Connection("192.0.2.9", port=2222, known_hosts=tmp_path / "kh")._preferred_key_types() == \
-        ["ecdsa-sha2-nistp256"]
-    assert Connection("192.0.2.9", known_hosts=tmp_path / "kh")._preferred_key_types() == []
+    assert preferred(Connection("192.0.2.9", port=2222, known_hosts=tmp_path / "kh")) == ["ecdsa-sha2-nistp256"]
+    assert preferred(Connection("192.0.2.9", known_hosts=tmp_path / "kh")) == []
