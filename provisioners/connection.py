@@ -279,18 +279,23 @@ def _is_retryable(exc: BaseException) -> bool:
 # --------------------------------------------------------------------------------------------------------
 
 def _set_tcp_keepalive(sock: socket.socket, interval: float, count: int) -> None:
-    """Kernel keepalives plus TCP_USER_TIMEOUT: unacknowledged data for ``interval × count`` s kills the socket."""
+    """Kernel keepalives plus TCP_USER_TIMEOUT: data unacknowledged for ``interval × (count + 1)`` s kills the
+    socket. A backstop one interval later than the SSH watchdog, whose message says more."""
     secs = max(1, int(round(interval)))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     for opt, value in (("TCP_KEEPIDLE", secs), ("TCP_KEEPINTVL", secs), ("TCP_KEEPCNT", count),
-                       ("TCP_USER_TIMEOUT", int(interval * count * 1000))):
+                       ("TCP_USER_TIMEOUT", int(interval * (count + 1) * 1000))):
         if hasattr(socket, opt):  # Linux; other systems keep what they support
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
 
 
 class _Watchdog(threading.Thread):
     """Sends ``keepalive@openssh.com`` (want-reply) every ``interval`` s; closes the transport when no reply
-    (success or failure: OpenSSH answers unknown requests with a failure) came for ``interval × count`` s."""
+    (success or failure: OpenSSH answers unknown requests with a failure) came for ``interval × count`` s.
+
+    Sending happens on a second thread: a send can block for long on a dead peer (full socket buffer during
+    a copy), and the deadline check must not wait for it.
+    """
 
     def __init__(self, t: paramiko.Transport, interval: float, count: int, label: str,
                  stats: ConnectionStats) -> None:
@@ -300,6 +305,7 @@ class _Watchdog(threading.Thread):
         self.stop = threading.Event()
         self.last_reply = time.monotonic()
         self.dead: str | None = None
+        self._send_now = threading.Event()
         for msg in (MSG_REQUEST_SUCCESS, MSG_REQUEST_FAILURE):
             t._handler_table[msg] = self._replied(t._handler_table[msg])
 
@@ -310,32 +316,48 @@ class _Watchdog(threading.Thread):
             handler(m)
         return seen
 
+    def start(self) -> None:
+        super().start()
+        threading.Thread(target=self._sender, daemon=True, name=f"keepalive-send-{self.label}").start()
+
+    def _sender(self) -> None:
+        while True:
+            self._send_now.wait()
+            self._send_now.clear()
+            if self.stop.is_set() or not self.t.is_active():
+                return
+            m = paramiko.Message()
+            m.add_byte(cMSG_GLOBAL_REQUEST)
+            m.add_string("keepalive@openssh.com")
+            m.add_boolean(True)
+            try:
+                self.t._send_user_message(m)
+                self.stats.keepalives_sent += 1
+            except Exception as exc:  # noqa: BLE001 - a dying transport; the watchdog sees it
+                log.debug("%s: keepalive not sent: %s", self.label, describe_error(exc))
+
     def run(self) -> None:
         tick = min(1.0, self.interval / 2)
         next_send = time.monotonic() + self.interval
-        while not self.stop.wait(tick):
-            t = self.t
-            if not t.is_active():
-                return
-            now = time.monotonic()
-            silent = now - self.last_reply
-            if silent > self.bound:
-                self.dead = (f"the host stopped answering: no reply to SSH keepalives for {silent:.0f}s (one every "
-                             f"{self.interval:g}s, dead after {self.count} missed = {self.bound:g}s)")
-                log.warning("%s: %s; closing the connection", self.label, self.dead)
-                t.close()
-                return
-            if now >= next_send and t.clear_to_send.is_set():
-                next_send = now + self.interval
-                m = paramiko.Message()
-                m.add_byte(cMSG_GLOBAL_REQUEST)
-                m.add_string("keepalive@openssh.com")
-                m.add_boolean(True)
-                try:
-                    t._send_user_message(m)
-                    self.stats.keepalives_sent += 1
-                except Exception as exc:  # noqa: BLE001 - a dying transport; the next tick sees it
-                    log.debug("%s: keepalive not sent: %s", self.label, describe_error(exc))
+        try:
+            while not self.stop.wait(tick):
+                t = self.t
+                if not t.is_active():
+                    return
+                now = time.monotonic()
+                silent = now - self.last_reply
+                if silent > self.bound:
+                    self.dead = (f"the host stopped answering: no reply to SSH keepalives for {silent:.0f}s "
+                                 f"(one every {self.interval:g}s, dead after {self.count} missed = {self.bound:g}s)")
+                    log.warning("%s: %s; closing the connection", self.label, self.dead)
+                    t.close()
+                    return
+                if now >= next_send:
+                    next_send = now + self.interval
+                    self._send_now.set()
+        finally:
+            self.stop.set()
+            self._send_now.set()  # let the sender end
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -491,7 +513,8 @@ class Connection:
         bound = self.args.dead_peer_timeout
         if isinstance(exc, (socket.timeout, TimeoutError)) or (isinstance(exc, OSError)
                                                                and exc.errno == errno.ETIMEDOUT):
-            return f"the host stopped answering: TCP timeout (dead-peer bound {bound:g}s)"
+            return f"the host stopped answering: TCP timeout (dead-peer bound {bound:g}s, TCP backstop " \
+                   f"{bound + self.args.keepalive:g}s)"
         if exc is not None:
             return f"host went down or rebooted: {describe_error(exc)}"
         return "host went down or rebooted"
@@ -553,19 +576,23 @@ class Connection:
                                        f"({mask(describe_error(exc), self.all_secrets())}); check the user name and "
                                        "that the private key's public half is in authorized_keys")
         if isinstance(exc, paramiko.IncompatiblePeer):
-            return ProvisionError(f"{self.label}: no common SSH algorithms with the server: {describe_error(exc)}"
-                                  + self._weak_offer_hint(getattr(exc, "offered", None)))
+            text = describe_error(exc)
+            kind = next((k for k, word in (("ciphers", "cipher"), ("macs", "mac"), ("kex", "kex"),
+                                           ("keys", "host key")) if word in text), None)
+            return ProvisionError(f"{self.label}: no common SSH algorithms with the server: {text}"
+                                  + self._weak_offer_hint(getattr(exc, "offered", None), kind))
         return ProvisionError(f"{self.label}: {mask(describe_error(exc), self.all_secrets())}")
 
-    def _weak_offer_hint(self, offered: Mapping[str, list[str]] | None) -> str:
-        """Which of the server's algorithms were refused as legacy, and how to allow them."""
+    def _weak_offer_hint(self, offered: Mapping[str, list[str]] | None, kind: str | None) -> str:
+        """Which of the server's algorithms (of the ``kind`` that failed) were refused as legacy, and how to
+        allow them."""
         if self.args.allow_legacy_algorithms or not offered:
             return ""
         refused = []
-        for kind, names in LEGACY_ALGORITHMS.items():
-            weak = [n for n in offered.get(kind, []) if n in names]
-            if weak and kind in offered:
-                refused.append(f"{kind} {', '.join(weak)}")
+        for k, names in LEGACY_ALGORITHMS.items():
+            weak = [n for n in offered.get(k, []) if n in names]
+            if weak and (kind is None or k == kind):
+                refused.append(f"{k} {', '.join(weak)}")
         if not refused:
             return ""
         return ("; the server offers legacy algorithms that polyvm refuses by default (" + "; ".join(refused)
