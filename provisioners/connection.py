@@ -200,12 +200,13 @@ def _validate_mapping(data: Mapping[str, Any], defaults: Mapping[str, Any] | Non
         if merged.get(k) is not None and not isinstance(merged[k], (str, os.PathLike)):
             problems.append(f"connection setting {k!r}: must be a path (got {type(merged[k]).__name__})")
             merged.pop(k)
-    if problems:
-        return None, problems
+    known = {k: v for k, v in merged.items() if k in ConnectionArgs.model_fields}
     try:
-        return ConnectionArgs(bastion=bastion, **merged), []
+        # without a host, validate the rest anyway (with a stand-in) so every problem is reported at once
+        args = ConnectionArgs(bastion=bastion, **{"host": "host", **known})
     except pydantic.ValidationError as exc:
-        return None, _problems(exc)
+        return None, problems + _problems(exc)
+    return (args if not problems else None), problems
 
 
 _SECRET_FIELDS = ("private_key", "private_key_password", "secrets")
@@ -712,12 +713,6 @@ class Connection:
         """
         return _exec.run(self, command, stdin=stdin, env=env, timeout=timeout, sudo=sudo, check=check, name=name,
                          secrets=secrets)
-
-    def exec_wire(self, wire: str, stdin: StdinSource = None, *, timeout: float | None = None, check: bool = True,
-                  label: str, secrets: Sequence[str] = ()) -> RunResult:
-        """Run ``wire`` verbatim (no sudo or env wrapping) on a new exec channel."""
-        return _exec.exec_command(self, wire, stdin, timeout=timeout, check=check, label=label,
-                                  secrets=self.all_secrets(secrets))
 
     def get_text(self, remote_path: str, *, sudo: bool | None = None) -> str | None:
         """Content of a remote text file, or None when it does not exist."""
