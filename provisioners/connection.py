@@ -387,11 +387,6 @@ class Connection:
                 fields["bastion"] = bastion.args
             elif bastion is not None:
                 fields["bastion"] = bastion
-            if "secrets" in fields:
-                fields["secrets"] = tuple(fields["secrets"] or ())
-            for k in ("private_key_path", "known_hosts"):
-                if fields.get(k) is not None:
-                    fields[k] = str(fields[k])
             try:
                 args = ConnectionArgs.model_validate(fields)
             except pydantic.ValidationError as exc:

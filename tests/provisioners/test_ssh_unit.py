@@ -281,3 +281,16 @@ def test_cli_bad_connection_option_is_one_line_exit_2():
 
     r = CliRunner().invoke(build_cli(), ["exec", "-q", "-H", "192.0.2.1", "--deadline", "-1", "true"])
     assert r.exit_code == 2 and "'deadline'" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_provision_errors_declare_their_context_fields():
+    from polyvm.errors import CommandError, FanoutError, ProvisionError
+
+    e = ProvisionError("x")
+    assert (e.host, e.step, e.results) == ("", None, [])
+    assert e.with_context(step="s", results=[1]) is e and (e.step, e.results) == ("s", [1])
+    c = CommandError("boom", host="h", command="c", exit_code=3, stderr_tail="t", copy_flags=(True, False))
+    assert (c.host, c.command, c.exit_status, c.stderr_tail, c.copy_flags) == ("h", "c", 3, "t", [True, False])
+    assert CommandError("boom").copy_flags is None
+    f = FanoutError({"h": c}, result="r")
+    assert f.result == "r" and f.failed == {"h": c}
