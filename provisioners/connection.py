@@ -572,14 +572,17 @@ class Connection:
                                        f"({mask(describe_error(exc), self.all_secrets())}); check the user name and "
                                        "that the private key's public half is in authorized_keys")
         if isinstance(exc, paramiko.IncompatiblePeer):
-            text = describe_error(exc)
-            kind = next((k for k, word in (("ciphers", "cipher"), ("macs", "mac"), ("kex", "kex"),
-                                           ("keys", "host key")) if word in text), None)
-            return ProvisionError(f"{self.label}: no common SSH algorithms with the server: {text}"
-                                  + self._weak_offer_hint(getattr(exc, "offered", None), kind))
+            return self._incompatible(exc, {})
         return ProvisionError(f"{self.label}: {mask(describe_error(exc), self.all_secrets())}")
 
-    def _weak_offer_hint(self, offered: Mapping[str, list[str]] | None, kind: str | None) -> str:
+    def _incompatible(self, exc: paramiko.IncompatiblePeer, offered: Mapping[str, list[str]]) -> ProvisionError:
+        text = describe_error(exc)
+        kind = next((k for k, word in (("ciphers", "cipher"), ("macs", "mac"), ("kex", "kex"),
+                                       ("keys", "host key")) if word in text), None)
+        return ProvisionError(f"{self.label}: no common SSH algorithms with the server: {text}"
+                              + self._weak_offer_hint(offered, kind), host=self.host)
+
+    def _weak_offer_hint(self, offered: Mapping[str, list[str]], kind: str | None) -> str:
         """Which of the server's algorithms (of the ``kind`` that failed) were refused as legacy, and how to
         allow them."""
         if self.args.allow_legacy_algorithms or not offered:
@@ -641,13 +644,8 @@ class Connection:
             try:
                 t.start_client(timeout=timeout)
             except paramiko.IncompatiblePeer as exc:
-                exc.offered = offered  # type: ignore[attr-defined] - paramiko's exception, read by _fatal
-                raise
+                raise self._incompatible(exc, offered) from None  # never retried: it would never work
             if not (t.is_active() and t.initial_kex_done):
-                saved = t.get_exception()
-                if isinstance(saved, paramiko.IncompatiblePeer):
-                    saved.offered = offered  # type: ignore[attr-defined]
-                    raise saved
                 raise TimeoutError("SSH handshake timed out")
             self.host_key_status = verify_host_key(
                 t.get_remote_server_key(), label=self.label, host=self.host, port=self.port,
