@@ -155,6 +155,13 @@ class ConnectionArgs(BaseModel):
     def _secrets(cls, v: Any) -> tuple[str, ...]:
         return tuple(s for s in (v or ()) if s)
 
+    @pydantic.model_validator(mode="after")
+    def _retry_range(self) -> ConnectionArgs:
+        if self.retry_max < self.retry_initial:
+            raise ValueError(f"retry_max ({self.retry_max:g}) must not be below retry_initial "
+                             f"({self.retry_initial:g})")
+        return self
+
     @property
     def dead_peer_timeout(self) -> float:
         """Seconds without a keepalive reply after which the host counts as dead (0: not detected)."""
@@ -223,6 +230,9 @@ def _problems(exc: pydantic.ValidationError) -> list[str]:
             out.append(f"unknown connection setting {where!r}")
             continue
         msg = e["msg"].removeprefix("Value error, ")
+        if not e["loc"]:  # a rule across fields
+            out.append(f"connection settings: {msg}")
+            continue
         shown = "" if str(e["loc"][0]) in _SECRET_FIELDS else f" (got {e.get('input')!r:.60})"
         out.append(f"connection setting {where!r}: {msg}{shown}")
     return out

@@ -216,6 +216,8 @@ def test_connection_args_report_every_bad_field_once_without_secrets():
     assert "12345678" not in str(ei.value)  # a secret field's value is never echoed
     with pytest.raises(ConfigError, match="bastion: connection setting 'port'"):
         ConnectionArgs.from_mapping({"host": "h", "bastion": {"host": "b", "port": 0}})
+    with pytest.raises(ConfigError, match="retry_max .1. must not be below retry_initial .5."):
+        ConnectionArgs.from_mapping({"host": "h", "retry_initial": 5, "retry_max": 1})
     with pytest.raises(ConfigError, match="'host': must be one word"):
         ConnectionArgs.from_mapping({"host": "-oProxyCommand=x"})
     assert "secret" not in repr(ConnectionArgs(host="h", private_key=secret_key, secrets=("s3cr3t",)))
