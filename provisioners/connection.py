@@ -300,23 +300,27 @@ def _set_tcp_keepalive(sock: socket.socket, interval: float, count: int) -> None
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
 
 
-class _Watchdog(threading.Thread):
-    """Sends ``keepalive@openssh.com`` (want-reply) every ``interval`` s; closes the transport when no reply
-    (success or failure: OpenSSH answers unknown requests with a failure) came for ``interval × count`` s.
+class _Watchdog:
+    """Dead-peer detection for one transport: ``keepalive@openssh.com`` (want-reply) every ``interval`` s; the
+    transport is closed when no reply (success or failure: OpenSSH answers unknown requests with a failure)
+    came for ``interval × count`` s.
 
-    Sending happens on a second thread: a send can block for long on a dead peer (full socket buffer during
-    a copy), and the deadline check must not wait for it.
+    One process-wide thread (:data:`_WATCHDOGS`) checks every transport's deadline, so a connection costs no
+    thread of its own. Sending can block for long on a dead peer (full socket buffer during a copy), so it
+    happens on a per-connection sender thread, started only when the first keepalive is due (connections
+    shorter than ``interval`` never start one).
     """
 
     def __init__(self, t: paramiko.Transport, interval: float, count: int, label: str,
                  stats: ConnectionStats) -> None:
-        super().__init__(daemon=True, name=f"keepalive-{label}")
         self.t, self.interval, self.bound, self.label, self.stats = t, interval, interval * count, label, stats
         self.count = count
-        self.stop = threading.Event()
         self.last_reply = time.monotonic()
+        self.next_send = self.last_reply + interval
         self.dead: str | None = None
+        self.stopped = False
         self._send_now = threading.Event()
+        self._sender: threading.Thread | None = None
         for msg in (MSG_REQUEST_SUCCESS, MSG_REQUEST_FAILURE):
             t._handler_table[msg] = self._replied(t._handler_table[msg])
 
@@ -327,15 +331,38 @@ class _Watchdog(threading.Thread):
             handler(m)
         return seen
 
-    def start(self) -> None:
-        super().start()
-        threading.Thread(target=self._sender, daemon=True, name=f"keepalive-send-{self.label}").start()
+    def stop(self) -> None:
+        self.stopped = True
+        self._send_now.set()  # lets the sender end
 
-    def _sender(self) -> None:
+    def tick(self, now: float) -> bool:
+        """One check (on the shared thread); False once this watchdog is done."""
+        t = self.t
+        if self.stopped or not t.is_active():
+            self.stop()
+            return False
+        silent = now - self.last_reply
+        if silent > self.bound:
+            self.dead = (f"the host stopped answering: no reply to SSH keepalives for {silent:.0f}s "
+                         f"(one every {self.interval:g}s, dead after {self.count} missed = {self.bound:g}s)")
+            log.warning("%s: %s; closing the connection", self.label, self.dead)
+            self.stop()
+            threading.Thread(target=t.close, daemon=True, name=f"close-{self.label}").start()
+            return False
+        if now >= self.next_send:
+            self.next_send = now + self.interval
+            if self._sender is None:
+                self._sender = threading.Thread(target=self._send_loop, daemon=True,
+                                                name=f"keepalive-{self.label}")
+                self._sender.start()
+            self._send_now.set()
+        return True
+
+    def _send_loop(self) -> None:
         while True:
             self._send_now.wait()
             self._send_now.clear()
-            if self.stop.is_set() or not self.t.is_active():
+            if self.stopped or not self.t.is_active():
                 return
             m = paramiko.Message()
             m.add_byte(cMSG_GLOBAL_REQUEST)
@@ -347,28 +374,42 @@ class _Watchdog(threading.Thread):
             except Exception as exc:  # noqa: BLE001 - a dying transport; the watchdog sees it
                 log.debug("%s: keepalive not sent: %s", self.label, describe_error(exc))
 
-    def run(self) -> None:
-        tick = min(1.0, self.interval / 2)
-        next_send = time.monotonic() + self.interval
-        try:
-            while not self.stop.wait(tick):
-                t = self.t
-                if not t.is_active():
+
+class _Watchdogs:
+    """The one thread that checks every live connection's keepalive deadline."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active: set[_Watchdog] = set()
+        self._thread: threading.Thread | None = None
+
+    def add(self, wd: _Watchdog) -> None:
+        with self._lock:
+            self._active.add(wd)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, daemon=True, name="polyvm-keepalive")
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                current = list(self._active)
+                if not current:
+                    self._thread = None
                     return
-                now = time.monotonic()
-                silent = now - self.last_reply
-                if silent > self.bound:
-                    self.dead = (f"the host stopped answering: no reply to SSH keepalives for {silent:.0f}s "
-                                 f"(one every {self.interval:g}s, dead after {self.count} missed = {self.bound:g}s)")
-                    log.warning("%s: %s; closing the connection", self.label, self.dead)
-                    t.close()
-                    return
-                if now >= next_send:
-                    next_send = now + self.interval
-                    self._send_now.set()
-        finally:
-            self.stop.set()
-            self._send_now.set()  # let the sender end
+            for wd in current:
+                try:
+                    alive = wd.tick(time.monotonic())
+                except Exception:  # noqa: BLE001 - one broken transport must not stop the others
+                    log.debug("%s: keepalive check failed", wd.label, exc_info=True)
+                    alive = False
+                if not alive:
+                    with self._lock:
+                        self._active.discard(wd)
+            time.sleep(max(0.1, min([1.0] + [wd.interval / 2 for wd in current])))
+
+
+_WATCHDOGS = _Watchdogs()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -489,7 +530,7 @@ class Connection:
     def _disconnect(self) -> None:
         t, self._transport = self._transport, None
         if self._watchdog is not None:
-            self._watchdog.stop.set()
+            self._watchdog.stop()
         if t is not None:
             t.close()
         if self._bastion_held and self.bastion is not None:
@@ -666,7 +707,7 @@ class Connection:
             if self.args.keepalive:
                 self._watchdog = _Watchdog(t, self.args.keepalive, self.args.keepalive_count_max, self.label,
                                            self.stats)
-                self._watchdog.start()
+                _WATCHDOGS.add(self._watchdog)
             return t
         except BaseException:
             t.close()
