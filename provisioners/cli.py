@@ -98,7 +98,7 @@ def load_inventory(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any
 
 def build_connections(hosts: Sequence[str], inventory: str | None, options: Mapping[str, Any]) -> list:
     """Connections for ``-H`` targets and/or an inventory; command-line options override inventory defaults."""
-    from .ssh import Connection
+    from .connection import Connection
 
     defaults: dict[str, Any] = {}
     entries: list[dict[str, Any]] = []
@@ -131,6 +131,9 @@ def _connection_options(f):  # noqa: ANN001, ANN202 - click decorator stack
                      help="DANGEROUS: do not verify host keys at all (throw-away hosts only)."),
         click.option("-J", "--jump", "bastion", default=None, metavar="[USER@]HOST[:PORT]",
                      help="Jump host (bastion) to connect through."),
+        click.option("--allow-legacy-algorithms", is_flag=True, default=None,
+                     help="INSECURE: also accept CBC/3DES ciphers, MD5/SHA-1 MACs and SHA-1 key exchanges "
+                          "(old hosts only; warns on every connection)."),
         click.option("--sudo/--no-sudo", default=None, help="Run through sudo -n (default: when user is not root)."),
         click.option("--deadline", type=float, default=None, help="Seconds to wait for hosts to come up (300)."),
         click.option("-p", "--parallel", type=click.IntRange(1, 512), default=16, show_default=True,
@@ -144,7 +147,8 @@ def _connection_options(f):  # noqa: ANN001, ANN202 - click decorator stack
 
 def _options(kw: dict[str, Any]) -> dict[str, Any]:
     return {k: kw.pop(k) for k in ("user", "private_key_path", "host_key", "known_hosts",
-                                   "insecure_accept_any_host_key", "bastion", "sudo", "deadline")}
+                                   "insecure_accept_any_host_key", "allow_legacy_algorithms", "bastion", "sudo",
+                                   "deadline")}
 
 
 def _run_fanout(conns, steps, parallel: int, quiet: bool):  # noqa: ANN001, ANN202

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 from polyvm.errors import FanoutError
 
-from .ssh import Connection
+from .connection import Connection
 from .steps import Step, StepResult, apply_steps
 
 StepsFor = Sequence[Step] | Callable[[Connection], Sequence[Step]]

@@ -1,7 +1,7 @@
 """Pulumi dynamic resources on the SSH layer: ``CopyFile`` (a file on a host) and ``RemoteExec`` (a command).
 
 Both take ``connection`` inputs (host, port, user, private_key (made secret), host_key, bastion, ...; see
-:meth:`polyvm.provisioners.ssh.Connection.from_mapping`), ``triggers`` (any value; a change forces a re-run),
+:meth:`polyvm.provisioners.connection.ConnectionArgs.from_mapping`), ``triggers`` (any value; a change forces a re-run),
 and re-run on update when their content or commands change. ``RemoteExec`` exposes the tails of stdout and
 stderr, secret whenever any command, stdin or environment input was secret.
 
@@ -17,14 +17,13 @@ from typing import Any, Mapping, Sequence
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
 
-from .ssh import Connection, tail
+from .connection import Connection, ConnectionArgs
+from .exec import tail
 
 OUTPUT_TAIL_CHARS = 4096
 #: Connection settings whose change means "another machine": the resource is replaced, not updated.
 _IDENTITY_KEYS = ("host", "port", "user")
-_CONNECTION_KEYS = ("host", "port", "user", "private_key", "private_key_path", "private_key_password",
-                    "host_key", "known_hosts", "bastion", "connect_timeout", "deadline", "sudo",
-                    "insecure_accept_any_host_key")
+_CONNECTION_KEYS = ConnectionArgs.keys()
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 from polyvm.errors import CommandError, ConfigError, ProvisionError
 
-from .ssh import Connection, RunResult, Upload, mask
+from .connection import Connection
+from .exec import RunResult, mask
+from .transfer import Upload
 
 
 @dataclass(frozen=True)

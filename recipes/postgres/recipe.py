@@ -39,7 +39,7 @@ from .render import (
 from .roles import parse_current, query_current_sql, roles_sql
 
 if TYPE_CHECKING:
-    from polyvm.provisioners.ssh import Connection
+    from polyvm.provisioners.connection import Connection
 
 __all__ = ["PostgresRecipe", "RecipeResult", "apply_postgres", "build_steps", "detect", "layout_for_inputs",
            "steps_for"]
@@ -88,7 +88,7 @@ class FilesStep(Step):
         self.files = list(files)
 
     def apply(self, conn: "Connection") -> StepResult:
-        from polyvm.provisioners.ssh import Upload
+        from polyvm.provisioners.transfer import Upload
 
         flags = conn.put_files([Upload(f.content, f.remote_path, f.mode, f.owner, f.group) for f in self.files])
         changed = [f.remote_path for f, c in zip(self.files, flags) if c]

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from polyvm.errors import RecipeError
-from polyvm.provisioners.ssh import Connection
+from polyvm.provisioners.connection import Connection
 from polyvm.recipes.postgres import apply_postgres, parse_inputs
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is needed for client-side logins")
