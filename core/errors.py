@@ -6,7 +6,10 @@ line and exits non-zero (``exit_code``) without a traceback. Messages never cont
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    from polyvm.provisioners.steps import StepResult
 
 
 class PolyvmError(Exception):
@@ -52,6 +55,17 @@ class UnknownBackendError(PluginError):
         )
 
 
+class UnknownRecipeError(PluginError):
+    """No recipe of that name is registered."""
+
+    exit_code = 2
+
+    def __init__(self, name: str, available: Iterable[str]) -> None:
+        self.name = name
+        self.available = sorted(available)
+        super().__init__(f"unknown recipe {name!r}; available recipes: {', '.join(self.available) or '(none)'}")
+
+
 class MissingDependencyError(PolyvmError):
     """A backend's cloud SDK (or another optional package) is not installed."""
 
@@ -70,7 +84,19 @@ class UnsupportedFeatureError(SpecError):
 
 
 class ProvisionError(PolyvmError):
-    """Something failed while reaching or changing a VM over SSH."""
+    """Something failed while reaching or changing a VM over SSH.
+
+    When it happened while applying steps (``apply_steps``), ``step`` is the display name of the step that
+    failed and ``results`` what completed before it; both are set through :meth:`during`."""
+
+    step: str | None = None
+    results: "list[StepResult]" = []
+
+    def during(self, step: str, results: "Iterable[StepResult]") -> "ProvisionError":
+        """Record which step failed and what completed before it (returns self, for ``raise``)."""
+        self.step = step
+        self.results = list(results)
+        return self
 
 
 class HostKeyError(ProvisionError):
@@ -88,6 +114,9 @@ class ConnectTimeoutError(ProvisionError):
 class CommandError(ProvisionError):
     """A remote command exited non-zero, timed out or lost its connection."""
 
+    #: With ``put_files_and_run``: which copies went through before the command failed (None: not known).
+    copy_flags: list[bool] | None = None
+
     def __init__(self, message: str, *, host: str = "", command: str = "", exit_code: int | None = None,
                  stderr_tail: str = "") -> None:
         self.host = host
@@ -100,8 +129,10 @@ class CommandError(ProvisionError):
 class FanoutError(ProvisionError):
     """Steps failed on one or more hosts of a fan-out run."""
 
-    def __init__(self, failed: dict[str, BaseException]) -> None:
+    def __init__(self, failed: dict[str, BaseException], *, result: Any = None) -> None:
         self.failed = failed
+        #: The whole :class:`~polyvm.provisioners.fanout.FanoutResult` (the hosts that did succeed too), if known.
+        self.result = result
         # Provisioning errors usually name their host already; do not say it twice.
         detail = "; ".join(str(e) if h in str(e) else f"{h}: {e}" for h, e in failed.items())
         super().__init__(f"{len(failed)} host(s) failed: {', '.join(failed)} ({detail})")

@@ -21,8 +21,13 @@ from typing import Any, Mapping, Sequence
 
 import click
 
+from typing import TYPE_CHECKING
+
 from polyvm.errors import ConfigError, FanoutError
 from polyvm.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from polyvm.host import Host
 
 
 def parse_target(text: str) -> dict[str, Any]:
@@ -52,6 +57,13 @@ def parse_target(text: str) -> dict[str, Any]:
     if not out["host"]:
         raise ConfigError(f"bad host {text!r}")
     return out
+
+
+def host_of(conn: Any, **baseline: Any) -> "Host":
+    """The Host a command-line target stands for (``baseline``: disks, firewall, ingress for the guest baseline)."""
+    from polyvm.host import Host
+
+    return Host(address=conn.host, user=conn.user, port=conn.port, host_key=None, name=conn.name, **baseline)
 
 
 def load_inventory(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:

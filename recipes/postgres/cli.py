@@ -57,14 +57,29 @@ def gather_inputs(inputs_path: str | None, options: dict[str, Any]) -> dict[str,
         data["databases"] = list(data.get("databases", [])) + dbs
     if options.get("settings"):
         data["settings"] = {**data.get("settings", {}), **dict(_setting(s) for s in options["settings"])}
-    if options.get("ssh_cidrs"):
-        data["ssh_cidrs"] = list(options["ssh_cidrs"])
-    for key in ("data_device", "mount_point", "version", "port", "memory_mb"):
+    for key in ("version", "port", "memory_mb"):
         if options.get(key) is not None:
             data[key] = options[key]
-    if options.get("guest_firewall"):
-        data["guest_firewall"] = True
+    if options.get("data_device") and options.get("mount_point"):
+        data["mount_point"] = options["mount_point"]
     return data
+
+
+def baseline_of(inputs: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """What the guest baseline does on every host, from --data-device/--mount-point and --guest-firewall/--ssh-cidr."""
+    from polyvm.host import HostDisk
+    from polyvm.spec import SSH_PORT, IngressRule
+
+    out: dict[str, Any] = {}
+    if options.get("data_device"):
+        out["disks"] = (HostDisk("data", options["data_device"], options.get("mount_point") or "/srv/postgresql"),)
+    if options.get("guest_firewall"):
+        rules = [inputs.ingress_rule()]
+        if options.get("ssh_cidrs"):
+            rules.append(IngressRule(protocol="tcp", port=SSH_PORT, cidrs=list(options["ssh_cidrs"]), description="ssh"))
+        out["firewall"] = tuple(rules)
+        out["ingress"] = tuple(rules)
+    return out
 
 
 def _connection_options(f):  # noqa: ANN001, ANN202
@@ -97,11 +112,13 @@ def postgres_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, q
                  password_file: str, as_json: bool, **kw: Any) -> None:
     """Turn each host into a locked-down PostgreSQL server (idempotent; prints what changed)."""
     from polyvm.provisioners.cli import _options, build_connections
-    from polyvm.provisioners.fanout import fanout
+
+    from polyvm.provisioners.fanout import run_recipe
+    from polyvm.provisioners.cli import host_of
 
     from .inputs import parse_inputs
     from .passwords import ensure_passwords
-    from .recipe import steps_for
+    from .recipe import PostgresRecipe
 
     conn_opts = _options(kw)
     data = gather_inputs(inputs_path, kw)
@@ -111,8 +128,17 @@ def postgres_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, q
         click.echo(f"generated password(s) for {', '.join(generated)} in {Path(password_file).resolve()} (0600)",
                    err=True)
     conns = build_connections(hosts, inventory, conn_opts)
-    result = fanout(conns, steps_for(inputs), parallel=parallel, progress=not quiet and not as_json,
-                    raise_on_failure=False)
+    extra = baseline_of(inputs, kw)
+    targets = [host_of(c, **extra) for c in conns]
+    if extra.get("firewall"):
+        from polyvm.provisioners.baseline import lockout_problems
+        from polyvm.errors import SpecError
+
+        problems = lockout_problems(extra["firewall"])
+        if problems:
+            raise SpecError([p + " (give --ssh-cidr)" for p in problems], source="--guest-firewall")
+    result = run_recipe(targets, PostgresRecipe(), inputs, connections=conns, parallel=parallel,
+                        progress=not quiet and not as_json, raise_on_failure=False)
     if as_json:
         out = {name: {"ok": hr.ok, "changed": any(r.changed for r in hr.results),
                       "changes": [f"{r.name}: {r.detail}" for r in hr.results if r.changed],
@@ -135,3 +161,10 @@ def postgres_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, q
 @hookimpl
 def polyvm_register_commands(cli: click.Group) -> None:
     cli.add_command(postgres_cmd)
+
+
+@hookimpl
+def polyvm_register_recipes(register) -> None:  # noqa: ANN001 - Callable[[Recipe], None]
+    from .recipe import PostgresRecipe
+
+    register(PostgresRecipe())

@@ -1,0 +1,1 @@
+"""nginx recipe (placeholder until written)."""
