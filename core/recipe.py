@@ -36,6 +36,9 @@ class Recipe:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     inputs_model: ClassVar[type[BaseModel]]
+    #: Globs relative to / that a machine with the recipe's packages installed may hold but a new VM would not
+    #: (generated state); the local backend removes them in its hosts, which are copies of this machine.
+    leftovers: ClassVar[tuple[str, ...]] = ()
 
     # --- inputs ----------------------------------------------------------------------------------------
     def parse_inputs(self, data: Mapping[str, Any] | BaseModel | None, *, source: str | None = None) -> BaseModel:
@@ -57,6 +60,11 @@ class Recipe:
         """Input defaults that depend on the host (e.g. allowed clients from its firewall rules), applied
         under the user's ``data`` before validation. Default: none."""
         return dict(data)
+
+    def sandbox_inputs(self, host: "Host", client: str) -> dict[str, Any]:
+        """Inputs for trying the recipe on a fresh host used from the address ``client`` (``polyvm sandbox
+        up``); the user's overrides go on top. Default: none."""
+        return {}
 
     # --- secrets ---------------------------------------------------------------------------------------
     def secrets_needed(self, inputs: BaseModel) -> list[str]:

@@ -19,6 +19,8 @@ from typing import Any, Sequence
 
 import pytest
 
+from polyvm.backends.local import recipe_leftovers
+
 from polyvm.backends.local import engine as local_engine
 
 
@@ -108,7 +110,7 @@ class TestHosts:
         self.key = key
         self.hosts: list[TestHost] = []
 
-    def up(self, count: int = 1, *, disk_mb: int = 0, disks_mb: Sequence[int] = (), pg: str = "keep",
+    def up(self, count: int = 1, *, disk_mb: int = 0, disks_mb: Sequence[int] = (), fresh: bool = False,
            sshd_delay: float = 0.0, user: str | None = None, firewall: Any = None) -> list[TestHost]:
         """Start ``count`` hosts. ``firewall``: an nftables ruleset (str) or a list of IngressRule (or
         dicts of their fields), rendered by :func:`polyvm.firewall.render_nftables`: exactly those rules,
@@ -123,7 +125,8 @@ class TestHosts:
                                         for r in firewall])
 
         def one(_: int) -> TestHost:
-            rec = self.engine.up(authorized_keys=self.key.public_key, user=user, disks_mb=sizes, pg=pg,
+            rec = self.engine.up(authorized_keys=self.key.public_key, user=user, disks_mb=sizes,
+                                 scrub=recipe_leftovers() if fresh else (),
                                  sshd_delay=sshd_delay, firewall=firewall,
                                  labels={"owner": "pytest", "owner_pid": str(os.getpid())})
             th = TestHost(name=rec.name, address=rec.guest_ip, host_key=rec.host_key, user=rec.user,

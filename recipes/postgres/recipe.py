@@ -175,6 +175,8 @@ class PostgresRecipe(Recipe):
     name = "postgres"
     description = "a locked-down PostgreSQL server: TLS, scram-sha-256, only the allowed client networks"
     inputs_model = PostgresInputs
+    # Debian's postgresql package creates a cluster at install time; a new VM installs the server itself.
+    leftovers = ("var/lib/postgresql/*/*", "etc/postgresql/*/*")
 
     def defaults_for(self, host: Host, data: Mapping[str, Any]) -> dict[str, Any]:
         """Allowed clients from the spec's ingress rules for the PostgreSQL port (never a world default);
@@ -192,6 +194,10 @@ class PostgresRecipe(Recipe):
         if "memory_mb" not in out and host.facts is not None and host.facts.memory_mb:
             out["memory_mb"] = max(128, host.facts.memory_mb)
         return out
+
+    def sandbox_inputs(self, host: Host, client: str) -> dict[str, Any]:
+        """Clients from ``client`` only; a user and a database called app (password generated)."""
+        return {"allowed_cidrs": [f"{client}/32"], "users": [{"name": "app"}], "databases": [{"name": "app"}]}
 
     def secrets_needed(self, inputs: "BaseModel") -> list[str]:
         assert isinstance(inputs, PostgresInputs)

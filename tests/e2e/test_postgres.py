@@ -1,6 +1,6 @@
 """The PostgreSQL recipe against real SSH test hosts (network namespaces with their own sshd).
 
-Hosts start with PostgreSQL 15 installed but no cluster (pg="fresh"), like a new Debian VM, and a
+Hosts start with PostgreSQL 15 installed but no cluster (fresh=True), like a new Debian VM, and a
 loop-device data disk. The client side of each test is this machine (psycopg over the host's link).
 """
 
@@ -54,7 +54,7 @@ def start_time(testhosts, host) -> str:
 
 
 def test_fresh_host_full_run_locked_down_idempotent_and_data_survives(testhosts, capsys):
-    (host,) = testhosts.up(pg="fresh", disk_mb=256)
+    (host,) = testhosts.up(fresh=True, disk_mb=256)
 
     t0 = time.monotonic()
     with connect(host) as conn:
@@ -162,7 +162,7 @@ def test_fresh_host_full_run_locked_down_idempotent_and_data_survives(testhosts,
 
 
 def test_sudo_login_user_without_data_disk(testhosts):
-    (host,) = testhosts.up(pg="fresh", user="admin")
+    (host,) = testhosts.up(fresh=True, user="admin")
     assert host.user == "admin"
     inputs = inputs_for(host, data_device=None, settings={"log_statement": "all"})
     with connect(host) as conn:
@@ -179,7 +179,7 @@ def test_sudo_login_user_without_data_disk(testhosts):
 
 
 def test_existing_filesystem_on_data_disk_is_never_reformatted(testhosts):
-    (host,) = testhosts.up(pg="fresh", disk_mb=128)
+    (host,) = testhosts.up(fresh=True, disk_mb=128)
     testhosts.exec(host, f"mkfs.ext4 -q -L old {host.disk} && mkdir -p /mnt/old && mount {host.disk} /mnt/old "
                          "&& echo precious > /mnt/old/keep.txt && umount /mnt/old")
     uuid = testhosts.exec(host, ["blkid", "-p", "-s", "UUID", "-o", "value", host.disk]).stdout.strip()
@@ -191,7 +191,7 @@ def test_existing_filesystem_on_data_disk_is_never_reformatted(testhosts):
 
 
 def test_disk_with_partition_table_is_refused(testhosts):
-    (host,) = testhosts.up(pg="fresh", disk_mb=64)
+    (host,) = testhosts.up(fresh=True, disk_mb=64)
     # An MBR with one Linux partition (what a disk partitioned elsewhere looks like), no filesystem.
     mbr = bytearray(512)
     mbr[446:462] = bytes([0, 0, 0, 0, 0x83, 0, 0, 0]) + (2048).to_bytes(4, "little") + (4096).to_bytes(4, "little")
@@ -204,7 +204,7 @@ def test_disk_with_partition_table_is_refused(testhosts):
 
 
 def test_guest_firewall_opens_only_postgres_and_ssh(testhosts):
-    (host,) = testhosts.up(pg="fresh")
+    (host,) = testhosts.up(fresh=True)
     me = f"{host.record.host_ip}/32"
     inputs = inputs_for(host, data_device=None, guest_firewall=True, ssh_cidrs=[me])
     with connect(host) as conn:
@@ -226,7 +226,7 @@ def test_cli_generates_passwords_into_a_0600_file_and_reuses_them(testhosts, tmp
 
     from polyvm.cli import build_cli
 
-    (host,) = testhosts.up(pg="fresh", disk_mb=128)
+    (host,) = testhosts.up(fresh=True, disk_mb=128)
     pwfile = tmp_path / "pw.json"
     args = ["postgres", "-H", f"{host.user}@{host.address}", "-k", str(host.private_key_path),
             "--host-key", host.host_key, "--allow", f"{host.record.host_ip}/32", "--db-user", "app",
@@ -246,7 +246,7 @@ def test_cli_generates_passwords_into_a_0600_file_and_reuses_them(testhosts, tmp
 
 
 def test_existing_cluster_is_adopted_without_a_data_disk_and_refused_with_one(testhosts):
-    (host,) = testhosts.up(pg="keep", disk_mb=64)
+    (host,) = testhosts.up(fresh=False, disk_mb=64)
     with connect(host) as conn:
         with pytest.raises(RecipeError, match="already exists with its data in /var/lib/postgresql/15/main"):
             apply_postgres(conn, inputs_for(host))
@@ -273,7 +273,7 @@ esac
 
 
 def test_with_systemd_the_server_is_driven_through_systemctl(testhosts):
-    (host,) = testhosts.up(pg="fresh", disk_mb=64)
+    (host,) = testhosts.up(fresh=True, disk_mb=64)
     testhosts.exec(host, "mkdir -p /run/systemd/system && cat > /usr/local/sbin/systemctl && "
                          "chmod 755 /usr/local/sbin/systemctl", input=SYSTEMCTL_STUB)
     with connect(host) as conn:
@@ -291,7 +291,7 @@ def test_fanout_runs_the_whole_recipe_as_one_step_on_several_hosts(testhosts):
     from polyvm.provisioners import fanout
     from polyvm.recipes.postgres import PostgresRecipe
 
-    hosts = testhosts.up(2, pg="fresh")
+    hosts = testhosts.up(2, fresh=True)
     # One inputs object for both hosts: allow each host's client side (this machine) address.
     inputs = parse_inputs({"allowed_cidrs": [f"{h.record.host_ip}/32" for h in hosts],
                            "users": [{"name": "app", "password": APP_PASSWORD}], "databases": [{"name": "app"}],

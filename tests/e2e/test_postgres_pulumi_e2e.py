@@ -69,7 +69,7 @@ def declared(host, key_text, settings):
 
 
 def test_pulumi_form_brings_up_a_working_server_and_rerun_diffs_to_nothing(testhosts):
-    (host,) = testhosts.up(pg="fresh", disk_mb=128)
+    (host,) = testhosts.up(fresh=True, disk_mb=128)
     key_text = host.private_key_path.read_text()
     # log_statement=all: the password the Pulumi form sends on stdin must still not reach the server log.
     settings = {"users": [{"name": "app"}], "databases": [{"name": "app"}], "settings": {"log_statement": "all"}}
