@@ -430,3 +430,46 @@ def _random(name: str, parent: pulumi.Resource) -> pulumi.Output[str]:
 
 
 __all__ = [*__all__, "RecipeResource"]
+
+
+def provision_vm(spec: Any, vm: Any) -> "RecipeResource | None":
+    """For :func:`polyvm.program.run` (examples/postgres-vm): the guest baseline on every VM that needs it
+    (a guest-firewall backend, or data disks with a mount point), and the recipe named in Pulumi config.
+
+    Config: ``polyvm:recipe`` (a recipe name) with its inputs in ``polyvm:<recipe>``, or just ``polyvm:postgres``
+    style ``polyvm:<name>`` inputs for a registered recipe; the SSH private key in ``polyvm:sshPrivateKey``
+    (secret) or the file ``polyvm:sshPrivateKeyPath``. Exports ``<vm>-<recipe>``: the recipe's outputs and
+    its secrets (secret)."""
+    from polyvm.errors import ConfigError
+    from polyvm.host import guest_firewall_of
+    from polyvm.plugins import list_recipes
+
+    cfg = pulumi.Config("polyvm")
+    recipes = list_recipes()
+    name = cfg.get("recipe")
+    if name is None:
+        configured = [n for n in recipes if cfg.get_object(n) is not None]
+        if len(configured) > 1:
+            raise ConfigError(f"Pulumi config has inputs for several recipes ({', '.join(configured)}); "
+                              "choose one with polyvm:recipe")
+        name = configured[0] if configured else None
+    guest_firewall = guest_firewall_of(vm)
+    needs_baseline = guest_firewall or any(d.mount_point for d in spec.data_disks)
+    if name is None and not needs_baseline:
+        return None
+    key = cfg.get_secret("sshPrivateKey")
+    key_path = cfg.get("sshPrivateKeyPath")
+    if key is None and key_path is None:
+        why = f"recipe {name!r}" if name else ("the guest firewall" if guest_firewall else "mounting the data disks")
+        raise ConfigError(f"{spec.name}: {why} needs SSH: set polyvm:sshPrivateKeyPath (or the secret "
+                          "polyvm:sshPrivateKey) to the private half of polyvm:vm.ssh.public_key")
+    label = name or "baseline"
+    res = RecipeResource(f"{spec.name}-{label}", vm=vm, spec=spec, recipe=name,
+                         inputs=cfg.get_object(name) if name else None, private_key=key,
+                         private_key_path=key_path, guest_firewall=guest_firewall,
+                         opts=pulumi.ResourceOptions(depends_on=[vm]))
+    pulumi.export(f"{spec.name}-{label}", {"outputs": res.outputs, "secrets": res.secrets})
+    return res
+
+
+__all__ = [*__all__, "provision_vm"]

@@ -51,19 +51,3 @@ class PostgresServer(RecipeResource):
         self.passwords = pulumi.Output.secret(self.secrets.apply(lambda generated: {**given, **generated}))
         self.port = self.inputs.port
         self.address = self.host.apply(lambda h: h.address)
-
-
-def after_vm(spec: VmSpec, vm: Any) -> PostgresServer | None:
-    """For :func:`polyvm.program.run` (examples/postgres-vm): declare PostgreSQL on ``vm`` when Pulumi config
-    ``polyvm:postgres`` is set. The SSH private key comes from ``polyvm:sshPrivateKey`` (secret) or the file
-    named by ``polyvm:sshPrivateKeyPath``. Exports ``<vm>-postgres``: host, port and the passwords (secret)."""
-    cfg = pulumi.Config("polyvm")
-    settings = cfg.get_object("postgres")
-    if settings is None:
-        return None
-    key = cfg.get_secret("sshPrivateKey")
-    key_path = cfg.get("sshPrivateKeyPath")
-    db = PostgresServer(f"{spec.name}-postgres", vm=vm, spec=spec, settings=settings, private_key=key,
-                        private_key_path=key_path, opts=pulumi.ResourceOptions(depends_on=[vm]))
-    pulumi.export(f"{spec.name}-postgres", {"host": db.address, "port": db.port, "passwords": db.passwords})
-    return db

@@ -118,7 +118,7 @@ def test_allowed_cidrs_required_when_the_spec_has_no_postgres_rule():
 
 
 def test_after_vm_hook_reads_pulumi_config():
-    from polyvm.recipes.postgres.pulumi import after_vm
+    from polyvm.provisioners.pulumi import provision_vm as after_vm
 
     backend = get_backend("aws")
     spec = parse_spec(spec_data())
@@ -141,3 +141,25 @@ def test_declaring_twice_gives_identical_inputs_so_an_unchanged_up_runs_nothing(
     strip = lambda rs: [(n, {k: v for k, v in i.items() if k != "__provider"}) for _t, n, i in rs  # noqa: E731
                         if n.startswith("db1-postgres-0")]
     assert strip(first) == strip(second)
+
+
+def test_a_guest_firewall_vm_without_a_recipe_still_gets_the_baseline():
+    from polyvm.provisioners.pulumi import provision_vm
+
+    backend = get_backend("vsphere")
+    spec = parse_spec(spec_data())
+
+    def program():
+        vm = backend.declare(spec, VSPHERE_SETTINGS)
+        return provision_vm(spec, vm)
+
+    _, mocks, _ = run_mocked(program, [backend], config={"polyvm:sshPrivateKey": KEY})
+    names = [n for _t, n, _i, _c, _id in mocks.resources if n.startswith("db1-baseline")]
+    assert names == ["db1-baseline", "db1-baseline-00-guest-firewall-rules-firewall-nft",
+                     "db1-baseline-01-guest-firewall", "db1-baseline-02-data-disk-pgdata"]
+
+    # Without a way to log in, that is a clear error, not an unfiltered VM.
+    from polyvm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="the guest firewall needs SSH"):
+        run_mocked(program, [backend], config={})
