@@ -60,8 +60,8 @@ def gather_inputs(inputs_path: str | None, options: dict[str, Any]) -> dict[str,
     for key in ("version", "port", "memory_mb"):
         if options.get(key) is not None:
             data[key] = options[key]
-    if options.get("data_device") and options.get("mount_point"):
-        data["mount_point"] = options["mount_point"]
+    if options.get("data_device"):
+        data["mount_point"] = options.get("mount_point") or "/srv/postgresql"
     return data
 
 

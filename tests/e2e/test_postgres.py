@@ -11,6 +11,8 @@ import time
 import pytest
 
 from polyvm.errors import RecipeError
+from polyvm.host import Host, HostDisk
+from polyvm.spec import IngressRule
 from polyvm.provisioners.ssh import Connection
 from polyvm.recipes.postgres import apply_postgres, parse_inputs
 
@@ -26,16 +28,29 @@ def connect(host) -> Connection:
                       deadline=60)
 
 
-def inputs_for(host, **overrides):
+def inputs_for(host, *, disk=True, **overrides):
     data = {
         "allowed_cidrs": [f"{host.record.host_ip}/32"],
         "users": [{"name": "app", "password": APP_PASSWORD}],
         "databases": [{"name": "app"}],
-        "data_device": host.disk,
         "memory_mb": 512,
     }
+    if disk and host.disk:
+        data["mount_point"] = "/srv/postgresql"
     data.update(overrides)
     return parse_inputs(data)
+
+
+def vm_of(host, inputs, firewall=None) -> Host:
+    """The Host hand-over for a test host: its data disk (when the inputs use one) and a guest firewall."""
+    disks = (HostDisk("pgdata", host.disk, inputs.mount_point),) if inputs.mount_point and host.disk else ()
+    return Host(address=host.address, user=host.user, host_key=host.host_key, disks=disks,
+                firewall=tuple(firewall) if firewall is not None else None)
+
+
+def apply(conn, host, inputs, firewall=None):
+    """The guest baseline (data disk, firewall), then the recipe: what run_recipe does for one host."""
+    return apply_postgres(conn, inputs, host=vm_of(host, inputs, firewall))
 
 
 def login(host, *, password=APP_PASSWORD, sslmode="require", dbname="app"):
@@ -58,12 +73,12 @@ def test_fresh_host_full_run_locked_down_idempotent_and_data_survives(testhosts,
 
     t0 = time.monotonic()
     with connect(host) as conn:
-        first = apply_postgres(conn, inputs_for(host))
+        first = apply(conn, host, inputs_for(host))
     first_s = time.monotonic() - t0
     assert first.changed
     names = {s.name for s in first.steps if s.changed}
-    assert {"data disk", "cluster", "configuration", "server", "roles and databases"} <= names
-    assert "created ext4 filesystem" in next(s.detail for s in first.steps if s.name == "data disk")
+    assert {"data disk pgdata", "data directory", "cluster", "configuration", "server", "roles and databases"} <= names
+    assert "created ext4 filesystem" in next(s.detail for s in first.steps if s.name == "data disk pgdata")
 
     # TLS + SCRAM login as the application user from an allowed address works.
     with login(host) as c:
@@ -114,7 +129,7 @@ def test_fresh_host_full_run_locked_down_idempotent_and_data_survives(testhosts,
     before = start_time(testhosts, host)
     t0 = time.monotonic()
     with connect(host) as conn:
-        second = apply_postgres(conn, inputs_for(host))
+        second = apply(conn, host, inputs_for(host))
     second_s = time.monotonic() - t0
     assert not second.changed, second.summary()
     assert start_time(testhosts, host) == before
@@ -124,7 +139,7 @@ def test_fresh_host_full_run_locked_down_idempotent_and_data_survives(testhosts,
         c.execute("CREATE TABLE kept (id int PRIMARY KEY, note text)")
         c.execute("INSERT INTO kept SELECT g, 'row ' || g FROM generate_series(1, 100) g")
     with connect(host) as conn:
-        third = apply_postgres(conn, inputs_for(host, settings={"work_mem": "8MB"}))
+        third = apply(conn, host, inputs_for(host, settings={"work_mem": "8MB"}))
     assert third.changed and not third.restarted
     assert "reloaded" in next(s.detail for s in third.steps if s.name == "server")
     assert start_time(testhosts, host) == before
@@ -132,7 +147,7 @@ def test_fresh_host_full_run_locked_down_idempotent_and_data_survives(testhosts,
         assert c.execute("SHOW work_mem").fetchone()[0] == "8MB"
     # ... and a restart, only because shared_buffers needs one.
     with connect(host) as conn:
-        fourth = apply_postgres(conn, inputs_for(host, settings={"work_mem": "8MB", "shared_buffers": "64MB"}))
+        fourth = apply(conn, host, inputs_for(host, settings={"work_mem": "8MB", "shared_buffers": "64MB"}))
     assert fourth.restarted and "shared_buffers" in next(s.detail for s in fourth.steps if s.name == "server")
     assert start_time(testhosts, host) != before
     with login(host) as c:
@@ -143,14 +158,14 @@ def test_fresh_host_full_run_locked_down_idempotent_and_data_survives(testhosts,
     restarted_at = start_time(testhosts, host)
     bad = inputs_for(host, settings={"work_mem": "8MB", "shared_buffers": "lots"})
     with connect(host) as conn, pytest.raises(RecipeError, match='invalid value for parameter "shared_buffers"'):
-        apply_postgres(conn, bad)
+        apply(conn, host, bad)
     assert start_time(testhosts, host) == restarted_at
     dropin = testhosts.exec(host, ["cat", "/etc/postgresql/15/main/conf.d/50-polyvm.conf"]).stdout
     assert "shared_buffers = '64MB'" in dropin
 
     # Narrowing allowed_cidrs is a reload: this machine is then refused, without a restart.
     with connect(host) as conn:
-        narrowed = apply_postgres(conn, inputs_for(host, allowed_cidrs=["192.0.2.0/24"],
+        narrowed = apply(conn, host, inputs_for(host, allowed_cidrs=["192.0.2.0/24"],
                                                    settings={"work_mem": "8MB", "shared_buffers": "64MB"}))
     assert narrowed.changed and not narrowed.restarted
     with pytest.raises(psycopg.OperationalError, match="no pg_hba.conf entry"):
@@ -164,10 +179,10 @@ def test_fresh_host_full_run_locked_down_idempotent_and_data_survives(testhosts,
 def test_sudo_login_user_without_data_disk(testhosts):
     (host,) = testhosts.up(fresh=True, user="admin")
     assert host.user == "admin"
-    inputs = inputs_for(host, data_device=None, settings={"log_statement": "all"})
+    inputs = inputs_for(host, disk=False, settings={"log_statement": "all"})
     with connect(host) as conn:
-        first = apply_postgres(conn, inputs)
-        second = apply_postgres(conn, inputs)
+        first = apply(conn, host, inputs)
+        second = apply(conn, host, inputs)
     assert first.changed and not second.changed
     assert first.data_dir == "/var/lib/postgresql/15/main"
     with login(host) as c:
@@ -184,8 +199,8 @@ def test_existing_filesystem_on_data_disk_is_never_reformatted(testhosts):
                          "&& echo precious > /mnt/old/keep.txt && umount /mnt/old")
     uuid = testhosts.exec(host, ["blkid", "-p", "-s", "UUID", "-o", "value", host.disk]).stdout.strip()
     with connect(host) as conn:
-        result = apply_postgres(conn, inputs_for(host))
-    assert "created" not in next(s.detail for s in result.steps if s.name == "data disk")
+        result = apply(conn, host, inputs_for(host))
+    assert "created" not in next(s.detail for s in result.steps if s.name == "data disk pgdata")
     assert testhosts.exec(host, "cat /srv/postgresql/keep.txt").stdout.strip() == "precious"
     assert testhosts.exec(host, ["blkid", "-p", "-s", "UUID", "-o", "value", host.disk]).stdout.strip() == uuid
 
@@ -199,18 +214,19 @@ def test_disk_with_partition_table_is_refused(testhosts):
     with open(host.disk, "r+b") as dev:  # the loop device is visible from this machine too
         dev.write(mbr)
     with connect(host) as conn, pytest.raises(RecipeError, match="refusing to touch it"):
-        apply_postgres(conn, inputs_for(host))
+        apply(conn, host, inputs_for(host))
     assert "PTTYPE" in testhosts.exec(host, ["blkid", "-p", "-o", "export", host.disk], check=False).stdout
 
 
 def test_guest_firewall_opens_only_postgres_and_ssh(testhosts):
     (host,) = testhosts.up(fresh=True)
     me = f"{host.record.host_ip}/32"
-    inputs = inputs_for(host, data_device=None, guest_firewall=True, ssh_cidrs=[me])
+    inputs = inputs_for(host, disk=False)
+    rules = [inputs.ingress_rule(), IngressRule(port=22, cidrs=[me])]
     with connect(host) as conn:
-        first = apply_postgres(conn, inputs)
-        second = apply_postgres(conn, inputs)
-    assert any(s.name == "firewall" and s.changed for s in first.steps)
+        first = apply(conn, host, inputs, firewall=rules)
+        second = apply(conn, host, inputs, firewall=rules)
+    assert any(s.name == "guest firewall" and s.changed for s in first.steps)
     assert not second.changed
     ruleset = testhosts.exec(host, ["nft", "list", "table", "inet", "polyvm"]).stdout
     assert "policy drop" in ruleset and "tcp dport 5432 accept" in ruleset and "tcp dport 22 accept" in ruleset
@@ -249,9 +265,9 @@ def test_existing_cluster_is_adopted_without_a_data_disk_and_refused_with_one(te
     (host,) = testhosts.up(fresh=False, disk_mb=64)
     with connect(host) as conn:
         with pytest.raises(RecipeError, match="already exists with its data in /var/lib/postgresql/15/main"):
-            apply_postgres(conn, inputs_for(host))
-        adopted = apply_postgres(conn, inputs_for(host, data_device=None))
-        again = apply_postgres(conn, inputs_for(host, data_device=None))
+            apply(conn, host, inputs_for(host))
+        adopted = apply(conn, host, inputs_for(host, disk=False))
+        again = apply(conn, host, inputs_for(host, disk=False))
     assert adopted.changed and not again.changed
     assert not any(s.name == "cluster" and "created" in s.detail for s in adopted.steps)
     with login(host) as c:
@@ -277,9 +293,9 @@ def test_with_systemd_the_server_is_driven_through_systemctl(testhosts):
     testhosts.exec(host, "mkdir -p /run/systemd/system && cat > /usr/local/sbin/systemctl && "
                          "chmod 755 /usr/local/sbin/systemctl", input=SYSTEMCTL_STUB)
     with connect(host) as conn:
-        apply_postgres(conn, inputs_for(host))
-        apply_postgres(conn, inputs_for(host))
-        apply_postgres(conn, inputs_for(host, settings={"shared_buffers": "64MB"}))
+        apply(conn, host, inputs_for(host))
+        apply(conn, host, inputs_for(host))
+        apply(conn, host, inputs_for(host, settings={"shared_buffers": "64MB"}))
     calls = testhosts.exec(host, ["cat", "/var/log/systemctl-calls"]).stdout.splitlines()
     assert calls.count("start postgresql@15-main") == 1
     assert calls.count("restart postgresql@15-main") == 1
@@ -287,8 +303,8 @@ def test_with_systemd_the_server_is_driven_through_systemctl(testhosts):
     assert "daemon-reload" in calls  # after the fstab entry was added
 
 
-def test_fanout_runs_the_whole_recipe_as_one_step_on_several_hosts(testhosts):
-    from polyvm.provisioners import fanout
+def test_run_recipe_provisions_several_hosts_batched_and_idempotent(testhosts):
+    from polyvm.provisioners.fanout import run_recipe
     from polyvm.recipes.postgres import PostgresRecipe
 
     hosts = testhosts.up(2, fresh=True)
@@ -296,10 +312,12 @@ def test_fanout_runs_the_whole_recipe_as_one_step_on_several_hosts(testhosts):
     inputs = parse_inputs({"allowed_cidrs": [f"{h.record.host_ip}/32" for h in hosts],
                            "users": [{"name": "app", "password": APP_PASSWORD}], "databases": [{"name": "app"}],
                            "memory_mb": 256})
-    result = fanout([connect(h) for h in hosts], [PostgresRecipe(inputs)], progress=False)
-    assert result.ok and all(hr.results[0].changed for hr in result.hosts.values())
-    again = fanout([connect(h) for h in hosts], [PostgresRecipe(inputs)], progress=False)
-    assert [hr.results[0].detail for hr in again.hosts.values()] == ["no change", "no change"]
+    vms = [Host(address=h.address, user=h.user, host_key=h.host_key, name=h.name) for h in hosts]
+    creds = {"private_key_path": str(hosts[0].private_key_path), "deadline": 60}
+    result = run_recipe(vms, PostgresRecipe(), inputs, credentials=creds, progress=False)
+    assert result.ok and all(any(r.changed for r in hr.results) for hr in result.hosts.values())
+    again = run_recipe(vms, PostgresRecipe(), inputs, credentials=creds, progress=False)
+    assert [[r.name for r in hr.results if r.changed] for hr in again.hosts.values()] == [[], []]
     for h in hosts:
         with login(h) as c:
             assert c.execute("SELECT current_user").fetchone()[0] == "app"
