@@ -403,7 +403,8 @@ class RecipeResource(pulumi.ComponentResource):
                 prev = [RemoteExec(slug, connection=conn, name=step.name,
                                    create=value(i, None, 0, declared.command, False),
                                    stdin=value(i, None, 1, declared.stdin, declared.secret),
-                                   triggers=list(file_hashes) or None, opts=ropts)]
+                                   triggers=(list(file_hashes) or None) if declared.follows_files else None,
+                                   opts=ropts)]
                 continue
             made = []
             for k, up in enumerate(declared):

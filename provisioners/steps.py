@@ -47,6 +47,8 @@ class DeclaredExec:
     command: str
     stdin: str | None = None
     secret: bool = False
+    #: Run again when a file copied by an earlier step of the same resource group changes (a reload).
+    follows_files: bool = True
 
 
 Declared = list[Upload] | DeclaredExec
@@ -300,10 +302,11 @@ class Script(Step):
 
     def _finish(self, r: RunResult) -> StepResult:
         if self.changed_marker is None:
-            changed = True
-        else:
-            changed = any(line.strip() == self.changed_marker for line in r.stdout.splitlines())
-        return StepResult(self.name, changed, _summary(r), r)
+            return StepResult(self.name, True, _summary(r), r)
+        # With a marker, the script's other output lines say what it did.
+        lines = [ln.strip() for ln in r.stdout.splitlines() if ln.strip()]
+        return StepResult(self.name, self.changed_marker in lines,
+                          "; ".join(ln for ln in lines if ln != self.changed_marker), r)
 
     def combined(self, conn: Connection) -> Combined | None:
         if self.stdin is not None or (self.sudo is not None and self.sudo != conn.sudo):

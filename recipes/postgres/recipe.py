@@ -62,11 +62,6 @@ class ScriptStep(Script):
         super().__init__(script, name=name, stdin=stdin, changed_marker=CHANGED_MARKER, secrets=secrets)
         self.script = script
 
-    def _finish(self, r: Any) -> StepResult:
-        lines = [ln.strip() for ln in r.stdout.splitlines() if ln.strip()]
-        return StepResult(self.name, CHANGED_MARKER in lines, "; ".join(ln for ln in lines if ln != CHANGED_MARKER),
-                          r)
-
 
 class RolesStep(Step):
     """Roles and databases. Reads the stored SCRAM verifiers, sets a password only when it differs, and
@@ -94,7 +89,7 @@ class RolesStep(Step):
 
     def declared(self) -> DeclaredExec:
         sql = roles_sql(self.inputs, None, plaintext=True)[0] if self.inputs.users else "select 1;"
-        return DeclaredExec(PSQL_AS_POSTGRES.format(port=self.inputs.port), sql, secret=True)
+        return DeclaredExec(PSQL_AS_POSTGRES.format(port=self.inputs.port), sql, secret=True, follows_files=False)
 
 
 @dataclass
