@@ -43,7 +43,7 @@ _UPSTREAM_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$")
 class NginxInputs(BaseModel):
     """Inputs of the nginx recipe."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     server_names: list[str] = Field(default_factory=list, description="Names (DNS names or IP addresses) the "
                                     "site answers to and the certificate is for; default: the host's address.")
