@@ -335,7 +335,8 @@ class RecipeResource(pulumi.ComponentResource):
         if guest_firewall is None:
             guest_firewall = guest_firewall_of(vm)
         pending = {d.name: f"/dev/polyvm-pending-{d.name}" for d in spec.data_disks}
-        static_host = Host.from_spec(spec, address="polyvm-pending", data_disk_devices=pending,
+        pending_address = "polyvm-pending-address"
+        static_host = Host.from_spec(spec, address=pending_address, data_disk_devices=pending,
                                      guest_firewall=guest_firewall)
         parsed = None
         if recipe is not None:
@@ -361,7 +362,7 @@ class RecipeResource(pulumi.ComponentResource):
 
         tokens = {n: _placeholder_secret(f"{name}/{n}") for n in secret_outputs}
         static = build(static_host, tokens)
-        markers = [*pending.values(), *tokens.values()]
+        markers = [pending_address, *pending.values(), *tokens.values()]
         host_out = host_output(vm, spec=spec, guest_firewall=guest_firewall)
         self.host = host_out
         live = pulumi.Output.all(host_out, pulumi.Output.all(**secret_outputs) if secret_outputs else {})
