@@ -240,6 +240,18 @@ def _input_value(text: str) -> tuple[str, Any]:
     return name.strip(), parsed
 
 
+def load_inputs_file(path: str | None) -> dict[str, Any]:
+    """A recipe's inputs from a YAML file (empty without one); ConfigError when it is not a mapping."""
+    if not path:
+        return {}
+    from polyvm.spec import load_yaml
+
+    loaded = load_yaml(path) or {}
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of recipe inputs")
+    return dict(loaded)
+
+
 def baseline_options(spec_path: str | None, disks: Sequence[str], guest_firewall: bool) -> dict[str, Any]:
     """What the guest baseline does on every host: ``--spec`` gives the ingress rules (applied in the guest
     with ``--guest-firewall``) and the data disks' mount points; ``--disk NAME=DEVICE`` each disk's device."""
@@ -284,14 +296,7 @@ def apply_recipe(recipe_name: str | None, hosts: Sequence[str], inventory: str |
     from .fanout import run_recipe
 
     recipe = get_recipe(recipe_name) if recipe_name else None
-    data: dict[str, Any] = {}
-    if inputs_path:
-        from polyvm.spec import load_yaml
-
-        loaded = load_yaml(inputs_path) or {}
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(f"{inputs_path}: expected a mapping of recipe inputs")
-        data.update(loaded)
+    data = load_inputs_file(inputs_path)
     data.update(extra_inputs or {})
     data.update(dict(_input_value(t) for t in sets))
     if recipe is None and data:
@@ -300,13 +305,15 @@ def apply_recipe(recipe_name: str | None, hosts: Sequence[str], inventory: str |
     targets = [host_of(c, **baseline) for c in conns]
     generated: list[str] = []
     inputs = None
+    path = None
     if recipe is not None:
         # Inputs are the same for every host; host-dependent defaults come from the first one.
         inputs = recipe.parse_inputs(recipe.defaults_for(targets[0], data), source=inputs_path or "command line")
-        path = secrets_file or f"{recipe.name}-secrets.json"
-        inputs, generated = recipe.ensure_secrets(inputs, path)
+        if recipe.secrets_needed(inputs):
+            path = secrets_file or f"{recipe.name}-secrets.json"
+            inputs, generated = recipe.ensure_secrets(inputs, path)
         if generated and not as_json:
-            click.echo(f"generated secret(s) {', '.join(generated)} in {Path(path).resolve()} (0600)", err=True)
+            click.echo(f"generated password(s) for {', '.join(generated)} in {Path(path).resolve()} (0600)", err=True)
     result = run_recipe(targets, recipe, inputs, connections=conns, parallel=parallel,
                         progress=not quiet and not as_json, raise_on_failure=False)
     if as_json:
@@ -315,7 +322,8 @@ def apply_recipe(recipe_name: str | None, hosts: Sequence[str], inventory: str |
                       "error": str(hr.error) if hr.error else None, "duration": round(hr.duration, 2),
                       "outputs": recipe.outputs(inputs, t) if recipe is not None and hr.ok else {}}
                for (name, hr), t in zip(result.hosts.items(), targets)}
-        click.echo(json.dumps({"hosts": out, "generated": generated}, indent=2, default=str))
+        extra = {"secrets_file": str(Path(path).resolve())} if path else {}
+        click.echo(json.dumps({"hosts": out, "generated": generated, **extra}, indent=2, default=str))
     else:
         for (name, hr), t in zip(result.hosts.items(), targets):
             if not hr.ok:

@@ -74,7 +74,25 @@ class Step:
         return f"{type(self).__name__}({self.name!r})"
 
 
-class CopyFile(Step):
+class _Copies(Step):
+    """A step that only copies files: ``uploads()`` -> (uploads, directories to make) and ``result(flags)``
+    (one changed flag per upload) are the batching protocol apply_steps uses."""
+
+    def uploads(self) -> tuple[list[Upload], list[str]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def result(self, flags: Sequence[bool]) -> StepResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def apply(self, conn: Connection) -> StepResult:
+        uploads, dirs = self.uploads()
+        return self.result(conn.put_files(uploads, make_dirs=dirs))
+
+    def declared(self) -> Declared:
+        return self.uploads()[0]
+
+
+class CopyFile(_Copies):
     """Copy one file (bytes, text or a local Path) to ``remote_path``; unchanged when the remote already matches."""
 
     def __init__(self, content_or_path: bytes | str | Path, remote_path: str, *, mode: int = 0o644,
@@ -88,13 +106,6 @@ class CopyFile(Step):
 
     def uploads(self) -> tuple[list[Upload], list[str]]:
         return [Upload(self.content, self.remote_path, self.mode, self.owner, self.group)], []
-
-    def apply(self, conn: Connection) -> StepResult:
-        uploads, dirs = self.uploads()
-        return self.result(conn.put_files(uploads, make_dirs=dirs))
-
-    def declared(self) -> Declared:
-        return self.uploads()[0]
 
     def result(self, flags: Sequence[bool]) -> StepResult:
         return StepResult(self.name, flags[0], "updated" if flags[0] else "already up to date")
@@ -111,7 +122,7 @@ class RemoteFile:
     group: str | None = None
 
 
-class FilesStep(Step):
+class FilesStep(_Copies):
     """Several files copied atomically in one round trip as one step; unchanged files are not sent (content,
     mode and owner compared). Batched with neighbouring copies by apply_steps like CopyFile."""
 
@@ -122,19 +133,12 @@ class FilesStep(Step):
     def uploads(self) -> tuple[list[Upload], list[str]]:
         return [Upload(f.content, f.remote_path, f.mode, f.owner, f.group) for f in self.files], []
 
-    def apply(self, conn: Connection) -> StepResult:
-        uploads, dirs = self.uploads()
-        return self.result(conn.put_files(uploads, make_dirs=dirs))
-
-    def declared(self) -> Declared:
-        return self.uploads()[0]
-
     def result(self, flags: Sequence[bool]) -> StepResult:
         changed = [f.remote_path for f, c in zip(self.files, flags) if c]
         return StepResult(self.name, bool(changed), ("updated " + ", ".join(changed)) if changed else "")
 
 
-class CopyDir(Step):
+class CopyDir(_Copies):
     """Copy a local directory tree to ``remote_dir`` in one channel and one tar stream (changed files only).
 
     File modes are copied from the local files unless ``mode`` is given. Remote files that do not exist
@@ -174,13 +178,6 @@ class CopyDir(Step):
 
     def _excluded(self, rel: Path) -> bool:
         return any(rel.match(pat) for pat in self.exclude)
-
-    def apply(self, conn: Connection) -> StepResult:
-        uploads, dirs = self.uploads()
-        return self.result(conn.put_files(uploads, make_dirs=dirs))
-
-    def declared(self) -> Declared:
-        return self.uploads()[0]
 
     def result(self, flags: Sequence[bool]) -> StepResult:
         n = sum(flags)
@@ -325,8 +322,8 @@ class Script(Step):
 
 
 #: Steps that only copy files: apply_steps sends consecutive ones together.
-COPY_STEPS = (CopyFile, CopyDir, FilesStep)
-CopyStep = CopyFile | CopyDir | FilesStep
+COPY_STEPS = (_Copies,)
+CopyStep = _Copies
 
 
 def _changed(rule: ChangedWhen, r: RunResult) -> bool:

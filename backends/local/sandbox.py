@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from polyvm.errors import ConfigError, SandboxError
+from polyvm.errors import SandboxError
 from polyvm.spec import VmSpec, parse_spec
 
 from . import engine as eng
@@ -349,14 +349,9 @@ def _ports_only(recipe: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
 
 def load_inputs(path: str | None) -> dict[str, Any]:
     """A recipe's input overrides from a YAML file (empty without one)."""
-    if not path:
-        return {}
-    from polyvm.spec import load_yaml
+    from polyvm.provisioners.cli import load_inputs_file
 
-    data = load_yaml(path)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of recipe inputs")
-    return data
+    return load_inputs_file(path)
 
 
 def json_dump(data: Any) -> str:
