@@ -172,3 +172,31 @@ def testhosts(_local_engine: local_engine.Engine, client_key: ClientKey):
         yield factory
     finally:
         factory.close()
+
+
+# --- worked plugin examples installed from outside the repository (tests/*/test_third_party_*.py) ------------
+def subprocess_env(*paths: Path) -> dict[str, str]:
+    """This environment with ``paths`` first on PYTHONPATH: only subprocesses see what is installed there."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.pop("PYTEST_ADDOPTS", None)
+    return env
+
+
+def run_subprocess(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+def install_example(example: Path, root: Path, module: str) -> tuple[Path, Path]:
+    """Build ``example`` from a copy (nothing is left in the repository) and pip-install it into
+    ``root/site``; returns (site dir, the copy of the source tree)."""
+    import sys
+
+    src = root / "src"
+    shutil.copytree(example, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    site = root / "site"
+    r = run_subprocess([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                        "--disable-pip-version-check", "--target", str(site), str(src)], dict(os.environ))
+    assert r.returncode == 0, f"pip install of {example.name} failed:\n{r.stdout}\n{r.stderr}"
+    assert (site / module / "__init__.py").is_file()
+    return site, src

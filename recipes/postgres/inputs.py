@@ -11,7 +11,7 @@ import ipaddress
 import math
 import re
 import secrets
-from typing import Any, Literal, Mapping, Union
+from typing import Any, Mapping, Union
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
