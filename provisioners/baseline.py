@@ -80,7 +80,7 @@ def firewall_steps(rules: Sequence[IngressRule], *, ssh_port: int = 22, source: 
         FilesStep("guest firewall rules", [RemoteFile(FIREWALL_RULES_PATH, render_nftables(rules), mode=0o600,
                                                       owner="root", group="root")]),
         Script(render("firewall.sh.j2", rules_path=FIREWALL_RULES_PATH), name="guest firewall",
-               changed_marker=CHANGED_MARKER),
+               changed_marker=CHANGED_MARKER, detail="output"),
     ]
 
 
@@ -89,7 +89,7 @@ def datadisk_step(disk: HostDisk, facts: Facts | None) -> Script:
     assert disk.mount_point, "a data disk without a mount point is left raw"
     return Script(render("datadisk.sh.j2", name=disk.name, device=disk.device, mount_point=disk.mount_point,
                          filesystem=filesystem_for(facts), label=disk.name[:16]),
-                  name=f"data disk {disk.name}", changed_marker=CHANGED_MARKER)
+                  name=f"data disk {disk.name}", changed_marker=CHANGED_MARKER, detail="output")
 
 
 def baseline_steps(host: Host, facts: Facts | None = None, *, source: str | None = None) -> list[Step]:

@@ -198,6 +198,8 @@ def recipe_steps(host: "Host", conn: Connection, recipe: "Recipe | None" = None,
     from .baseline import baseline_steps
 
     facts = host.facts
+    if recipe is None and not host.disks:
+        return baseline_steps(host, facts, source=source)  # the firewall needs no facts
     if facts is None or (recipe is not None and facts.memory_mb is None):
         found = detect_facts(conn)
         facts = found if facts is None else facts

@@ -255,12 +255,16 @@ class Script(Step):
     """Upload a script and run it with ``interpreter`` in one channel; the temporary file is removed after.
 
     With ``changed_marker``, the step counts as changed only if the script prints that line on stdout.
+    ``detail``: "summary" (exit status, time, last line) or "output" (the script's lines but the marker).
     """
 
     def __init__(self, content: str | bytes, *, name: str = "script", stdin: bytes | str | None = None,
                  interpreter: str = "/bin/sh", changed_marker: str | None = None,
                  env: Mapping[str, str] | None = None, args: Sequence[str] = (), secrets: Sequence[str] = (),
-                 sudo: bool | None = None, timeout: float | None = None) -> None:
+                 sudo: bool | None = None, timeout: float | None = None, detail: str = "summary") -> None:
+        if detail not in ("summary", "output"):
+            raise ConfigError(f"detail must be 'summary' or 'output', not {detail!r}")
+        self.detail = detail
         self.content = content.encode() if isinstance(content, str) else bytes(content)
         self.name = name
         self.stdin = stdin
@@ -298,12 +302,11 @@ class Script(Step):
         return DeclaredExec(command, self.content.decode() + user_stdin, secret=bool(self.secrets))
 
     def _finish(self, r: RunResult) -> StepResult:
-        if self.changed_marker is None:
-            return StepResult(self.name, True, _summary(r), r)
-        # With a marker, the script's other output lines say what it did.
         lines = [ln.strip() for ln in r.stdout.splitlines() if ln.strip()]
-        return StepResult(self.name, self.changed_marker in lines,
-                          "; ".join(ln for ln in lines if ln != self.changed_marker), r)
+        changed = True if self.changed_marker is None else self.changed_marker in lines
+        if self.detail == "output":  # the script's own lines (but the marker) say what it did
+            return StepResult(self.name, changed, "; ".join(ln for ln in lines if ln != self.changed_marker), r)
+        return StepResult(self.name, changed, _summary(r), r)
 
     def combined(self, conn: Connection) -> Combined | None:
         if self.stdin is not None or (self.sudo is not None and self.sudo != conn.sudo):

@@ -142,12 +142,12 @@ def build_steps(inputs: NginxInputs, host: Host) -> list[Step]:
         files.append(RemoteFile(f"{inputs.root}/index.html", page, mode=0o644, owner="root", group="root"))
     return [
         Script(render("install.sh.j2", root=inputs.root, tls_dir=TLS_DIR), name="install nginx",
-               changed_marker=CHANGED_MARKER),
+               changed_marker=CHANGED_MARKER, detail="output"),
         Script(render("tls.sh.j2", crt=CRT, key=KEY, san=subject_alt_names(names), days=inputs.cert_days,
-                      subject=f"/CN={names[0]}"), name="certificate", changed_marker=CHANGED_MARKER),
+                      subject=f"/CN={names[0]}"), name="certificate", changed_marker=CHANGED_MARKER, detail="output"),
         FilesStep("site", files),
         Script(render("reload.sh.j2", files=[f.remote_path for f in files] + [CRT]), name="nginx",
-               changed_marker=CHANGED_MARKER),
+               changed_marker=CHANGED_MARKER, detail="output"),
     ]
 
 

@@ -59,7 +59,8 @@ class ScriptStep(Script):
     something; its other output lines are the step's detail. ``stdin`` may hold secrets (never argv)."""
 
     def __init__(self, name: str, script: str, *, stdin: str | None = None, secrets: Sequence[str] = ()) -> None:
-        super().__init__(script, name=name, stdin=stdin, changed_marker=CHANGED_MARKER, secrets=secrets)
+        super().__init__(script, name=name, stdin=stdin, changed_marker=CHANGED_MARKER, secrets=secrets,
+                         detail="output")
         self.script = script
 
 
