@@ -391,7 +391,7 @@ def recipes_cmd(as_json: bool) -> None:
         click.echo(f"{r['name']:<12} {r['description']}")
 
 
-#: Public names for other plugins' commands that take the same connection options (the postgres recipe).
+#: Public names for other plugins' commands that take the same connection options (recipe commands).
 connection_options = _connection_options
 connection_settings = _options
 

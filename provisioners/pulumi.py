@@ -438,8 +438,8 @@ def provision_vm(spec: Any, vm: Any) -> "RecipeResource | None":
     """For :func:`polyvm.program.run` (examples/postgres-vm): the guest baseline on every VM that needs it
     (a guest-firewall backend, or data disks with a mount point), and the recipe named in Pulumi config.
 
-    Config: ``polyvm:recipe`` (a recipe name) with its inputs in ``polyvm:<recipe>``, or just ``polyvm:postgres``
-    style ``polyvm:<name>`` inputs for a registered recipe; the SSH private key in ``polyvm:sshPrivateKey``
+    Config: the recipe's inputs in ``polyvm:<recipe name>`` (``polyvm:recipe`` names the recipe when several
+    have inputs, or one without inputs); the SSH private key in ``polyvm:sshPrivateKey``
     (secret) or the file ``polyvm:sshPrivateKeyPath``. Exports ``<vm>-<recipe>``: the recipe's outputs and
     its secrets (secret)."""
     from polyvm.errors import ConfigError

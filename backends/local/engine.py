@@ -8,8 +8,8 @@ A host is
 * its own mount, UTS and PID namespaces whose root is an overlay of this machine's ``/`` with an
   in-memory (tmpfs) upper layer, so nothing written inside reaches the real filesystem;
 * its own sshd (PID 1 inside) with a freshly generated ed25519 host key, known before the host starts;
-* optionally: a login user with password-less sudo, loop-device data disks, PostgreSQL clusters removed
-  ("fresh"), an nftables ruleset applied inside the namespace before sshd starts.
+* optionally: a login user with password-less sudo, loop-device data disks, paths removed inside (``scrub``:
+  what a new VM would not have), an nftables ruleset applied inside the namespace before sshd starts.
 
 Index ``i`` is allocated atomically by ``ip netns add pvm-<i>`` (it fails when the name is taken), so
 several processes (pytest runs, ``polyvm sandbox``) can create hosts at the same time.

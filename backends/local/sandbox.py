@@ -1,9 +1,11 @@
-"""``polyvm sandbox``: the whole product on this machine. Local hosts + the PostgreSQL recipe over SSH.
+"""``polyvm sandbox``: the whole product on this machine. Local hosts (through the local backend), then the
+guest baseline and a recipe (any registered one) over SSH with ``run_recipe``, then a use from this machine.
 
 Everything lives in the local backend's state directory (default /var/lib/polyvm/local, mode 0700):
 the hosts' records (``pvm-<i>/``) and ``sandbox/`` with the sandbox's own SSH key (``id_ed25519``), the
-generated database passwords (``passwords.json``, 0600) and a ``known_hosts`` of the pinned host keys.
-Sandbox hosts carry the label ``polyvm-sandbox=<vm name>``; ``down`` removes exactly those.
+recipes' generated secrets (``passwords.json``, 0600) and a ``known_hosts`` of the pinned host keys.
+Sandbox hosts carry the label ``polyvm-sandbox=<vm name>`` (and the recipe's name and ports); ``down``
+removes exactly those. The sandbox names no recipe but its default (``postgres``).
 """
 
 from __future__ import annotations
