@@ -122,3 +122,32 @@ def test_a_disk_with_a_filesystem_is_never_formatted_and_files_are_never_hidden(
     with pytest.raises(FanoutError, match="already holds files"):
         run_recipe([vm2], None, credentials={"private_key_path": str(other.private_key_path)}, progress=False)
     assert testhosts.exec(other, "cat /srv/data/file").stdout.strip() == "mine"
+
+
+def test_polyvm_apply_without_a_recipe_applies_the_specs_guest_firewall_and_disk(testhosts, tmp_path):
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from polyvm.cli import build_cli
+
+    (host,) = testhosts.up(disk_mb=64)
+    listen(testhosts, host, 8080, 9090)
+    spec = {"name": "web1", "size": "small", "image": {"family": "debian", "version": "12"},
+            "data_disks": [{"name": "data", "size_gb": 1, "mount_point": "/srv/data"}],
+            "ingress": [{"port": 22, "cidrs": [f"{host.record.host_ip}/32"]},
+                        {"port": 8080, "cidrs": [f"{host.record.host_ip}/32"]}],
+            "ssh": {"user": "polyvm", "public_key": host.host_key}}
+    path = tmp_path / "vm.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    args = ["apply", "-H", f"{host.user}@{host.address}", "-k", str(host.private_key_path), "--host-key",
+            host.host_key, "--spec", str(path), "--guest-firewall", "--disk", f"data={host.disk}", "--json"]
+    r = CliRunner().invoke(build_cli(), args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    (out,) = json.loads(r.output)["hosts"].values()
+    assert out["ok"] and out["changed"]
+    assert tcp_open(host.address, 8080) and not tcp_open(host.address, 9090, timeout=1.0)
+    assert testhosts.exec(host, ["findmnt", "-n", "-o", "SOURCE", "--mountpoint", "/srv/data"]).stdout.strip() == host.disk
+    bad = CliRunner().invoke(build_cli(), [a if a != f"data={host.disk}" else "nope=/dev/sdz" for a in args])
+    assert bad.exit_code == 2 and "not a data disk" in bad.output
