@@ -55,6 +55,17 @@ class UnknownBackendError(PluginError):
         )
 
 
+class UnknownRecipeError(PluginError):
+    """No recipe of that name is registered."""
+
+    exit_code = 2
+
+    def __init__(self, name: str, available: Iterable[str]) -> None:
+        self.name = name
+        self.available = sorted(available)
+        super().__init__(f"unknown recipe {name!r}; available recipes: {', '.join(self.available) or '(none)'}")
+
+
 class MissingDependencyError(PolyvmError):
     """A backend's cloud SDK (or another optional package) is not installed."""
 
@@ -113,6 +124,9 @@ class CommandError(ProvisionError):
     ``exit_status`` is None when there was none (timeout, lost connection); ``copy_flags``: for a command run
     right after a copy in the same channel, the per-file "changed" flags of that copy (which did go through).
     """
+
+    #: With ``put_files_and_run``: which copies went through before the command failed (None: not known).
+    copy_flags: list[bool] | None = None
 
     def __init__(self, message: str, *, host: str = "", command: str = "", exit_code: int | None = None,
                  stderr_tail: str = "", copy_flags: Sequence[bool] | None = None, step: str | None = None,
