@@ -197,10 +197,11 @@ def _role_attr_diffs(u: DbUser, have: dict[str, Any], snap: Snapshot) -> list[st
     return diffs
 
 
-def plan(inputs: PostgresInputs, snap: Snapshot | None, *, plaintext: bool = False) -> Plan:
+def plan(inputs: PostgresInputs, snap: Snapshot | None, *, plaintext: bool = False, check: bool = False) -> Plan:
     """What to change so the server matches ``inputs``. ``snap`` None: the server is unknown (Pulumi declares
     the SQL ahead of time): every statement, each guarded or idempotent. ``plaintext``: passwords as themselves
-    (hashed by the server) instead of SCRAM verifiers."""
+    (hashed by the server) instead of SCRAM verifiers. ``check``: only compare (a password not known here is
+    not compared)."""
     p = Plan()
     known = snap is not None
     s = snap or Snapshot()
@@ -222,7 +223,7 @@ def plan(inputs: PostgresInputs, snap: Snapshot | None, *, plaintext: bool = Fal
             if diffs:
                 p.changes.append(Change("role", f"role {u.name}: " + "; ".join(diffs),
                                         f"ALTER ROLE {sql_ident(u.name)} NOSUPERUSER NOBYPASSRLS {opts};\n"))
-        if u.wants_password:
+        if u.wants_password and not (check and u.password is None):
             assert u.password is not None, f"user {u.name} has no password (generate one first)"
             pw = u.password.get_secret_value()
             if not known or have is None or not scram_matches(have.get("verifier"), pw):

@@ -238,6 +238,14 @@ class PostgresRecipe(Recipe):
                        dsn=f"postgresql://{user}@{host.address}:{inputs.port}/{db}?sslmode=require")
         return out
 
+    def drift(self, inputs: "BaseModel", host: Host, conn: Any, *, tls_days: int = 30) -> list:
+        """Settings, pg_hba, roles, databases, extensions, grants, file modes, the guest firewall and the
+        certificate's expiry against the inputs; one script, one exec channel, nothing changed."""
+        from .drift import check_host
+
+        assert isinstance(inputs, PostgresInputs)
+        return check_host(conn, inputs, host, tls_days=tls_days)
+
     def check(self, inputs: "BaseModel", host: Host, *, timeout: float = 10.0) -> str:
         """Log in over TCP with TLS and SCRAM from this machine as the first user."""
         from .login import check_login
