@@ -112,7 +112,7 @@ def postgres_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, q
     report how each differs from that (exit 0: no drift, 1: drift, 2: bad input)."""
     from polyvm.errors import SpecError
     from polyvm.provisioners.baseline import lockout_problems
-    from polyvm.provisioners.cli import _options, apply_recipe
+    from polyvm.provisioners.cli import _options, apply_recipe, verify_recipe
 
     from .inputs import parse_inputs
 
@@ -127,57 +127,11 @@ def postgres_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, q
     if show_diff and not check:
         raise ConfigError("--diff goes with --check")
     if check:
-        verify_recipe("postgres", hosts, inventory, parallel, data, inputs_path, password_file, as_json, show_diff,
-                      extra, conn_opts, tls_days=tls_days)
+        verify_recipe("postgres", hosts, inventory, parallel, None, (), password_file, as_json, show_diff, extra,
+                      conn_opts, extra_inputs=data, tls_days=tls_days, source=inputs_path)
         return
     apply_recipe("postgres", hosts, inventory, parallel, quiet, None, (), password_file, as_json, extra, conn_opts,
                  extra_inputs=data)
-
-
-def verify_recipe(recipe_name: str, hosts: tuple[str, ...], inventory: str | None, parallel: int,
-                  data: dict[str, Any], source: str | None, secrets_file: str | None, as_json: bool, show_diff: bool,
-                  baseline: dict[str, Any], conn_opts: dict[str, Any], *, tls_days: int = 30) -> None:
-    """Report each host's drift from what ``recipe_name`` would make it (Recipe.drift); exit 1 when any. Changes
-    nothing, here either: secrets are read from ``secrets_file`` when it exists, never generated."""
-    import json
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
-    from polyvm.plugins import get_recipe
-    from polyvm.provisioners.cli import build_connections, host_of
-
-    recipe = get_recipe(recipe_name)
-    conns = build_connections(hosts, inventory, conn_opts)
-    targets = [host_of(c, **baseline) for c in conns]
-    inputs = recipe.parse_inputs(recipe.defaults_for(targets[0], data), source=source or "command line")
-    if secrets_file and os.path.exists(secrets_file) and recipe.secrets_needed(inputs):
-        from .passwords import load_passwords
-
-        inputs = recipe.with_secrets(inputs, load_passwords(secrets_file))
-
-    def one(pair):  # noqa: ANN001, ANN202
-        conn, host = pair
-        with conn:
-            return recipe.drift(inputs, host, conn, tls_days=tls_days)
-
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(conns)))) as pool:
-        results = list(pool.map(one, zip(conns, targets)))
-    if any(r is None for r in results):
-        raise ConfigError(f"recipe {recipe_name!r} has no drift check")
-    names = [c.name or c.host for c in conns]
-    drifted = any(results)
-    if as_json:
-        click.echo(json.dumps({"drift": drifted, "hosts": {n: {"drift": [d.as_dict() for d in r]}
-                                                          for n, r in zip(names, results)}}, indent=2))
-    else:
-        for n, r in zip(names, results):
-            click.echo(f"{n}: {'no drift' if not r else f'{len(r)} difference(s)'}")
-            for d in r:
-                click.echo(f"  - {d.kind}: {d.what}")
-                if show_diff and d.diff:
-                    click.echo("".join(f"      {line}\n" for line in d.diff.splitlines()), nl=False)
-    if drifted:
-        raise SystemExit(1)
 
 
 @hookimpl
