@@ -105,6 +105,24 @@ def test_roles_databases_grants_extensions_on_a_real_server(testhosts):
     thin_again, thin_channels = run(thin_host, thin)
     assert not thin_again.changed
     assert channels == thin_channels, (channels, thin_channels)
+    # pg_stat_statements on a running server: its preload library needs a restart, and the step says so.
+    thin_start = psql(testhosts, thin_host, "SELECT pg_postmaster_start_time();")
+    with_pss = thin.model_copy(update={"databases": parse_inputs({
+        "allowed_cidrs": ["10.0.0.0/8"], "users": [{"name": "app"}],
+        "databases": [{"name": "app", "extensions": ["pg_stat_statements"]}]}).databases})
+    added, _ = run(thin_host, with_pss)
+    server = next(s for s in added.steps if s.name == "server")
+    assert "restarted PostgreSQL (needed by: shared_preload_libraries)" in server.detail
+    assert "database app: extension pg_stat_statements missing" in added.summary()
+    assert psql(testhosts, thin_host, "SELECT pg_postmaster_start_time();") != thin_start
+    # A grant-only change sends SQL but neither reloads nor restarts.
+    restarted = psql(testhosts, thin_host, "SELECT pg_postmaster_start_time();")
+    more = with_pss.model_copy(update={"users": [*with_pss.users, *parse_inputs({
+        "allowed_cidrs": ["10.0.0.0/8"], "users": [{"name": "viewer", "login": False}]}).users]})
+    changed, _ = run(thin_host, more)
+    assert "role viewer: missing" in changed.summary()
+    assert not any(s.changed for s in changed.steps if s.name in ("configuration", "server"))
+    assert psql(testhosts, thin_host, "SELECT pg_postmaster_start_time();") == restarted
 
     # A locale change on the existing database is refused, nothing changed.
     bad = model(host, databases=[{"name": "app", "lc_collate": "C", "extensions": ["pgcrypto", "pg_stat_statements"]}])
