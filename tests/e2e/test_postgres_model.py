@@ -155,3 +155,28 @@ def test_roles_databases_grants_extensions_on_a_real_server(testhosts):
                                                              "confirm_drop": "scratch"}]))
     assert "database scratch: exists, declared absent" in gone.summary()
     assert psql(testhosts, host, "SELECT count(*) FROM pg_database WHERE datname = 'scratch';") == "0"
+
+
+def test_the_pulumi_form_sql_runs_twice_and_leaves_nothing_for_a_run_to_do(testhosts):
+    """Pulumi declares the SQL ahead of time (every statement guarded or idempotent): it must run on a real
+    server, again without error, and leave the catalog as a run would make it."""
+    from polyvm.recipes.postgres.recipe import RolesStep
+
+    (host,) = testhosts.up(fresh=True)
+    full = model(host, users=[*model(host).model_dump()["users"], {"name": "legacy", "state": "absent"}])
+    run(host, parse_inputs({"allowed_cidrs": [f"{host.record.host_ip}/32"], "memory_mb": 512,
+                            "databases": [], "users": [],
+                            "settings": {"shared_preload_libraries": "pg_stat_statements"}}))
+    passwords = {"app": APP_PW, "report": RO_PW, "ops": "ops-password-0123456789"}
+    full = full.with_passwords(passwords)
+    declared = RolesStep("roles and databases", full).declared()
+    sql = declared.stdin if isinstance(declared.stdin, str) else declared.stdin.decode()
+    for _ in range(2):
+        r = testhosts.exec(host, ["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                                  "-d", "postgres", "-f", "-"], input=sql, check=False)
+        assert r.returncode == 0, r.stderr
+    with connect(host) as conn:
+        step = RolesStep("roles and databases", full).apply(conn)
+    assert not step.changed, step.detail
+    with login(host, "report", RO_PW) as c:
+        assert c.execute("SELECT current_user").fetchone()[0] == "report"
