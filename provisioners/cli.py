@@ -386,12 +386,20 @@ def verify_recipe(recipe_name: str | None, hosts: Sequence[str], inventory: str 
     if any(r is None for r in results):
         raise ConfigError(f"recipe {recipe.name!r} has no drift check")
     names = [c.name or f"{c.user}@{c.host}" for c in conns]
-    drifted = any(results)
+    print_drift(dict(zip(names, results)), as_json=as_json, show_diff=show_diff)
+
+
+def print_drift(results: Mapping[str, Sequence[Any]], *, as_json: bool, show_diff: bool) -> None:
+    """Print each host's drift (text, or JSON ``{"drift": bool, "hosts": {NAME: {"drift": [...]}}}``) and exit
+    1 when there is any."""
+    import json
+
+    drifted = any(results.values())
     if as_json:
         click.echo(json.dumps({"drift": drifted, "hosts": {n: {"drift": [d.as_dict() for d in r]}
-                                                          for n, r in zip(names, results)}}, indent=2))
+                                                          for n, r in results.items()}}, indent=2))
     else:
-        for n, r in zip(names, results):
+        for n, r in results.items():
             click.echo(f"{n}: {'no drift' if not r else f'{len(r)} difference(s)'}")
             for d in r:
                 click.echo(f"  - {d.kind}: {d.what}")

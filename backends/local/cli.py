@@ -117,28 +117,16 @@ def verify_cmd(spec_path: str | None, recipe: str, inputs_path: str | None, show
                as_json: bool, state_dir: str) -> None:
     """Change nothing: report how each sandbox VM differs from what up would make it (exit 0: no drift,
     1: drift, listed; 2: bad input)."""
-    import json
-
     from polyvm.spec import load_spec_file
 
     from .sandbox import load_inputs
 
     sb = _sandbox(state_dir)
     specs = load_spec_file(spec_path) if spec_path else None
-    result = sb.verify(specs, recipe=recipe, inputs=load_inputs(inputs_path), tls_days=tls_days)
-    drifted = any(result.values())
-    if as_json:
-        click.echo(json.dumps({"drift": drifted, "hosts": {n: {"drift": [d.as_dict() for d in r]}
-                                                          for n, r in result.items()}}, indent=2))
-    else:
-        for n, r in result.items():
-            click.echo(f"{n}: {'no drift' if not r else f'{len(r)} difference(s)'}")
-            for d in r:
-                click.echo(f"  - {d.kind}: {d.what}")
-                if show_diff and d.diff:
-                    click.echo("".join(f"      {line}\n" for line in d.diff.splitlines()), nl=False)
-    if drifted:
-        sys.exit(1)
+    from polyvm.provisioners.cli import print_drift
+
+    print_drift(sb.verify(specs, recipe=recipe, inputs=load_inputs(inputs_path), tls_days=tls_days),
+                as_json=as_json, show_diff=show_diff)
 
 
 @sandbox_group.command("status")
