@@ -180,3 +180,36 @@ def test_the_pulumi_form_sql_runs_twice_and_leaves_nothing_for_a_run_to_do(testh
     assert not step.changed, step.detail
     with login(host, "report", RO_PW) as c:
         assert c.execute("SELECT current_user").fetchone()[0] == "report"
+
+
+def test_a_cert_pg_hba_entry_needs_a_client_certificate_from_the_ca(testhosts, tmp_path):
+    import subprocess
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path, timeout=60)
+
+    openssl("req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-days", "2", "-subj", "/CN=polyvm test client CA", "-keyout", "ca.key", "-out", "ca.crt")
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-subj", "/CN=report", "-keyout", "report.key", "-out", "report.csr")
+    openssl("x509", "-req", "-in", "report.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "1", "-out", "report.crt")
+    (tmp_path / "report.key").chmod(0o600)
+
+    (host,) = testhosts.up(fresh=True)
+    ca = "/etc/postgresql/client-ca.crt"
+    testhosts.exec(host, f"install -D -m 0644 /dev/stdin {ca}", input=(tmp_path / "ca.crt").read_text())
+    me = f"{host.record.host_ip}/32"
+    inputs = model(host, client_ca_file=ca, hba=[{"address": me, "user": "report", "method": "cert"}])
+    run(host, inputs)
+
+    with psycopg.connect(host=host.address, port=5432, user="report", dbname="app", sslmode="require",
+                         sslcert=str(tmp_path / "report.crt"), sslkey=str(tmp_path / "report.key"),
+                         connect_timeout=10) as c:
+        assert c.execute("SELECT current_user").fetchone()[0] == "report"
+    # The password alone no longer lets report in from this network: the certificate is required.
+    with pytest.raises(psycopg.OperationalError, match="certificate"):
+        login(host, "report", RO_PW)
+    # Others still log in with scram-sha-256.
+    with login(host, "app", APP_PW) as c:
+        assert c.execute("SELECT 1").fetchone()[0] == 1
