@@ -80,8 +80,8 @@ def _diff(name: str, have: str, want: str) -> str:
 
 
 def _content(text: str) -> list[str]:
-    return [line.split()[0:5] and " ".join(line.split()) for line in text.splitlines()
-            if line.strip() and not line.lstrip().startswith("#")]
+    """The lines that mean something (whitespace normalised, comments and blank lines left out)."""
+    return [" ".join(line.split()) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def drift_of(inputs: PostgresInputs, host: Host, output: str, *, tls_days: int = TLS_DAYS,
@@ -144,7 +144,7 @@ def drift_of(inputs: PostgresInputs, host: Host, output: str, *, tls_days: int =
 
     # --- catalog ------------------------------------------------------------------------------------------
     catalog = sec.get("catalog", "")
-    if "\troles\t" not in f"\t{catalog}" and not catalog.startswith("roles\t") and "\nroles\t" not in catalog:
+    if not any(line.startswith("roles\t") for line in catalog.splitlines()):
         drifts.append(Drift("server", f"PostgreSQL does not answer: {catalog.strip()[:300]}"))
         return drifts
     snap = parse_snapshot(catalog)
