@@ -16,6 +16,7 @@ that needs them before any recipe runs. A recipe that needs secrets (generated p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
@@ -27,6 +28,20 @@ if TYPE_CHECKING:
     from polyvm.provisioners.steps import Step
 
     from .host import Facts, Host
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One difference between a live server and what its recipe would make it: ``kind`` (setting, pg_hba, role,
+    database, extension, grant, file, firewall, tls, server, ...), ``what`` (one line a person reads) and,
+    where a file differs, ``diff`` (unified, live -> recipe)."""
+
+    kind: str
+    what: str
+    diff: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "what": self.what, **({"diff": self.diff} if self.diff else {})}
 
 
 class Recipe:
@@ -101,6 +116,12 @@ class Recipe:
         """Use the service from this machine once (a login, a request); return what was checked or raise
         a PolyvmError. Default: nothing to check."""
         return ""
+
+    def drift(self, inputs: BaseModel, host: "Host", conn: Any, *, tls_days: int = 30) -> "list[Drift] | None":
+        """Compare the live host behind ``conn`` (a Connection) with what :meth:`steps` would make it, changing
+        nothing; one :class:`Drift` per difference ([] when none). Default: None, the recipe has no drift
+        check (``polyvm verify`` says so, exit 2)."""
+        return None
 
     def __repr__(self) -> str:
         return f"<recipe {self.name}>"

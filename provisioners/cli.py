@@ -343,6 +343,72 @@ def apply_recipe(recipe_name: str | None, hosts: Sequence[str], inventory: str |
         raise FanoutError(result.failed)
 
 
+def verify_recipe(recipe_name: str | None, hosts: Sequence[str], inventory: str | None, parallel: int,
+                  inputs_path: str | None, sets: Sequence[str], secrets_file: str | None, as_json: bool,
+                  show_diff: bool, baseline: Mapping[str, Any], conn_opts: Mapping[str, Any], *,
+                  extra_inputs: Mapping[str, Any] | None = None, tls_days: int = 30, source: str | None = None) -> None:
+    """The body of ``polyvm verify`` (and ``polyvm postgres --check``): each host's drift from what the recipe
+    would make it (``Recipe.drift``), changing nothing — secrets are read from ``secrets_file`` when it exists,
+    never generated. Exit 0: no drift; 1: drift (listed); 2: bad input or a recipe without a drift check."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    from polyvm.plugins import get_recipe
+
+    if not recipe_name:
+        raise ConfigError("polyvm verify needs --recipe NAME (polyvm recipes lists them)")
+    from polyvm.recipe import Recipe
+
+    recipe = get_recipe(recipe_name)
+    if type(recipe).drift is Recipe.drift:
+        raise ConfigError(f"recipe {recipe.name!r} has no drift check")
+    data = load_inputs_file(inputs_path)
+    data.update(extra_inputs or {})
+    data.update(dict(_input_value(t) for t in sets))
+    conns = build_connections(hosts, inventory, conn_opts)
+    targets = [host_of(c, **baseline) for c in conns]
+    inputs = recipe.parse_inputs(recipe.defaults_for(targets[0], data), source=source or inputs_path or "command line")
+    path = Path(secrets_file or f"{recipe.name}-secrets.json")
+    if recipe.secrets_needed(inputs) and path.is_file():
+        try:
+            known = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            raise ConfigError(f"{path}: not a JSON file of secrets") from None
+        inputs = recipe.with_secrets(inputs, {k: v for k, v in known.items() if isinstance(v, str)})
+
+    def one(pair):  # noqa: ANN001, ANN202
+        conn, host = pair
+        with conn:
+            return recipe.drift(inputs, host, conn, tls_days=tls_days)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(conns)))) as pool:
+        results = list(pool.map(one, zip(conns, targets)))
+    if any(r is None for r in results):
+        raise ConfigError(f"recipe {recipe.name!r} has no drift check")
+    names = [c.name or f"{c.user}@{c.host}" for c in conns]
+    print_drift(dict(zip(names, results)), as_json=as_json, show_diff=show_diff)
+
+
+def print_drift(results: Mapping[str, Sequence[Any]], *, as_json: bool, show_diff: bool) -> None:
+    """Print each host's drift (text, or JSON ``{"drift": bool, "hosts": {NAME: {"drift": [...]}}}``) and exit
+    1 when there is any."""
+    import json
+
+    drifted = any(results.values())
+    if as_json:
+        click.echo(json.dumps({"drift": drifted, "hosts": {n: {"drift": [d.as_dict() for d in r]}
+                                                          for n, r in results.items()}}, indent=2))
+    else:
+        for n, r in results.items():
+            click.echo(f"{n}: {'no drift' if not r else f'{len(r)} difference(s)'}")
+            for d in r:
+                click.echo(f"  - {d.kind}: {d.what}")
+                if show_diff and d.diff:
+                    click.echo("".join(f"      {line}\n" for line in d.diff.splitlines()), nl=False)
+    if drifted:
+        raise SystemExit(1)
+
+
 def recipe_options(f):  # noqa: ANN001, ANN202 - click decorator stack
     opts = [
         click.option("--inputs", "inputs_path", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -378,6 +444,24 @@ def apply_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, quie
                  baseline_options(spec_path, disks, guest_firewall), conn_opts)
 
 
+@click.command("verify")
+@_connection_options
+@click.option("--recipe", "recipe_name", required=True, metavar="NAME", help="The recipe whose drift to report.")
+@recipe_options
+@click.option("--diff", "show_diff", is_flag=True, help="Show file differences as unified diffs.")
+@click.option("--tls-days", type=click.IntRange(0, 3650), default=30, show_default=True,
+              help="A certificate expiring within this many days is drift.")
+def verify_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, quiet: bool, recipe_name: str,
+               inputs_path: str | None, sets: tuple[str, ...], spec_path: str | None, disks: tuple[str, ...],
+               guest_firewall: bool, secrets_file: str | None, as_json: bool, show_diff: bool, tls_days: int,
+               **kw: Any) -> None:
+    """Change nothing: report how each host differs from what the recipe (and the guest baseline from --spec)
+    would make it. Exit 0: no drift; 1: drift, listed; 2: bad input."""
+    conn_opts = _options(kw)
+    verify_recipe(recipe_name, hosts, inventory, parallel, inputs_path, sets, secrets_file, as_json, show_diff,
+                  baseline_options(spec_path, disks, guest_firewall), conn_opts, tls_days=tls_days)
+
+
 @click.command("recipes")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable list.")
 def recipes_cmd(as_json: bool) -> None:
@@ -405,6 +489,7 @@ def polyvm_register_commands(cli: click.Group) -> None:
     cli.add_command(exec_cmd)
     cli.add_command(copy_cmd)
     cli.add_command(apply_cmd)
+    cli.add_command(verify_cmd)
     cli.add_command(recipes_cmd)
 
 

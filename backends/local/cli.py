@@ -101,6 +101,34 @@ def _print_up(vms: list, total: float, sb: Any, passwords: dict[str, str] | None
     click.echo(f"{len(vms)} sandbox VM(s) ready ({created} created, {len(vms) - created} reused) in {total:.1f}s")
 
 
+@sandbox_group.command("verify")
+@click.option("--spec", "spec_path", type=click.Path(exists=True, dir_okay=False),
+              help="The VM spec given to up (default: the built-in sample).")
+@click.option("--recipe", "recipe", default="postgres", show_default=True, metavar="NAME",
+              help="The recipe given to up.")
+@click.option("--inputs", "inputs_path", type=click.Path(exists=True, dir_okay=False),
+              help="The recipe inputs given to up.")
+@click.option("--diff", "show_diff", is_flag=True, help="Show file differences as unified diffs.")
+@click.option("--tls-days", type=click.IntRange(0, 3650), default=30, show_default=True,
+              help="A certificate expiring within this many days is drift.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_STATE_OPTION
+def verify_cmd(spec_path: str | None, recipe: str, inputs_path: str | None, show_diff: bool, tls_days: int,
+               as_json: bool, state_dir: str) -> None:
+    """Change nothing: report how each sandbox VM differs from what up would make it (exit 0: no drift,
+    1: drift, listed; 2: bad input)."""
+    from polyvm.spec import load_spec_file
+
+    from .sandbox import load_inputs
+
+    sb = _sandbox(state_dir)
+    specs = load_spec_file(spec_path) if spec_path else None
+    from polyvm.provisioners.cli import print_drift
+
+    print_drift(sb.verify(specs, recipe=recipe, inputs=load_inputs(inputs_path), tls_days=tls_days),
+                as_json=as_json, show_diff=show_diff)
+
+
 @sandbox_group.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_STATE_OPTION

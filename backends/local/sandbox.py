@@ -256,6 +256,42 @@ class Sandbox:
         say(spec.name, "ready")
         return vm
 
+    # --- verify -----------------------------------------------------------------------------------------
+    def verify(self, specs: Sequence[VmSpec] | None = None, *, recipe: str = DEFAULT_RECIPE,
+               inputs: Mapping[str, Any] | None = None, tls_days: int = 30) -> dict[str, list[Any]]:
+        """Each sandbox VM's drift from what ``up`` (same specs, recipe and inputs) would make it, changing
+        nothing (``Recipe.drift``; the generated secrets are read, never made). VM name -> list of Drift."""
+        from polyvm.plugins import get_recipe
+        from polyvm.recipe import Recipe
+
+        from . import host_of
+
+        the_recipe = get_recipe(recipe)
+        if type(the_recipe).drift is Recipe.drift:
+            from polyvm.errors import ConfigError
+
+            raise ConfigError(f"recipe {the_recipe.name!r} has no drift check")
+        if specs is None:
+            specs = [self.default_spec(the_recipe, inputs)]
+        by_name = {h.labels.get(LABEL): h for h in self.hosts()}
+        out: dict[str, list[Any]] = {}
+        for spec in specs:
+            names = [n for n in by_name if n == spec.name or (n or "").startswith(spec.name + "-")]
+            if not names:
+                raise SandboxError(f"no sandbox VM {spec.name!r} (polyvm sandbox up first)")
+            for name in sorted(names):
+                record = by_name[name]
+                host = host_of(record, spec.model_copy(update={"name": name}))
+                data = {**the_recipe.sandbox_inputs(host, record.host_ip), **(inputs or {})}
+                parsed = the_recipe.parse_inputs(the_recipe.defaults_for(host, data),
+                                                 source=f"sandbox {the_recipe.name} inputs")
+                parsed = the_recipe.with_secrets(parsed, self.passwords())
+                conn = host.connect(private_key_path=str(self.key_path), known_hosts=str(self.known_hosts_path),
+                                    deadline=60)
+                with conn:
+                    out[name] = the_recipe.drift(parsed, host, conn, tls_days=tls_days) or []
+        return out
+
     # --- down -------------------------------------------------------------------------------------------
     def down(self, names: Sequence[str] = ()) -> list[eng.Host]:
         """Remove the named sandbox VMs (all of them without names), also crashed or half-made ones.

@@ -101,12 +101,18 @@ def _connection_options(f):  # noqa: ANN001, ANN202
 @click.option("--password-file", type=click.Path(dir_okay=False), default=DEFAULT_PASSWORD_FILE, show_default=True,
               help="JSON file (0600) where generated passwords are kept.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+@click.option("--check", "check", is_flag=True,
+              help="Change nothing: report every difference from what the recipe would make each host (exit 1).")
+@click.option("--diff", "show_diff", is_flag=True, help="With --check: show file differences as unified diffs.")
+@click.option("--tls-days", type=click.IntRange(0, 3650), default=30, show_default=True,
+              help="With --check: a server certificate expiring within this many days is drift.")
 def postgres_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, quiet: bool, inputs_path: str | None,
-                 password_file: str, as_json: bool, **kw: Any) -> None:
-    """Turn each host into a locked-down PostgreSQL server (idempotent; prints what changed)."""
+                 password_file: str, as_json: bool, check: bool, show_diff: bool, tls_days: int, **kw: Any) -> None:
+    """Turn each host into a locked-down PostgreSQL server (idempotent; prints what changed), or with --check
+    report how each differs from that (exit 0: no drift, 1: drift, 2: bad input)."""
     from polyvm.errors import SpecError
     from polyvm.provisioners.baseline import lockout_problems
-    from polyvm.provisioners.cli import _options, apply_recipe
+    from polyvm.provisioners.cli import _options, apply_recipe, verify_recipe
 
     from .inputs import parse_inputs
 
@@ -118,6 +124,12 @@ def postgres_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, q
         problems = lockout_problems(extra["firewall"])
         if problems:
             raise SpecError([p + " (give --ssh-cidr)" for p in problems], source="--guest-firewall")
+    if show_diff and not check:
+        raise ConfigError("--diff goes with --check")
+    if check:
+        verify_recipe("postgres", hosts, inventory, parallel, None, (), password_file, as_json, show_diff, extra,
+                      conn_opts, extra_inputs=data, tls_days=tls_days, source=inputs_path)
+        return
     apply_recipe("postgres", hosts, inventory, parallel, quiet, None, (), password_file, as_json, extra, conn_opts,
                  extra_inputs=data)
 

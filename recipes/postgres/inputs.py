@@ -11,7 +11,7 @@ import ipaddress
 import math
 import re
 import secrets
-from typing import Any, Mapping, Union
+from typing import Any, Literal, Mapping, Union
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
@@ -87,17 +87,79 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
+#: Predefined roles a declared role may be made a member of (PostgreSQL 14+ docs, "Predefined Roles").
+PREDEFINED_ROLES = ("pg_read_all_data", "pg_write_all_data", "pg_read_all_settings", "pg_read_all_stats",
+                    "pg_stat_scan_tables", "pg_monitor", "pg_signal_backend", "pg_checkpoint")
+#: Extensions whose library must be in shared_preload_libraries before they work (added automatically;
+#: changing shared_preload_libraries needs a restart, which the server step does and says).
+PRELOAD_EXTENSIONS = {"pg_stat_statements": "pg_stat_statements", "pg_cron": "pg_cron", "pgaudit": "pgaudit",
+                      "timescaledb": "timescaledb", "pg_wait_sampling": "pg_wait_sampling"}
+DATABASE_PRIVILEGES = ("CONNECT", "CREATE", "TEMPORARY")
+SCHEMA_PRIVILEGES = ("USAGE", "CREATE")
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+HBA_METHODS = ("scram-sha-256", "cert")
+_VALID_UNTIL_RE = re.compile(r"^(infinity|\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2})?)?(Z|[+-]\d{2}(:?\d{2})?| UTC)?)$")
+_ENCODING_RE = re.compile(r"^[A-Za-z0-9_-]{2,20}$")
+_LOCALE_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+_EXT_VERSION_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+
+
+def _privileges(kind: str, allowed: tuple[str, ...], v: list[str]) -> list[str]:
+    out = []
+    for p in v:
+        p = str(p).upper()
+        if p == "TEMP":
+            p = "TEMPORARY"
+        if p == "ALL":
+            out.extend(allowed)
+            continue
+        if p not in allowed:
+            raise ValueError(f"{p!r} is not a {kind} privilege (one of {', '.join(allowed)}, or ALL)")
+        out.append(p)
+    return list(dict.fromkeys(out))
+
+
 class DbUser(_Model):
-    """A login role. Without a password one is generated (CLI: kept in a 0600 file; Pulumi: RandomPassword)."""
+    """A role (``login: false`` for a group role such as a read-only role). A login role without a password gets
+    one generated (CLI: kept in a 0600 file; Pulumi: RandomPassword). ``state: absent`` drops it (refused while
+    it owns objects, unless ``reassign_owned_to`` names who takes them over)."""
 
     name: str
     password: SecretStr | None = None
+    login: bool = True
     createdb: bool = False
+    createrole: bool = False
+    replication: bool = False
+    connection_limit: int = Field(default=-1, ge=-1, description="-1: no limit")
+    valid_until: str | None = Field(default=None, description="Password expiry (ISO date/time) or 'infinity'.")
+    member_of: list[str] = Field(default_factory=list, description="Roles it is a member of (exactly these).")
+    state: Literal["present", "absent"] = "present"
+    reassign_owned_to: str | None = None
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return _ident("user", v, _RESERVED_ROLES)
+
+    @field_validator("valid_until", mode="before")
+    @classmethod
+    def _valid_until(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        v = str(v).strip()
+        if not _VALID_UNTIL_RE.match(v):
+            raise ValueError(f"{v!r} is not an ISO date/time (2027-01-31, 2027-01-31T12:00:00Z) or 'infinity'")
+        return v
+
+    @field_validator("member_of")
+    @classmethod
+    def _member_of(cls, v: list[str]) -> list[str]:
+        for r in v:
+            if r.startswith("pg_") and r not in PREDEFINED_ROLES:
+                raise ValueError(f"{r!r} is not a predefined role polyvm grants ({', '.join(PREDEFINED_ROLES)})")
+            if not r.startswith("pg_"):
+                _ident("role", r, _RESERVED_ROLES)
+        return list(dict.fromkeys(v))
 
     @field_validator("password")
     @classmethod
@@ -111,22 +173,193 @@ class DbUser(_Model):
             raise ValueError("contains control characters")
         return v
 
+    @model_validator(mode="after")
+    def _state(self) -> "DbUser":
+        if self.state == "present" and self.reassign_owned_to:
+            raise ValueError("reassign_owned_to is only for state: absent")
+        if self.reassign_owned_to == self.name:
+            raise ValueError("reassign_owned_to names the role being dropped")
+        if not self.login and self.password is not None:
+            raise ValueError("a role with login: false cannot log in; remove its password")
+        return self
+
+    @property
+    def wants_password(self) -> bool:
+        return self.login and self.state == "present"
+
+
+class Extension(_Model):
+    """An extension in one database, from what the OS's PostgreSQL packages ship (pg_available_extensions)."""
+
+    name: str
+    version: str | None = Field(default=None, description="Default: the version the packages ship.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,62}", v):
+            raise ValueError(f"{v!r} is not an extension name")
+        return v
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, v: Any) -> Any:
+        if v is not None and not _EXT_VERSION_RE.match(str(v)):
+            raise ValueError(f"{v!r} is not an extension version")
+        return None if v is None else str(v)
+
 
 class Database(_Model):
-    """A database, owned by one of the recipe's users (default: the first user)."""
+    """A database, owned by one of the recipe's roles (default: the first login role)."""
 
     name: str
     owner: str | None = None
+    encoding: str | None = Field(default=None, description="e.g. UTF8; only when the database is created.")
+    lc_collate: str | None = None
+    lc_ctype: str | None = None
+    template: str | None = Field(default=None, description="template0 or template1 (default template1; template0 "
+                                 "when encoding or locale are given).")
+    extensions: list[Extension] = Field(default_factory=list)
+    state: Literal["present", "absent"] = "present"
+    confirm_drop: str | None = Field(default=None, description="state: absent drops only when this is the name.")
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return _ident("database", v, _RESERVED_DBS)
 
+    @field_validator("extensions", mode="before")
+    @classmethod
+    def _extensions(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"name": e} if isinstance(e, str) else e for e in v]
+        return v
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, v: str | None) -> str | None:
+        if v is not None and not _ENCODING_RE.match(v):
+            raise ValueError(f"{v!r} is not an encoding name (e.g. UTF8)")
+        return v.upper().replace("-", "") if v else v
+
+    @field_validator("lc_collate", "lc_ctype")
+    @classmethod
+    def _locale(cls, v: str | None) -> str | None:
+        if v is not None and not _LOCALE_RE.match(v):
+            raise ValueError(f"{v!r} is not a locale name (e.g. C.UTF-8, en_US.UTF-8)")
+        return v
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        if v is not None and v not in ("template0", "template1"):
+            raise ValueError(f"{v!r}: the template is template0 or template1")
+        return v
+
+    @model_validator(mode="after")
+    def _drop(self) -> "Database":
+        if self.state == "absent" and self.confirm_drop != self.name:
+            raise ValueError(f"state: absent drops database {self.name!r} and all its data; "
+                             f"confirm with confirm_drop: {self.name}")
+        if self.state == "present" and self.confirm_drop is not None:
+            raise ValueError("confirm_drop is only for state: absent")
+        names = [e.name for e in self.extensions]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"extensions repeated: {', '.join(dup)}")
+        return self
+
+    @property
+    def effective_template(self) -> str | None:
+        if self.template:
+            return self.template
+        # PostgreSQL copies template1, whose encoding and locale a new database cannot change (docs,
+        # "Template Databases"): another encoding or locale needs template0.
+        return "template0" if (self.encoding or self.lc_collate or self.lc_ctype) else None
+
+
+class Grant(_Model):
+    """Privileges of one role in one database: on the database, on a schema, on ALL TABLES IN that schema, and
+    (``default_privileges``) on tables the database owner (or ``default_for``) creates later."""
+
+    role: str
+    database: str
+    database_privileges: list[str] = Field(default_factory=list)
+    schema_: str = Field(default="public", alias="schema")
+    schema_privileges: list[str] = Field(default_factory=list)
+    table_privileges: list[str] = Field(default_factory=list)
+    default_privileges: bool = True
+    default_for: list[str] = Field(default_factory=list, description="Roles whose future tables get "
+                                   "table_privileges; default: the database owner.")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, populate_by_name=True)
+
+    @field_validator("database_privileges")
+    @classmethod
+    def _dbp(cls, v: list[str]) -> list[str]:
+        return _privileges("database", DATABASE_PRIVILEGES, v)
+
+    @field_validator("schema_privileges")
+    @classmethod
+    def _sp(cls, v: list[str]) -> list[str]:
+        return _privileges("schema", SCHEMA_PRIVILEGES, v)
+
+    @field_validator("table_privileges")
+    @classmethod
+    def _tp(cls, v: list[str]) -> list[str]:
+        return _privileges("table", TABLE_PRIVILEGES, v)
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema(cls, v: str) -> str:
+        if not _IDENT_RE.match(v) or (v.startswith("pg_") and v != "pg_temp"):
+            raise ValueError(f"{v!r} is not a schema name polyvm grants on")
+        return v
+
+    @model_validator(mode="after")
+    def _some(self) -> "Grant":
+        if not (self.database_privileges or self.schema_privileges or self.table_privileges):
+            raise ValueError("grants nothing: give database_privileges, schema_privileges or table_privileges")
+        return self
+
+
+class HbaEntry(_Model):
+    """An extra pg_hba.conf line: always ``hostssl``, with scram-sha-256 or cert (a client certificate issued by
+    ``client_ca_file``'s CA, checked with clientcert=verify-full)."""
+
+    type: Literal["hostssl"] = "hostssl"
+    database: str = "all"
+    user: str = "all"
+    address: Cidr
+    method: str = "scram-sha-256"
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type(cls, v: Any) -> Any:
+        if v != "hostssl":
+            raise ValueError(f"{v!r}: only hostssl entries (TLS required) are allowed")
+        return v
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        if v not in HBA_METHODS:
+            raise ValueError(f"{v!r} is refused: use scram-sha-256 or cert (never trust, password, md5, ident)")
+        return v
+
+    @field_validator("database", "user")
+    @classmethod
+    def _names(cls, v: str) -> str:
+        for n in v.split(","):
+            if n != "all" and not _IDENT_RE.match(n):
+                raise ValueError(f"{n!r} is not 'all' or a role/database name")
+        return v
+
 
 def default_memory_settings(memory_mb: int, max_connections: int = 100) -> dict[str, str]:
-    """Memory settings from the VM's RAM: shared_buffers 25 %, effective_cache_size 75 %,
-    maintenance_work_mem RAM/16 (64 MB..2 GB), work_mem RAM/4 per connection (4 MB..64 MB)."""
+    """Memory settings from the VM's RAM, after the PostgreSQL wiki's "Tuning Your PostgreSQL Server" and the
+    docs' "Resource Consumption": shared_buffers 25 % of RAM, effective_cache_size 75 %, maintenance_work_mem
+    RAM/16 (64 MB..2 GB), work_mem RAM/4 shared by the connections (4 MB..64 MB)."""
     mb = max(int(memory_mb), 256)
     shared = max(32, mb // 4)
     work = min(64, max(4, math.floor(mb / 4 / max_connections)))
@@ -136,6 +369,14 @@ def default_memory_settings(memory_mb: int, max_connections: int = 100) -> dict[
         "maintenance_work_mem": f"{min(2048, max(64, mb // 16))}MB",
         "work_mem": f"{work}MB",
     }
+
+
+def default_wal_settings(disk_mb: int) -> dict[str, str]:
+    """WAL size from the data disk: max_wal_size 10 % of it (256 MB..16 GB; PostgreSQL's default is 1 GB, a
+    soft limit the docs' "WAL Configuration" say can be exceeded under load, so a small disk gets less),
+    min_wal_size a quarter of that (at least 80 MB, the default)."""
+    max_wal = min(16384, max(256, int(disk_mb) // 10))
+    return {"max_wal_size": f"{max_wal}MB", "min_wal_size": f"{max(80, max_wal // 4)}MB"}
 
 
 class PostgresInputs(_Model):
@@ -150,9 +391,15 @@ class PostgresInputs(_Model):
                                  "(used by the recipe's own login check).")
     users: list[DbUser] = Field(default_factory=list)
     databases: list[Database] = Field(default_factory=list)
+    grants: list[Grant] = Field(default_factory=list)
+    hba: list[HbaEntry] = Field(default_factory=list, description="Extra pg_hba.conf entries (hostssl only).")
+    client_ca_file: str | None = Field(default=None, description="Path on the host of the CA certificate that "
+                                       "issues client certificates (ssl_ca_file); needed by method: cert.")
     settings: dict[str, SettingValue] = Field(default_factory=dict)
     memory_mb: int | None = Field(default=None, ge=128,
                                   description="VM RAM for memory defaults; detected on the host when unset.")
+    disk_mb: int | None = Field(default=None, ge=256, description="Size of the data disk, for WAL defaults "
+                                "(max_wal_size); none when unset.")
     mount_point: str | None = Field(default=None, description="Where the data disk is mounted (the guest "
                                     "baseline mounts it); the cluster lives below it. Default: the host's first "
                                     "data disk with a mount point, else the distribution's data directory.")
@@ -229,6 +476,14 @@ class PostgresInputs(_Model):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             problems.append(f"user names must be unique; repeated: {', '.join(dup)}")
+        present = {u.name for u in self.users if u.state == "present"}
+        absent = {u.name for u in self.users if u.state == "absent"}
+        for u in self.users:
+            for r in u.member_of:
+                if not r.startswith("pg_") and r not in present:
+                    problems.append(f"user {u.name!r}: member_of {r!r} is not one of the users (state: present)")
+            if u.reassign_owned_to and u.reassign_owned_to not in present | {"postgres"}:
+                problems.append(f"user {u.name!r}: reassign_owned_to {u.reassign_owned_to!r} is not a present user")
         dbs = [d.name for d in self.databases]
         dup = sorted({n for n in dbs if dbs.count(n) > 1})
         if dup:
@@ -236,15 +491,52 @@ class PostgresInputs(_Model):
         for d in self.databases:
             if d.owner is not None and d.owner not in names:
                 problems.append(f"database {d.name!r}: owner {d.owner!r} is not one of the users")
-        if self.databases and not self.users:
+            elif d.owner in absent and d.state == "present":
+                problems.append(f"database {d.name!r}: owner {d.owner!r} has state: absent")
+        if any(d.state == "present" for d in self.databases) and not self.login_users():
             problems.append("databases need at least one user to own them")
+        present_dbs = {d.name for d in self.databases if d.state == "present"}
+        for i, g in enumerate(self.grants):
+            if g.role not in present:
+                problems.append(f"grants[{i}]: role {g.role!r} is not one of the users (state: present)")
+            if g.database not in present_dbs:
+                problems.append(f"grants[{i}]: database {g.database!r} is not one of the databases (state: present)")
+            for r in g.default_for:
+                if r not in present:
+                    problems.append(f"grants[{i}]: default_for {r!r} is not one of the users")
+        for i, h in enumerate(self.hba):
+            if ipaddress.ip_network(h.address).prefixlen == 0 and not self.allow_public:
+                problems.append(f"hba[{i}]: address {h.address} opens PostgreSQL to the world; "
+                                "restrict it or set allow_public: true")
+            if h.method == "cert" and not self.client_ca_file:
+                problems.append(f"hba[{i}]: method cert needs client_ca_file (the CA that issues the client "
+                                "certificates)")
+            for r in h.user.split(","):
+                if r != "all" and r not in present:
+                    problems.append(f"hba[{i}]: user {r!r} is not one of the users")
+            for n in h.database.split(","):
+                if n != "all" and n not in present_dbs:
+                    problems.append(f"hba[{i}]: database {n!r} is not one of the databases")
+        if self.client_ca_file is not None and not re.fullmatch(r"/[A-Za-z0-9._/-]+", self.client_ca_file):
+            problems.append(f"client_ca_file {self.client_ca_file!r} must be an absolute path (letters, digits, . _ - /)")
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
     # --- conveniences ------------------------------------------------------------------------------
+    def login_users(self) -> list[DbUser]:
+        return [u for u in self.users if u.login and u.state == "present"]
+
     def owner_of(self, db: Database) -> str:
-        return db.owner or self.users[0].name
+        if db.owner:
+            return db.owner
+        owners = self.login_users() or [u for u in self.users if u.state == "present"]
+        return owners[0].name if owners else "postgres"
+
+    def preload_libraries(self) -> list[str]:
+        """Libraries the declared extensions need in shared_preload_libraries."""
+        return list(dict.fromkeys(PRELOAD_EXTENSIONS[e.name] for d in self.databases if d.state == "present"
+                                  for e in d.extensions if e.name in PRELOAD_EXTENSIONS))
 
     def ingress_rule(self) -> IngressRule:
         """The inbound rule PostgreSQL needs: its port from ``allowed_cidrs``."""
@@ -252,7 +544,7 @@ class PostgresInputs(_Model):
                            allow_public=self.allow_public, description="postgresql")
 
     def missing_passwords(self) -> list[str]:
-        return [u.name for u in self.users if u.password is None]
+        return [u.name for u in self.users if u.password is None and u.wants_password]
 
     def with_passwords(self, passwords: Mapping[str, str]) -> "PostgresInputs":
         """A copy where users without a password get the one in ``passwords`` (by user name)."""
@@ -261,23 +553,31 @@ class PostgresInputs(_Model):
         return self.model_copy(update={"users": users})
 
     def effective_settings(self, memory_mb: int | None = None) -> dict[str, SettingValue]:
-        """Memory defaults (from ``memory_mb`` or the input's) overlaid with the user's settings."""
+        """Memory defaults (from ``memory_mb`` or the input's) and WAL defaults (from ``disk_mb``) overlaid with
+        the user's settings; the declared extensions' libraries added to shared_preload_libraries."""
         mem = self.memory_mb or memory_mb
         out: dict[str, SettingValue] = {}
         if mem:
             max_conn = self.settings.get("max_connections", 100)
             out.update(default_memory_settings(mem, int(max_conn) if isinstance(max_conn, (int, str))
                                                and str(max_conn).isdigit() else 100))
+        if self.disk_mb:
+            out.update(default_wal_settings(self.disk_mb))
         out.update(self.settings)
+        preload = self.preload_libraries()
+        if preload:
+            have = [n.strip().strip('"') for n in str(out.get("shared_preload_libraries", "")).split(",") if n.strip()]
+            out["shared_preload_libraries"] = ",".join(dict.fromkeys(have + preload))
         return out
 
     def verify_target(self) -> tuple[str, str] | None:
         """(user, database) the recipe logs in as over TCP at the end, or None without users."""
-        if not self.users:
+        users = self.login_users()
+        if not users:
             return None
-        user = self.users[0].name
+        user = users[0].name
         for d in self.databases:
-            if self.owner_of(d) == user:
+            if d.state == "present" and self.owner_of(d) == user:
                 return user, d.name
         return user, "postgres"
 

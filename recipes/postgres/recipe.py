@@ -37,7 +37,6 @@ from .render import (
     render_postgresql_conf,
     render_verify_script,
 )
-from .roles import parse_current, query_current_sql, roles_sql
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -65,9 +64,9 @@ class ScriptStep(Script):
 
 
 class RolesStep(Step):
-    """Roles and databases. Reads the stored SCRAM verifiers, sets a password only when it differs, and
-    sends verifiers (never the password) through psql's stdin. Its Pulumi form sends the statements with
-    the passwords (secret stdin) in one command."""
+    """Roles, databases, extensions and grants: one psql run reads the catalog (:mod:`.catalog`), and only when
+    something differs a second one applies exactly that (SCRAM verifiers, never passwords, on psql's stdin).
+    Its Pulumi form sends every statement, each guarded or idempotent, with the passwords (secret stdin)."""
 
     def __init__(self, name: str, inputs: PostgresInputs) -> None:
         self.name = name
@@ -76,20 +75,29 @@ class RolesStep(Step):
     def _secrets(self) -> list[str]:
         return [u.password.get_secret_value() for u in self.inputs.users if u.password]
 
+    def _empty(self) -> bool:
+        return not (self.inputs.users or self.inputs.databases)
+
     def apply(self, conn: "Connection") -> StepResult:
+        from .catalog import change_lines, parse_snapshot, plan, plan_sql, snapshot_sql
+
         inputs = self.inputs
-        if not inputs.users:
+        if self._empty():
             return StepResult(self.name, False, "no users")
         cmd = PSQL_AS_POSTGRES.format(port=inputs.port)
-        cur = conn.run(cmd, stdin=query_current_sql(inputs), name="read roles", secrets=self._secrets())
-        sql, changes = roles_sql(inputs, parse_current(cur.stdout))
-        if not sql:
+        cur = conn.run(cmd, stdin=snapshot_sql(inputs), name="read roles", secrets=self._secrets())
+        p = plan(inputs, parse_snapshot(cur.stdout))
+        if p.refusals:
+            raise RecipeError("nothing changed in roles and databases: " + "; ".join(p.refusals))
+        if not p.changes:
             return StepResult(self.name, False, "")
-        conn.run(cmd, stdin=sql, name="create roles and databases", secrets=self._secrets())
-        return StepResult(self.name, bool(changes), "; ".join(changes))
+        conn.run(cmd, stdin=plan_sql(p), name="create roles and databases", secrets=self._secrets())
+        return StepResult(self.name, True, "; ".join(change_lines(p)))
 
     def declared(self) -> DeclaredExec:
-        sql = roles_sql(self.inputs, None, plaintext=True)[0] if self.inputs.users else "select 1;"
+        from .catalog import plan, plan_sql
+
+        sql = plan_sql(plan(self.inputs, None, plaintext=True)) if not self._empty() else "select 1;"
         return DeclaredExec(PSQL_AS_POSTGRES.format(port=self.inputs.port), sql, secret=True, follows_files=False)
 
 
@@ -229,6 +237,14 @@ class PostgresRecipe(Recipe):
             out.update(user=user, database=db,
                        dsn=f"postgresql://{user}@{host.address}:{inputs.port}/{db}?sslmode=require")
         return out
+
+    def drift(self, inputs: "BaseModel", host: Host, conn: Any, *, tls_days: int = 30) -> list:
+        """Settings, pg_hba, roles, databases, extensions, grants, file modes, the guest firewall and the
+        certificate's expiry against the inputs; one script, one exec channel, nothing changed."""
+        from .drift import check_host
+
+        assert isinstance(inputs, PostgresInputs)
+        return check_host(conn, inputs, host, tls_days=tls_days)
 
     def check(self, inputs: "BaseModel", host: Host, *, timeout: float = 10.0) -> str:
         """Log in over TCP with TLS and SCRAM from this machine as the first user."""

@@ -75,14 +75,14 @@ def render_postgresql_conf(inputs: PostgresInputs, layout: Layout, *, memory_mb:
     """The settings drop-in (conf.d/50-polyvm.conf)."""
     crt, key = ssl_files(layout)
     return render_template("postgresql.conf.j2", listen_addresses=listen_addresses(inputs), port=inputs.port,
-                           ssl_cert_file=crt, ssl_key_file=key,
+                           ssl_cert_file=crt, ssl_key_file=key, client_ca_file=inputs.client_ca_file,
                            settings=inputs.effective_settings(memory_mb))
 
 
 def render_pg_hba(inputs: PostgresInputs, layout: Layout | None = None) -> str:
     """pg_hba.conf: local peer for postgres, hostssl + scram-sha-256 for the allowed networks only."""
     return render_template("pg_hba.conf.j2", allow_loopback=inputs.allow_loopback,
-                           allowed_cidrs=list(inputs.allowed_cidrs))
+                           allowed_cidrs=list(inputs.allowed_cidrs), hba=list(inputs.hba))
 
 
 def render_install_script(layout: Layout) -> str:
