@@ -1,0 +1,116 @@
+"""Backups and point-in-time restore with pgBackRest, on real SSH test hosts (docs/postgres-ha.md).
+
+Host A runs PostgreSQL with WAL archiving to a repository on its second data disk. After rows, a backup,
+more rows, a noted moment and more rows, A stops (its VM is "lost") and the repository's disk is attached to
+host B, which restores to that moment: exactly the rows written before it are there.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from polyvm.errors import RecipeError
+from polyvm.host import Host, HostDisk
+from polyvm.recipes.postgres import apply_postgres, parse_inputs
+
+from polyvm.provisioners.connection import Connection
+
+APP_PASSWORD = "correct-horse-battery-staple"
+
+pytestmark = pytest.mark.e2e
+
+CIPHER = "test-cipher-passphrase-0123456789"
+REPO = "/srv/pgbackrest"
+
+
+def connect(host) -> Connection:
+    return Connection(host.address, host.user, private_key_path=host.private_key_path, host_key=host.host_key,
+                      deadline=60)
+
+
+def psql(testhosts, host, sql: str) -> str:
+    r = testhosts.exec(host, ["runuser", "-u", "postgres", "--", "psql", "-XAt", "-v", "ON_ERROR_STOP=1",
+                              "-d", "app", "-f", "-"], input=sql)
+    return r.stdout.strip()
+
+
+def backup_inputs(host, **backup):
+    return parse_inputs({
+        "allowed_cidrs": [f"{host.record.host_ip}/32"],
+        "users": [{"name": "app", "password": APP_PASSWORD}],
+        "databases": [{"name": "app"}],
+        "memory_mb": 512,
+        "mount_point": "/srv/postgresql",
+        "backup": {"cipher_pass": CIPHER, "repo": {"path": REPO}, **backup},
+    })
+
+
+def host_with(host, data_disk: str, repo_disk: str) -> Host:
+    return Host(address=host.address, user=host.user, host_key=host.host_key,
+                disks=(HostDisk("pgdata", data_disk, "/srv/postgresql"), HostDisk("pgbackrest", repo_disk, REPO)))
+
+
+def pgbackrest(testhosts, host, *args: str) -> str:
+    return testhosts.exec(host, ["runuser", "-u", "postgres", "--", "pgbackrest", "--stanza=main", *args],
+                          timeout=600).stdout
+
+
+def test_backup_to_second_disk_and_point_in_time_restore_on_another_host(testhosts):
+    (a,) = testhosts.up(fresh=True, disks_mb=[256, 256])
+    (b,) = testhosts.up(fresh=True, disk_mb=256)
+    with connect(a) as conn:
+        first = apply_postgres(conn, backup_inputs(a), host=host_with(a, a.disks[0], a.disks[1]))
+    details = {s.name: s.detail for s in first.steps if s.changed}
+    assert "first full backup taken" in details["backups"]
+    # Archiving is on, through pgBackRest, and the repository is encrypted on its own disk.
+    assert psql(testhosts, a, "SHOW archive_mode;") == "on"
+    assert "pgbackrest" in psql(testhosts, a, "SHOW archive_command;")
+    conf = testhosts.exec(a, "stat -c '%U %a' /etc/pgbackrest/pgbackrest.conf").stdout.split()
+    assert conf == ["postgres", "600"]
+    assert testhosts.exec(a, ["findmnt", "-n", "-o", "SOURCE", REPO]).stdout.strip() == a.disks[1]
+    info = pgbackrest(testhosts, a, "--output=json", "info")
+    assert '"cipher":"aes-256-cbc"' in info
+    # The cipher passphrase is in no log and no process list.
+    logs = testhosts.exec(a, "cat /var/log/postgresql/*.log /var/log/pgbackrest/*.log 2>/dev/null || true").stdout
+    assert CIPHER not in logs
+    # A second run changes nothing (no second backup, no restart).
+    with connect(a) as conn:
+        again = apply_postgres(conn, backup_inputs(a), host=host_with(a, a.disks[0], a.disks[1]))
+    assert not again.changed, again.summary()
+
+    psql(testhosts, a, "CREATE TABLE t (id int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp());"
+                       "INSERT INTO t (id) SELECT generate_series(1, 100);")
+    pgbackrest(testhosts, a, "--type=diff", "backup")
+    psql(testhosts, a, "INSERT INTO t (id) SELECT generate_series(101, 200);")
+    time.sleep(1.5)
+    target = psql(testhosts, a, "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', "
+                                "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"');")
+    time.sleep(1.5)
+    psql(testhosts, a, "INSERT INTO t (id) SELECT generate_series(201, 300);")
+    pgbackrest(testhosts, a, "check")  # switches WAL and waits until it is archived
+
+    # A restore never lands on a running server's data: refused, nothing changed on A.
+    with connect(a) as conn, pytest.raises(RecipeError, match="refusing to restore: a PostgreSQL server is running"):
+        apply_postgres(conn, backup_inputs(a, restore={"target_time": target}),
+                       host=host_with(a, a.disks[0], a.disks[1]))
+    assert psql(testhosts, a, "SELECT count(*) FROM t;") == "300"
+
+    # A is lost; its repository disk moves to B, which restores to the noted moment.
+    testhosts.exec(a, f"pg_ctlcluster 15 main stop -m immediate; umount {REPO}")
+    restore = backup_inputs(b, restore={"target_time": target})
+    with connect(b) as conn:
+        res = apply_postgres(conn, restore, host=host_with(b, b.disks[0], a.disks[1]))
+    details = {s.name: s.detail for s in res.steps if s.changed}
+    assert "restored stanza main" in details["restore"]
+    assert psql(testhosts, b, "SELECT count(*), min(id), max(id) FROM t;") == "200|1|200"
+    assert psql(testhosts, b, "SELECT pg_is_in_recovery();") == "f"
+    # The restored server archives again (a new timeline in the same repository) and takes backups.
+    pgbackrest(testhosts, b, "check")
+    # Running the same inputs again is a no-op; a different restore over the running server is refused.
+    with connect(b) as conn:
+        assert not apply_postgres(conn, restore, host=host_with(b, b.disks[0], a.disks[1])).changed
+    with connect(b) as conn, pytest.raises(RecipeError, match="refusing to restore"):
+        apply_postgres(conn, backup_inputs(b, restore={}), host=host_with(b, b.disks[0], a.disks[1]))
+    assert psql(testhosts, b, "SELECT count(*) FROM t;") == "200"
