@@ -81,7 +81,7 @@ def _connection_options(f):  # noqa: ANN001, ANN202
     return provisioner_options(f)
 
 
-@click.command("postgres")
+@click.group("postgres", invoke_without_command=True)
 @_connection_options
 @click.option("--inputs", "inputs_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="YAML file of recipe inputs (docs/postgres.md); may hold passwords.")
@@ -101,9 +101,14 @@ def _connection_options(f):  # noqa: ANN001, ANN202
 @click.option("--password-file", type=click.Path(dir_okay=False), default=DEFAULT_PASSWORD_FILE, show_default=True,
               help="JSON file (0600) where generated passwords are kept.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
-def postgres_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, quiet: bool, inputs_path: str | None,
-                 password_file: str, as_json: bool, **kw: Any) -> None:
-    """Turn each host into a locked-down PostgreSQL server (idempotent; prints what changed)."""
+@click.pass_context
+def postgres_cmd(ctx: click.Context, hosts: tuple[str, ...], inventory: str | None, parallel: int, quiet: bool,
+                 inputs_path: str | None, password_file: str, as_json: bool, **kw: Any) -> None:
+    """Turn each host into a locked-down PostgreSQL server (idempotent; prints what changed).
+
+    Subcommands (docs/postgres-ha.md): restore, backup, status."""
+    if ctx.invoked_subcommand is not None:
+        return
     from polyvm.errors import SpecError
     from polyvm.provisioners.baseline import lockout_problems
     from polyvm.provisioners.cli import _options, apply_recipe
@@ -120,6 +125,11 @@ def postgres_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, q
             raise SpecError([p + " (give --ssh-cidr)" for p in problems], source="--guest-firewall")
     apply_recipe("postgres", hosts, inventory, parallel, quiet, None, (), password_file, as_json, extra, conn_opts,
                  extra_inputs=data)
+
+
+from .ha_cli import register_subcommands  # noqa: E402 - needs postgres_cmd's options above
+
+register_subcommands(postgres_cmd)
 
 
 @hookimpl

@@ -114,3 +114,29 @@ def test_backup_to_second_disk_and_point_in_time_restore_on_another_host(testhos
     with connect(b) as conn, pytest.raises(RecipeError, match="refusing to restore"):
         apply_postgres(conn, backup_inputs(b, restore={}), host=host_with(b, b.disks[0], a.disks[1]))
     assert psql(testhosts, b, "SELECT count(*) FROM t;") == "200"
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("POLYVM_PG_BENCH"),
+                    reason="a measurement (about 1 GB of data, minutes); set POLYVM_PG_BENCH=1 to run it")
+def test_measure_backup_and_restore_of_1gb(testhosts, capsys):
+    """Prints backup and restore times of a pgbench -s 70 database (about 1 GB); asserts only correctness."""
+    (a,) = testhosts.up(fresh=True, disks_mb=[3072, 3072])
+    (b,) = testhosts.up(fresh=True, disk_mb=3072)
+    inputs = backup_inputs(a)
+    with connect(a) as conn:
+        apply_postgres(conn, inputs, host=host_with(a, a.disks[0], a.disks[1]))
+    testhosts.exec(a, "cd / && runuser -u postgres -- pgbench -q -i -s 70 app", timeout=1800)
+    size = psql(testhosts, a, "SELECT pg_database_size('app');")
+    t0 = time.monotonic()
+    pgbackrest(testhosts, a, "--type=full", "backup")
+    backup_s = time.monotonic() - t0
+    pgbackrest(testhosts, a, "check")
+    testhosts.exec(a, f"pg_ctlcluster 15 main stop -m fast; umount {REPO}")
+    t0 = time.monotonic()
+    with connect(b) as conn:
+        apply_postgres(conn, backup_inputs(b, restore={}), host=host_with(b, b.disks[0], a.disks[1]))
+    restore_s = time.monotonic() - t0
+    assert psql(testhosts, b, "SELECT count(*) FROM pgbench_accounts;") == "7000000"
+    with capsys.disabled():
+        print(f"\n[pgbackrest] database {int(size) / 2**20:.0f} MiB: full backup {backup_s:.1f}s, "
+              f"restore onto a new host (whole recipe run, lz4, process-max 2) {restore_s:.1f}s")
