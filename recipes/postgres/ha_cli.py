@@ -126,16 +126,13 @@ def backup_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, qui
 def status_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, quiet: bool, inputs_path: str,
                password_file: str, as_json: bool, **kw: Any) -> None:
     """Per host: role, replication lag, WAL archiving, last backup. Exits 1 when archiving has stopped."""
-    from polyvm.provisioners.steps import Script
-
-    from .status import parse_status, render_status_script
+    from .status import host_status
 
     inputs, _ = _inputs(inputs_path, password_file)
     results = []
     for conn in _each(hosts, inventory, kw):
         with conn:
-            res = Script(render_status_script(inputs), name="status", detail="output").apply(conn)
-        results.append(parse_status(conn.host, res.detail))
+            results.append(host_status(conn, inputs))
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=2, default=str))
     else:

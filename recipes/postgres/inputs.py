@@ -19,6 +19,7 @@ from polyvm.errors import ConfigError, SpecError
 from polyvm.spec import Cidr, IngressRule, format_validation_error
 
 from .backup import BackupInputs
+from .replication import ReplicationInputs
 
 #: PostgreSQL major version each distribution ships (used when no version is asked for).
 DEFAULT_VERSIONS: dict[tuple[str, str], str] = {
@@ -160,6 +161,8 @@ class PostgresInputs(_Model):
                                     "data disk with a mount point, else the distribution's data directory.")
     backup: BackupInputs | None = Field(default=None, description="pgBackRest WAL archiving and base backups "
                                         "(docs/postgres-ha.md)")
+    replication: ReplicationInputs | None = Field(default=None, description="a primary and its streaming "
+                                                  "standbys (docs/postgres-ha.md)")
 
     @field_validator("version", mode="before")
     @classmethod
@@ -258,7 +261,8 @@ class PostgresInputs(_Model):
     def missing_passwords(self) -> list[str]:
         """Users without a password, then the generated secrets of the backup section (names with a ':')."""
         return [u.name for u in self.users if u.password is None] + (
-            self.backup.missing_secrets() if self.backup else [])
+            self.backup.missing_secrets() if self.backup else []) + (
+            self.replication.missing_secrets() if self.replication else [])
 
     def with_passwords(self, passwords: Mapping[str, str]) -> "PostgresInputs":
         """A copy where users without a password get the one in ``passwords`` (by user name)."""
@@ -267,6 +271,8 @@ class PostgresInputs(_Model):
         update: dict[str, Any] = {"users": users}
         if self.backup is not None:
             update["backup"] = self.backup.with_secrets(passwords)
+        if self.replication is not None:
+            update["replication"] = self.replication.with_secrets(passwords)
         return self.model_copy(update=update)
 
     def effective_settings(self, memory_mb: int | None = None) -> dict[str, SettingValue]:

@@ -81,3 +81,12 @@ def assess(st: HostStatus) -> list[str]:
         if st.last_backup is None:
             out.append("no backup in the repository")
     return out
+
+
+def host_status(conn, inputs: "PostgresInputs", name: str | None = None) -> HostStatus:  # noqa: ANN001
+    """Run the status script over ``conn`` (a polyvm Connection) and parse what it prints."""
+    from polyvm.provisioners.steps import Script
+
+    cmd, stdin = Script(render_status_script(inputs), name="status").command()
+    out = conn.run(cmd, stdin=stdin, name="postgres status")
+    return parse_status(name or conn.host, out.stdout)
