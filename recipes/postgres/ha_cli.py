@@ -19,6 +19,8 @@ import click
 
 from polyvm.errors import ConfigError, PolyvmError
 
+from .replication import inputs_member
+
 
 def _common(f):  # noqa: ANN001, ANN202 - click decorator stack
     from polyvm.provisioners.cli import _connection_options
@@ -32,15 +34,16 @@ def _common(f):  # noqa: ANN001, ANN202 - click decorator stack
     return _connection_options(f)
 
 
-def _inputs(inputs_path: str, password_file: str, extra: dict[str, Any] | None = None):  # noqa: ANN202
+def _inputs(inputs_path: str, password_file: str, extra: dict[str, Any] | None = None,
+            section: str | None = "backup"):  # noqa: ANN202
     from polyvm.provisioners.cli import load_inputs_file
 
     from .inputs import parse_inputs
     from .passwords import load_passwords
 
     data = load_inputs_file(inputs_path)
-    if not isinstance(data.get("backup"), dict):
-        raise ConfigError(f"{inputs_path}: no backup: section (docs/postgres-ha.md)")
+    if section and not isinstance(data.get(section), dict):
+        raise ConfigError(f"{inputs_path}: no {section}: section (docs/postgres-ha.md)")
     if extra:
         data["backup"] = {**data["backup"], **extra}
     inputs = parse_inputs(data, source=inputs_path)
@@ -51,6 +54,7 @@ def register_subcommands(group: click.Group) -> None:
     group.add_command(restore_cmd)
     group.add_command(backup_cmd)
     group.add_command(status_cmd)
+    group.add_command(promote_cmd)
 
 
 @click.command("restore")
@@ -128,7 +132,7 @@ def status_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, qui
     """Per host: role, replication lag, WAL archiving, last backup. Exits 1 when archiving has stopped."""
     from .status import host_status
 
-    inputs, _ = _inputs(inputs_path, password_file)
+    inputs, _ = _inputs(inputs_path, password_file, section=None)
     results = []
     for conn in _each(hosts, inventory, kw):
         with conn:
@@ -153,3 +157,28 @@ def status_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, qui
     bad = [r for r in results if r.problems]
     if bad:
         raise PolyvmError(f"{len(bad)} host(s) with problems: " + "; ".join(f"{r.host}: {r.problems[0]}" for r in bad))
+
+
+@click.command("promote")
+@click.argument("member")
+@_common
+def promote_cmd(member: str, hosts: tuple[str, ...], inventory: str | None, parallel: int, quiet: bool,
+                inputs_path: str, password_file: str, **kw: Any) -> None:
+    """Promote the standby MEMBER (its name or address in replication.members) and re-point the others.
+
+    The first -H is MEMBER's host; every further -H (the other reachable members) then follows it. Afterwards
+    set replication.primary to MEMBER in the inputs file, so later runs keep it the primary."""
+    from polyvm.provisioners.cli import _options, apply_recipe
+
+    if inventory or not hosts:
+        raise ConfigError("promote: give MEMBER's host as the first -H, then the other members' hosts (no --inventory)")
+    inputs, data = _inputs(inputs_path, password_file, section="replication")
+    name = inputs_member(inputs, member)
+    data["replication"] = {**data["replication"], "primary": name}
+    conn_opts = _options(kw)
+    apply_recipe("postgres", hosts[:1], None, parallel, quiet, None, (), password_file, False, {}, conn_opts,
+                 extra_inputs=data)
+    if hosts[1:]:
+        apply_recipe("postgres", hosts[1:], None, parallel, quiet, None, (), password_file, False, {}, conn_opts,
+                     extra_inputs=data)
+    click.echo(f"{name} is the primary now: set replication.primary: {name} in {inputs_path}", err=True)

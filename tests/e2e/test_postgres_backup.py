@@ -140,3 +140,49 @@ def test_measure_backup_and_restore_of_1gb(testhosts, capsys):
     with capsys.disabled():
         print(f"\n[pgbackrest] database {int(size) / 2**20:.0f} MiB: full backup {backup_s:.1f}s, "
               f"restore onto a new host (whole recipe run, lz4, process-max 2) {restore_s:.1f}s")
+
+
+def test_cli_status_fails_loudly_when_archiving_stops_and_restore_refuses(testhosts, tmp_path):
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from polyvm.cli import build_cli
+
+    (a,) = testhosts.up(fresh=True, disks_mb=[256, 256])
+    inputs = backup_inputs(a)
+    with connect(a) as conn:
+        apply_postgres(conn, inputs, host=host_with(a, a.disks[0], a.disks[1]))
+    path = tmp_path / "pg.yaml"
+    path.write_text(yaml.safe_dump({
+        "allowed_cidrs": [f"{a.record.host_ip}/32"], "users": [{"name": "app", "password": APP_PASSWORD}],
+        "databases": [{"name": "app"}], "mount_point": "/srv/postgresql",
+        "backup": {"cipher_pass": CIPHER, "repo": {"path": REPO}}}))
+    target = ["-H", f"{a.user}@{a.address}", "-k", str(a.private_key_path), "--host-key", a.host_key,
+              "--inputs", str(path), "--password-file", str(tmp_path / "pw.json")]
+    cli = build_cli()
+    r = CliRunner().invoke(cli, ["postgres", "status", *target, "--json"])
+    assert r.exit_code == 0, r.output
+    (st,) = json.loads(r.output)
+    assert st["role"] == "primary" and st["last_backup"]["type"] == "full" and st["problems"] == []
+    assert st["archiver"]["archived_count"] >= 1
+
+    # A restore over the running server is refused; --force needs every host confirmed (exit 2).
+    r = CliRunner().invoke(cli, ["postgres", "restore", *target])
+    assert r.exit_code != 0 and "refusing to restore: a PostgreSQL server is running" in r.output
+    r = CliRunner().invoke(cli, ["postgres", "restore", *target, "--force"])
+    assert r.exit_code == 2 and "--confirm" in r.output
+    assert psql(testhosts, a, "SELECT pg_is_in_recovery();") == "f"
+
+    # Archiving breaks (the repository becomes unwritable): status says so and exits non-zero.
+    testhosts.exec(a, f"chmod 000 {REPO}/archive")
+    psql(testhosts, a, "CREATE TABLE x (i int); INSERT INTO x VALUES (1); SELECT pg_switch_wal();")
+    deadline = time.monotonic() + 120
+    while psql(testhosts, a, "SELECT failed_count FROM pg_stat_archiver;") == "0":
+        assert time.monotonic() < deadline, "archiving never failed"
+        time.sleep(0.5)
+    r = CliRunner().invoke(cli, ["postgres", "status", *target])
+    assert r.exit_code == 1, r.output
+    assert "WAL archiving has stopped" in r.output
+    assert CIPHER not in r.output

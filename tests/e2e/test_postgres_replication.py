@@ -159,7 +159,7 @@ def test_synchronous_replication_loses_no_acknowledged_row_and_promote_repoints(
           f"{catch_up:.1f}s")
 
 
-def test_asynchronous_replication_reports_lag_and_counts_rows_lost_at_failover(testhosts, group, capsys):
+def test_asynchronous_replication_reports_lag_and_counts_rows_lost_at_failover(testhosts, group, capsys, tmp_path):
     from polyvm.recipes.postgres.status import host_status
 
     hosts, members = group
@@ -177,8 +177,28 @@ def test_asynchronous_replication_reports_lag_and_counts_rows_lost_at_failover(t
         sb = host_status(conn, inputs, "pg1")
     assert sb.role == "standby" and sb.lag is not None and "bytes" in sb.lag and "seconds" in sb.lag
     acked = write_until_killed(testhosts, p, kill_after=300)
-    res = apply(hosts[1], group_inputs(hosts, members, "pg1", synchronous=0))
-    assert "promoted pg1" in next(s.detail for s in res.steps if s.name == "replication")
+    # polyvm postgres promote: pg1 (the first -H) is promoted, pg2 (the next) re-pointed to it.
+    import yaml
+    from click.testing import CliRunner
+
+    from polyvm.cli import build_cli
+
+    data = group_inputs(hosts, members, "pg0", synchronous=0).model_dump(mode="json", exclude_none=True)
+    data["users"] = [{"name": "app", "password": APP_PASSWORD}]
+    data["replication"]["password"] = REPL_PASSWORD
+    path = tmp_path / "pg.yaml"
+    path.write_text(yaml.safe_dump(data))
+    kh = tmp_path / "known_hosts"
+    kh.write_text("".join(h.known_hosts_line + "\n" for h in hosts))
+    r = CliRunner().invoke(build_cli(), [
+        "postgres", "promote", "pg1", "-H", f"{hosts[1].user}@{hosts[1].address}",
+        "-H", f"{hosts[2].user}@{hosts[2].address}", "-k", str(hosts[1].private_key_path),
+        "--known-hosts", str(kh), "--inputs", str(path), "--password-file", str(tmp_path / "pw.json"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "pg1 is the primary now" in r.output
+    assert psql(testhosts, hosts[1], "SELECT pg_is_in_recovery();") == "f"
+    wait_for("pg2 to stream from pg1", lambda: psql(
+        testhosts, hosts[1], "SELECT application_name FROM pg_stat_replication;", db="postgres") == "pg2")
     have = {int(x) for x in psql(testhosts, hosts[1], "SELECT id FROM t;").split()}
     lost = len(set(acked) - have)
     with capsys.disabled():
