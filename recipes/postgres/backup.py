@@ -241,13 +241,14 @@ def render_repository_script(backup: BackupInputs, layout: "Layout", data_dir: s
                            config_path=CONFIG_PATH)
 
 
-def render_stanza_script(backup: BackupInputs, layout: "Layout") -> str:
+def render_stanza_script(backup: BackupInputs, layout: "Layout", port: int = 5432) -> str:
     """stanza-create (idempotent), ``pgbackrest check`` (a WAL segment archived and found), the schedule."""
     from .render import render_template
 
     cron = {k: v[1] for k, v in SCHEDULES.items()}
     cal = {k: v[0] for k, v in SCHEDULES.items()}
-    return render_template("pgbackrest-stanza.sh.j2", backup=backup, layout=layout, cron=cron, calendar=cal,
+    return render_template("pgbackrest-stanza.sh.j2", backup=backup, layout=layout, port=port, cron=cron,
+                           calendar=cal,
                            full=pgbackrest(backup, "--type=full", "backup"),
                            diff=pgbackrest(backup, "--type=diff", "backup"))
 

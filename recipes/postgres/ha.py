@@ -66,4 +66,4 @@ def after_verify(inputs: "PostgresInputs", layout: "Layout") -> list["Step"]:
     b = inputs.backup
     if b is None:
         return []
-    return [_script("backups", _backup.render_stanza_script(b, layout))]
+    return [_script("backups", _backup.render_stanza_script(b, layout, inputs.port))]

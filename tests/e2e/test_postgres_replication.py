@@ -204,3 +204,37 @@ def test_asynchronous_replication_reports_lag_and_counts_rows_lost_at_failover(t
     with capsys.disabled():
         print(f"\n[replication] async: {len(acked)} rows acknowledged, {lost} lost at failover; "
               f"standby lag before: {sb.lag}")
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("POLYVM_PG_BENCH"),
+                    reason="a measurement (about 1 GB of data, minutes); set POLYVM_PG_BENCH=1 to run it")
+def test_measure_replica_catch_up(testhosts, capsys):
+    """Prints how long a standby of a ~1 GB primary takes to clone, and to catch up after being stopped
+    while the primary wrote; asserts only that it caught up."""
+    hosts = [testhosts.up(fresh=True, disk_mb=4096)[0] for _ in range(2)]
+    net = HostNetwork.up([h.record for h in hosts])
+    try:
+        members = [{"name": f"pg{k}", "address": net.addresses[h.record.id]} for k, h in enumerate(hosts)]
+        inputs = group_inputs(hosts, members, "pg0", synchronous=0)
+        p, s = hosts
+        apply(p, inputs)
+        testhosts.exec(p, "cd / && runuser -u postgres -- pgbench -q -i -s 70 app", timeout=1800)
+        t0 = time.monotonic()
+        apply(s, inputs)
+        clone_s = time.monotonic() - t0
+        testhosts.exec(s, "pg_ctlcluster 15 main stop -m fast")
+        testhosts.exec(p, "cd / && runuser -u postgres -- pgbench -n -T 20 -c 2 app", timeout=600)
+        behind = psql(testhosts, p, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) "
+                                    "FROM pg_replication_slots WHERE slot_name = 'pg1';", db="postgres")
+        t0 = time.monotonic()
+        testhosts.exec(s, "runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl start -w -s "
+                          "-D /etc/postgresql/15/main -l /var/log/postgresql/postgresql-15-main.log")
+        wait_for("the standby to catch up", lambda: psql(
+            testhosts, p, "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pg1' "
+                          "AND replay_lsn = pg_current_wal_lsn();", db="postgres") == "1", timeout=900)
+        catch_s = time.monotonic() - t0
+        with capsys.disabled():
+            print(f"\n[replication] ~1 GB primary: standby cloned (whole recipe run) in {clone_s:.1f}s; "
+                  f"{int(behind) / 2**20:.0f} MiB of WAL behind, caught up in {catch_s:.1f}s")
+    finally:
+        net.down()
