@@ -125,9 +125,11 @@ def test_synchronous_replication_loses_no_acknowledged_row_and_promote_repoints(
     catch_up = time.monotonic() - t0
     p = hosts[0]
     # Replication over TLS from the members' addresses, with the slots; pg1 is the synchronous standby.
-    rows = psql(testhosts, p, "SELECT application_name, ssl, sync_state FROM pg_stat_replication r "
-                              "JOIN pg_stat_ssl s USING (pid) ORDER BY 1;", db="postgres")
-    assert rows.splitlines() == ["pg1|t|sync", "pg2|t|potential"]
+    want = "pg1|t|sync\npg2|t|potential"
+    rows = wait_for("both standbys streaming", lambda: psql(
+        testhosts, p, "SELECT application_name, ssl, sync_state FROM pg_stat_replication r "
+                      "JOIN pg_stat_ssl s USING (pid) WHERE state = 'streaming' ORDER BY 1;", db="postgres") == want)
+    assert rows
     assert psql(testhosts, p, "SELECT string_agg(slot_name || ':' || active, ',' ORDER BY slot_name) "
                               "FROM pg_replication_slots;", db="postgres") == "pg1:true,pg2:true"
     hba = psql(testhosts, p, "SELECT type || ' ' || database[1] || ' ' || address || ' ' || auth_method FROM "
