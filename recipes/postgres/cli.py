@@ -106,7 +106,7 @@ def postgres_cmd(ctx: click.Context, hosts: tuple[str, ...], inventory: str | No
                  inputs_path: str | None, password_file: str, as_json: bool, **kw: Any) -> None:
     """Turn each host into a locked-down PostgreSQL server (idempotent; prints what changed).
 
-    Subcommands (docs/postgres-ha.md): restore, backup, status."""
+    Subcommands (docs/postgres-ha.md): restore, backup, status, promote."""
     if ctx.invoked_subcommand is not None:
         return
     from polyvm.errors import SpecError

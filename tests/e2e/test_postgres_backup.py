@@ -15,25 +15,12 @@ from polyvm.errors import RecipeError
 from polyvm.host import Host, HostDisk
 from polyvm.recipes.postgres import apply_postgres, parse_inputs
 
-from polyvm.provisioners.connection import Connection
-
-APP_PASSWORD = "correct-horse-battery-staple"
+from pg_e2e import APP_PASSWORD, connect, psql
 
 pytestmark = pytest.mark.e2e
 
 CIPHER = "test-cipher-passphrase-0123456789"
 REPO = "/srv/pgbackrest"
-
-
-def connect(host) -> Connection:
-    return Connection(host.address, host.user, private_key_path=host.private_key_path, host_key=host.host_key,
-                      deadline=60)
-
-
-def psql(testhosts, host, sql: str) -> str:
-    r = testhosts.exec(host, ["runuser", "-u", "postgres", "--", "psql", "-XAt", "-v", "ON_ERROR_STOP=1",
-                              "-d", "app", "-f", "-"], input=sql)
-    return r.stdout.strip()
 
 
 def backup_inputs(host, **backup):
@@ -174,6 +161,13 @@ def test_cli_status_fails_loudly_when_archiving_stops_and_restore_refuses(testho
     r = CliRunner().invoke(cli, ["postgres", "restore", *target, "--force"])
     assert r.exit_code == 2 and "--confirm" in r.output
     assert psql(testhosts, a, "SELECT pg_is_in_recovery();") == "f"
+    # With --force and the host confirmed, it stops the server and restores over its data (latest).
+    psql(testhosts, a, "CREATE TABLE kept (i int); INSERT INTO kept VALUES (7);")
+    pgbackrest(testhosts, a, "check")
+    r = CliRunner().invoke(cli, ["postgres", "restore", *target, "--force", "--confirm", f"{a.user}@{a.address}"])
+    assert r.exit_code == 0, r.output
+    assert "stopped the running server (forced restore)" in r.output and "restored stanza main" in r.output
+    assert psql(testhosts, a, "SELECT pg_is_in_recovery(), (SELECT i FROM kept);") == "f|7"
 
     # Archiving breaks (the repository becomes unwritable): status says so and exits non-zero.
     testhosts.exec(a, f"chmod 000 {REPO}/archive")

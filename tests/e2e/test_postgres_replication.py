@@ -10,26 +10,15 @@ import pytest
 
 from polyvm.backends.local.links import HostNetwork
 from polyvm.host import Host, HostDisk
-from polyvm.provisioners.connection import Connection
 from polyvm.recipes.postgres import apply_postgres, parse_inputs
+
+from pg_e2e import APP_PASSWORD, connect, psql
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is needed for client-side writes")
 
 pytestmark = pytest.mark.e2e
 
-APP_PASSWORD = "correct-horse-battery-staple"
 REPL_PASSWORD = "replication-password-0123"
-
-
-def connect(host) -> Connection:
-    return Connection(host.address, host.user, private_key_path=host.private_key_path, host_key=host.host_key,
-                      deadline=60)
-
-
-def psql(testhosts, host, sql: str, db: str = "app") -> str:
-    r = testhosts.exec(host, ["runuser", "-u", "postgres", "--", "psql", "-XAt", "-v", "ON_ERROR_STOP=1",
-                              "-d", db, "-f", "-"], input=sql)
-    return r.stdout.strip()
 
 
 def login(host):
@@ -238,5 +227,37 @@ def test_measure_replica_catch_up(testhosts, capsys):
         with capsys.disabled():
             print(f"\n[replication] ~1 GB primary: standby cloned (whole recipe run) in {clone_s:.1f}s; "
                   f"{int(behind) / 2**20:.0f} MiB of WAL behind, caught up in {catch_s:.1f}s")
+    finally:
+        net.down()
+
+
+def test_backups_with_replicas_run_on_the_primary_only_and_follow_a_promotion(testhosts):
+    hosts = [testhosts.up(fresh=True, disks_mb=[256, 256])[0] for _ in range(2)]
+    net = HostNetwork.up([h.record for h in hosts])
+    try:
+        members = [{"name": f"pg{k}", "address": net.addresses[h.record.id]} for k, h in enumerate(hosts)]
+
+        def inputs(primary: str):
+            data = group_inputs(hosts, members, primary, 0).model_dump(mode="json", exclude_none=True)
+            data["users"] = [{"name": "app", "password": APP_PASSWORD}]
+            data["replication"]["password"] = REPL_PASSWORD
+            data["backup"] = {"cipher_pass": "test-cipher-passphrase-0123456789", "repo": {"path": "/srv/pgbackrest"}}
+            return parse_inputs(data)
+
+        def run(h, i):
+            vm = Host(address=h.address, user=h.user, host_key=h.host_key,
+                      disks=(HostDisk("pgdata", h.disks[0], "/srv/postgresql"),
+                             HostDisk("pgbackrest", h.disks[1], "/srv/pgbackrest")))
+            with connect(h) as conn:
+                return {s.name: s.detail for s in apply_postgres(conn, i, host=vm).steps if s.changed}
+
+        assert "first full backup taken" in run(hosts[0], inputs("pg0"))["backups"]
+        standby = run(hosts[1], inputs("pg0"))
+        assert "cloned pg1" in standby["replica"] and "backups" not in standby
+        assert psql(testhosts, hosts[1], "SELECT pg_is_in_recovery();") == "t"
+        # Promoted, pg1 archives to its own repository: the stanza is made and a first full backup taken.
+        promoted = run(hosts[1], inputs("pg1"))
+        assert "promoted pg1" in promoted["replication"] and "first full backup taken" in promoted["backups"]
+        testhosts.exec(hosts[1], "runuser -u postgres -- pgbackrest --stanza=main check", timeout=300)
     finally:
         net.down()
