@@ -81,7 +81,7 @@ def _connection_options(f):  # noqa: ANN001, ANN202
     return provisioner_options(f)
 
 
-@click.command("postgres")
+@click.group("postgres", invoke_without_command=True)
 @_connection_options
 @click.option("--inputs", "inputs_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="YAML file of recipe inputs (docs/postgres.md); may hold passwords.")
@@ -106,10 +106,16 @@ def _connection_options(f):  # noqa: ANN001, ANN202
 @click.option("--diff", "show_diff", is_flag=True, help="With --check: show file differences as unified diffs.")
 @click.option("--tls-days", type=click.IntRange(0, 3650), default=30, show_default=True,
               help="With --check: a server certificate expiring within this many days is drift.")
-def postgres_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, quiet: bool, inputs_path: str | None,
-                 password_file: str, as_json: bool, check: bool, show_diff: bool, tls_days: int, **kw: Any) -> None:
+@click.pass_context
+def postgres_cmd(ctx: click.Context, hosts: tuple[str, ...], inventory: str | None, parallel: int, quiet: bool,
+                 inputs_path: str | None, password_file: str, as_json: bool, check: bool, show_diff: bool,
+                 tls_days: int, **kw: Any) -> None:
     """Turn each host into a locked-down PostgreSQL server (idempotent; prints what changed), or with --check
-    report how each differs from that (exit 0: no drift, 1: drift, 2: bad input)."""
+    report how each differs from that (exit 0: no drift, 1: drift, 2: bad input).
+
+    Subcommands (docs/postgres-ha.md): restore, backup, status, promote."""
+    if ctx.invoked_subcommand is not None:
+        return
     from polyvm.errors import SpecError
     from polyvm.provisioners.baseline import lockout_problems
     from polyvm.provisioners.cli import _options, apply_recipe, verify_recipe
@@ -132,6 +138,11 @@ def postgres_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, q
         return
     apply_recipe("postgres", hosts, inventory, parallel, quiet, None, (), password_file, as_json, extra, conn_opts,
                  extra_inputs=data)
+
+
+from .ha_cli import register_subcommands  # noqa: E402 - needs postgres_cmd's options above
+
+register_subcommands(postgres_cmd)
 
 
 @hookimpl

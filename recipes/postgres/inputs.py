@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from polyvm.errors import ConfigError, SpecError
 from polyvm.spec import Cidr, IngressRule, format_validation_error
 
+from .backup import BackupInputs
+from .replication import ReplicationInputs
+
 #: PostgreSQL major version each distribution ships (used when no version is asked for).
 DEFAULT_VERSIONS: dict[tuple[str, str], str] = {
     ("debian", "12"): "15",
@@ -403,6 +406,10 @@ class PostgresInputs(_Model):
     mount_point: str | None = Field(default=None, description="Where the data disk is mounted (the guest "
                                     "baseline mounts it); the cluster lives below it. Default: the host's first "
                                     "data disk with a mount point, else the distribution's data directory.")
+    backup: BackupInputs | None = Field(default=None, description="pgBackRest WAL archiving and base backups "
+                                        "(docs/postgres-ha.md)")
+    replication: ReplicationInputs | None = Field(default=None, description="a primary and its streaming "
+                                                  "standbys (docs/postgres-ha.md)")
 
     @field_validator("version", mode="before")
     @classmethod
@@ -544,13 +551,21 @@ class PostgresInputs(_Model):
                            allow_public=self.allow_public, description="postgresql")
 
     def missing_passwords(self) -> list[str]:
-        return [u.name for u in self.users if u.password is None and u.wants_password]
+        """Users without a password, then the generated secrets of the backup section (names with a ':')."""
+        return [u.name for u in self.users if u.password is None and u.wants_password] + (
+            self.backup.missing_secrets() if self.backup else []) + (
+            self.replication.missing_secrets() if self.replication else [])
 
     def with_passwords(self, passwords: Mapping[str, str]) -> "PostgresInputs":
         """A copy where users without a password get the one in ``passwords`` (by user name)."""
         users = [u if u.password is not None or u.name not in passwords
                  else u.model_copy(update={"password": SecretStr(passwords[u.name])}) for u in self.users]
-        return self.model_copy(update={"users": users})
+        update: dict[str, Any] = {"users": users}
+        if self.backup is not None:
+            update["backup"] = self.backup.with_secrets(passwords)
+        if self.replication is not None:
+            update["replication"] = self.replication.with_secrets(passwords)
+        return self.model_copy(update=update)
 
     def effective_settings(self, memory_mb: int | None = None) -> dict[str, SettingValue]:
         """Memory defaults (from ``memory_mb`` or the input's) and WAL defaults (from ``disk_mb``) overlaid with

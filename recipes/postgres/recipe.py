@@ -146,17 +146,23 @@ def build_steps(inputs: PostgresInputs, layout: Layout, *, memory_mb: int | None
     if missing:
         raise RecipeError(f"users without a password: {', '.join(missing)} (generate them first: "
                           "polyvm.recipes.postgres.ensure_passwords)")
+    from . import ha  # backups and replicas: their own steps and drop-in lines (docs/postgres-ha.md)
+
     steps: list[Step] = [ScriptStep("install PostgreSQL", render_install_script(layout))]
     if inputs.mount_point:
         steps.append(ScriptStep("data directory", render_datadir_script(inputs, layout)))
+    steps += ha.before_cluster(inputs, layout)
     steps.append(ScriptStep("cluster", render_cluster_script(inputs, layout)))
     steps.append(FilesStep("configuration", [
-        _pg_file(layout.dropin_path, render_postgresql_conf(inputs, layout, memory_mb=memory_mb)),
-        _pg_file(layout.hba_path, render_pg_hba(inputs, layout)),
+        _pg_file(layout.dropin_path, render_postgresql_conf(inputs, layout, memory_mb=memory_mb)
+                 + ha.dropin_lines(inputs)),
+        _pg_file(layout.hba_path, render_pg_hba(inputs, layout) + ha.hba_lines(inputs)),
     ]))
     steps.append(ScriptStep("server", render_apply_script(inputs, layout)))
+    steps += ha.after_server(inputs, layout)
     steps.append(RolesStep("roles and databases", inputs))
     steps.append(verify_step(inputs, layout))
+    steps += ha.after_verify(inputs, layout)
     return steps
 
 
