@@ -9,9 +9,11 @@ from pydantic import Field, field_validator
 
 from polyvm.spec import Ipv4Cidr
 from polyvm.backend import Backend, BackendSettings, Capabilities, Replacement
+from polyvm.fleet import FleetSpec, LbSources
 from polyvm.hookspecs import hookimpl
 from polyvm.spec import VmSpec
 
+from . import lb as lbm
 from . import mapping as m
 
 
@@ -76,6 +78,8 @@ class AzureBackend(Backend):
         host_key_at_creation=True,
         os_families=frozenset({"ubuntu", "debian", "rhel"}),
         ipv6_ingress=False,
+        load_balancer="Standard Load Balancer (layer 4)",
+        lb_protocols=frozenset({"tcp"}),
         notes="IPv4-only network; zones are 1, 2, 3; data disks at /dev/disk/azure/scsi1/lun<N>; a private VM "
               "reaches out through default outbound access, enabled on the subnet polyvm creates.",
     )
@@ -108,6 +112,8 @@ class AzureBackend(Backend):
         Replacement("azure-native:network:PublicIPAddress", ("location", "resourceGroupName", "sku", "zones",
                                                              "publicIPAddressVersion"),
                     m.AZ_SPECS + " network publicIpAddress.json (SKU and zones are fixed at creation)"),
+        Replacement("azure-native:network:LoadBalancer", ("location", "resourceGroupName", "loadBalancerName"),
+                    m.AZ_SPECS + " network loadBalancer.json"),
         Replacement("azure-native:network:NetworkInterface", ("location", "resourceGroupName", "networkInterfaceName"),
                     m.AZ_SPECS + " network networkInterface.json"),
         Replacement("azure-native:compute:Disk", ("location", "resourceGroupName", "diskName", "creationData", "zones"),
@@ -131,6 +137,29 @@ class AzureBackend(Backend):
 
         assert isinstance(settings, AzureSettings)
         return AzureVirtualMachine(spec, settings, opts)
+
+    # --- fleets ----------------------------------------------------------------------------------------
+    def fleet_problems(self, fleet: FleetSpec) -> list[str]:
+        out = lbm.problems(fleet)
+        if fleet.load_balancer is None and fleet.scaling is not None:
+            out.append("scaling (not yet: a VM scale set is the next step; use count)")
+        return out
+
+    def fleet_settings_problems(self, fleet: FleetSpec, settings: BackendSettings) -> list[str]:
+        assert isinstance(settings, AzureSettings)
+        if fleet.load_balancer is None:
+            return []
+        return [f"polyvm:azure.{k}: a fleet with a load balancer needs it ({why})" for k, why in (
+            ("resource_group", "the members, their subnet and the load balancer share one resource group"),
+            ("subnet_id", "the members' shared subnet: the backend pool holds their addresses in its virtual network")) if not getattr(settings, k)]
+
+    def fleet_sources(self, fleet: FleetSpec, settings: BackendSettings) -> LbSources | None:
+        return lbm.sources(fleet) if fleet.load_balancer is not None else None
+
+    def create_fleet(self, fleet: FleetSpec, settings: BackendSettings, opts: Any = None) -> Any:
+        from .fleet import AzureFleet
+
+        return AzureFleet(self, fleet, settings, opts)
 
     def doc_tables(self) -> dict:
         return {

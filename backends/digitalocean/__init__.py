@@ -9,9 +9,11 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from polyvm.backend import Backend, BackendSettings, Capabilities, Replacement
+from polyvm.fleet import FleetSpec, LbSources
 from polyvm.hookspecs import hookimpl
 from polyvm.spec import VmSpec
 
+from . import lb as lbm
 from . import mapping as m
 
 _REGION_RE = re.compile(r"^[a-z]{3}[0-9]$")
@@ -67,6 +69,8 @@ class DigitalOceanBackend(Backend):
         host_key_at_creation=True,
         os_families=frozenset({"ubuntu", "debian", "rhel"}),
         zones=False,
+        load_balancer="regional Load Balancer on the fleet's Droplet tag",
+        lb_protocols=frozenset({"tcp", "http", "https"}),
         notes=("rhel means Rocky Linux 9; amazon-linux only with image.image_id.digitalocean. "
                "Tags become 'key:value' tag names. The Droplet size also sets the root disk, so a large "
                "root_disk_gb picks a larger size. The firewall is bound to a tag of the VM's own that the "
@@ -80,6 +84,8 @@ class DigitalOceanBackend(Backend):
     sdk_modules = ("pulumi_digitalocean", "pulumi_tls")
     extra = "digitalocean"
     mock_outputs = {
+        "digitalocean:index/loadBalancer:LoadBalancer": lambda name, inputs: {
+            "id": "4de7ac8b-495b-4884-9a69-1050c6793cd6", "ip": "203.0.113.80"},
         "digitalocean:index/droplet:Droplet": lambda name, inputs: {
             "id": _numeric_id(name),
             "ipv4Address": "203.0.113.20" if inputs.get("publicNetworking", True) else "",
@@ -104,6 +110,9 @@ class DigitalOceanBackend(Backend):
                     f"{m.TF_DO}/volume/resource_volume.go (size grows in place)"),
         Replacement("digitalocean:index/volumeAttachment:VolumeAttachment", ("dropletId", "volumeId"),
                     f"{m.TF_DO}/volume/resource_volume_attachment.go"),
+        Replacement("digitalocean:index/loadBalancer:LoadBalancer", ("region", "type", "network", "vpcUuid"),
+                    f"{m.TF_DO}/loadbalancer/resource_loadbalancer.go (ForceNew; forwarding rules, health check, "
+                    "tag and firewall update in place)"),
     )
     egress_rules = frozenset(m.firewall_rules(list(m.OUTBOUND_RULES), "destinationAddresses"))
 
@@ -121,6 +130,21 @@ class DigitalOceanBackend(Backend):
             # A custom image makes any family possible; the family then only picks the recipe.
             out = [p for p in out if not p.startswith("image.family ")]
         return out + m.unsupported(spec)
+
+    # --- fleets ----------------------------------------------------------------------------------------
+    def fleet_problems(self, fleet: FleetSpec) -> list[str]:
+        out = lbm.problems(fleet)
+        if fleet.load_balancer is None and fleet.scaling is not None:
+            out.append("scaling (DigitalOcean Droplets do not autoscale here; use count)")
+        return out
+
+    def fleet_sources(self, fleet: FleetSpec, settings: BackendSettings) -> LbSources | None:
+        return lbm.sources(fleet) if fleet.load_balancer is not None else None
+
+    def create_fleet(self, fleet: FleetSpec, settings: BackendSettings, opts: Any = None) -> Any:
+        from .fleet import DigitalOceanFleet
+
+        return DigitalOceanFleet(self, fleet, settings, opts)
 
     def doc_tables(self) -> dict:
         return {

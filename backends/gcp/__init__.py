@@ -9,9 +9,11 @@ from pydantic import Field, field_validator
 
 from polyvm.spec import Ipv4Cidr
 from polyvm.backend import Backend, BackendSettings, Capabilities, Replacement
+from polyvm.fleet import FleetSpec, LbSources
 from polyvm.hookspecs import hookimpl
 from polyvm.spec import VmSpec
 
+from . import lb as lbm
 from . import mapping as m
 
 _PROJECT_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
@@ -83,6 +85,8 @@ class GcpBackend(Backend):
         host_key_at_creation=True,
         os_families=m.OS_FAMILIES,
         ipv6_ingress=False,
+        load_balancer="regional external passthrough Network LB",
+        lb_protocols=frozenset({"tcp"}),
         notes="Ubuntu only (the GCE images with cloud-init); IPv4-only network; labels need lowercase "
               "keys and values; a private VM gets Cloud NAT for its egress (in the network polyvm creates).",
     )
@@ -98,6 +102,9 @@ class GcpBackend(Backend):
         "gcp:compute/network:Network": _self_link("networks"),
         "gcp:compute/subnetwork:Subnetwork": _self_link("subnetworks"),
         "gcp:compute/router:Router": _self_link("routers"),
+        "gcp:compute/regionHealthCheck:RegionHealthCheck": _self_link("healthChecks"),
+        "gcp:compute/instanceGroup:InstanceGroup": _self_link("instanceGroups"),
+        "gcp:compute/regionBackendService:RegionBackendService": _self_link("backendServices"),
     }
 
     limits = m.LIMITS
@@ -121,6 +128,17 @@ class GcpBackend(Backend):
                     f"{m.TF_GOOGLE}/resource_compute_router.go"),
         Replacement("gcp:compute/routerNat:RouterNat", ("name", "router", "region", "project"),
                     f"{m.TF_GOOGLE}/resource_compute_router_nat.go"),
+        Replacement("gcp:compute/regionHealthCheck:RegionHealthCheck", ("name", "region", "project"),
+                    f"{m.TF_GOOGLE}/resource_compute_region_health_check.go"),
+        Replacement("gcp:compute/instanceGroup:InstanceGroup", ("name", "zone", "project", "network", "description"),
+                    f"{m.TF_GOOGLE}/resource_compute_instance_group.go (instances update in place)"),
+        Replacement("gcp:compute/regionBackendService:RegionBackendService",
+                    ("name", "region", "project", "loadBalancingScheme"),
+                    f"{m.TF_GOOGLE}/resource_compute_region_backend_service.go"),
+        Replacement("gcp:compute/forwardingRule:ForwardingRule",
+                    ("name", "region", "project", "ipAddress", "ipProtocol", "ports", "backendService",
+                     "loadBalancingScheme", "networkTier", "sourceIpRanges"),
+                    f"{m.TF_GOOGLE}/resource_compute_forwarding_rule.go (labels update in place)"),
     )
 
     def unsupported(self, spec: VmSpec) -> list[str]:
@@ -143,6 +161,28 @@ class GcpBackend(Backend):
 
         assert isinstance(settings, GcpSettings)
         return GcpVirtualMachine(spec, settings, opts)
+
+    # --- fleets ----------------------------------------------------------------------------------------
+    def fleet_problems(self, fleet: FleetSpec) -> list[str]:
+        out = lbm.problems(fleet)
+        if fleet.load_balancer is None and fleet.scaling is not None:
+            out.append("scaling (not yet: a managed instance group is the next step; use count)")
+        return out
+
+    def fleet_settings_problems(self, fleet: FleetSpec, settings: BackendSettings) -> list[str]:
+        assert isinstance(settings, GcpSettings)
+        if fleet.load_balancer is None:
+            return []
+        return [f"polyvm:gcp.{k}: a fleet with a load balancer needs it ({why})" for k, why in (
+            ("network", "the members' shared VPC network: instance groups take instances of one network"),) if not getattr(settings, k)]
+
+    def fleet_sources(self, fleet: FleetSpec, settings: BackendSettings) -> LbSources | None:
+        return lbm.sources(fleet) if fleet.load_balancer is not None else None
+
+    def create_fleet(self, fleet: FleetSpec, settings: BackendSettings, opts: Any = None) -> Any:
+        from .fleet import GcpFleet
+
+        return GcpFleet(self, fleet, settings, opts)
 
     def doc_tables(self) -> dict:
         return {

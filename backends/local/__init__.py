@@ -58,6 +58,8 @@ class LocalBackend(Backend):
         regions=False,
         zones=False,
         durable_data_disks=False,
+        load_balancer="HAProxy in its own network namespace (polyvm sandbox up --load-balancer; not under Pulumi)",
+        lb_protocols=frozenset({"tcp", "http"}),
         notes=("OS: this machine's own (detected from /etc/os-release"
                + (f"; here {HOST_FAMILY} {HOST_VERSION}" if _HOST_SUPPORTED else "; here none polyvm supports") + "). "
                "One address, reachable from this machine only, reported as public_ip and private_ip. "
@@ -80,6 +82,16 @@ class LocalBackend(Backend):
         if spec.image.family == HOST_FAMILY and spec.image.version != HOST_VERSION:
             out.append(f"image.version {spec.image.version!r} (local hosts run this machine's OS, "
                        f"{HOST_FAMILY} {HOST_VERSION})")
+        return out
+
+    def fleet_problems(self, fleet: Any) -> list[str]:
+        """Under Pulumi a local fleet is its members; HAProxy in front of them is `polyvm sandbox`'s."""
+        out = []
+        if fleet.load_balancer is not None:
+            out.append("load_balancer under Pulumi (the local load balancer is run by `polyvm sandbox up "
+                       "--fleet FILE` or `--count N --load-balancer`; remove load_balancer for N members)")
+        if fleet.scaling is not None:
+            out.append("scaling (local hosts do not autoscale; use count)")
         return out
 
     def create(self, spec: VmSpec, settings: BackendSettings, opts: Any = None) -> Any:

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from polyvm.backend import Backend, BackendSettings, Capabilities, Replacement
+from polyvm.fleet import FleetSpec
 from polyvm.hookspecs import hookimpl
 from polyvm.spec import SUPPORTED_IMAGES, VmSpec
 
@@ -101,6 +102,7 @@ class VsphereBackend(Backend):
         instance_type_override=False,
         regions=False,
         zones=False,
+        load_balancer="none (refused: no native one; HAProxy on a VM of its own, docs/fleets.md)",
         notes=("One address from the port group: reported as public_ip (when public_ip: true) and "
                "private_ip; whether it is reachable from the internet is up to your network. Ingress is "
                "enforced by nftables in the guest. The template must be of the spec's OS family. "
@@ -142,6 +144,12 @@ class VsphereBackend(Backend):
         out += [f"tags.{k} (a value with a line break cannot be one key=value line in the VM's Notes)"
                 for k, v in spec.tags.items() if "\n" in v or "\r" in v]
         return out
+
+    def fleet_problems(self, fleet: FleetSpec) -> list[str]:
+        """A fleet without load balancer is N VMs; a load balancer is refused (lb.py says why)."""
+        from . import lb
+
+        return lb.problems(fleet)
 
     def doc_tables(self) -> dict:
         return {
