@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from polyvm.errors import SandboxError
+from polyvm.errors import ConfigError, SandboxError
 from polyvm.fleet import FleetSpec, parse_fleet
 from polyvm.spec import VmSpec
 
@@ -58,10 +58,10 @@ def sandbox_fleet(vm: VmSpec, count: int, recipe: Any, inputs: Mapping[str, Any]
     from .sandbox import _ports_only
 
     if recipe is None:
-        raise SandboxError("--load-balancer needs a recipe that serves something (--recipe NAME)")
+        raise ConfigError("--load-balancer needs a recipe that serves something (--recipe NAME)")
     ports = [p for p in recipe.ports(recipe.parse_inputs(_ports_only(recipe, inputs or {}))) if p != 22]
     if not ports:
-        raise SandboxError(f"recipe {recipe.name} listens on no port for a load balancer to forward")
+        raise ConfigError(f"recipe {recipe.name} listens on no port for a load balancer to forward")
     data = vm.model_dump(exclude_unset=True)
     data.pop("name", None)
     return parse_fleet({
@@ -97,14 +97,14 @@ class FleetSandbox:
         eng.check_prerequisites()
         self.sb._require_root()
         if batch < 1:
-            raise SandboxError("--rolling must be at least 1")
+            raise ConfigError("--rolling must be at least 1")
         if fleet.load_balancer is None:
-            raise SandboxError(f"fleet {fleet.name} has no load_balancer; without one use --count N")
+            raise ConfigError(f"fleet {fleet.name} has no load_balancer; without one use --count N")
         backend = get_backend("local")
         the_recipe = get_recipe(recipe) if recipe else None
         problems = lb_problems(fleet)
         if problems:
-            raise SandboxError("the local load balancer cannot honour " + "; ".join(problems))
+            raise ConfigError("the local load balancer cannot honour " + "; ".join(problems))
         for spec in fleet.member_specs():  # checked before anything is made
             self.sb._check_spec(backend, spec)
         taken = {h.labels.get(LABEL) for h in self.sb.hosts() if h.labels.get(FLEET_TAG) != fleet.name}
