@@ -246,6 +246,13 @@ class FleetSpec(_Model):
             raise ValueError("; ".join(problems))
         return self
 
+    def to_data(self) -> dict[str, Any]:
+        """The fleet as plain data that :func:`parse_fleet` reads back to an equal FleetSpec (JSON types,
+        no vm.name: members are named after the fleet)."""
+        data = self.model_dump(mode="json", exclude_unset=True)
+        data["vm"].pop("name", None)
+        return data
+
     # --- members -------------------------------------------------------------------------------------
     @property
     def member_names(self) -> list[str]:

@@ -56,6 +56,17 @@ _TEMPLATES = Path(__file__).parent / "templates"
 _SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+#: Every local load balancer's block (198.18.193.0/24 ... 198.18.255.0/24) lies in this range: what members
+#: declared before their load balancer exists (Pulumi) admit.
+ALL_BLOCKS = f"198.18.{BLOCK_BASE}.0/18"
+
+
+def range_sources() -> LbSources:
+    """Sources for members whose load balancer is made after them (under Pulumi): any local load balancer's
+    block. Only this machine's own load balancers have addresses there."""
+    return LbSources(traffic=(ALL_BLOCKS,), health_checks=(ALL_BLOCKS,), description="local load balancers")
+
+
 def block(index: int) -> ipaddress.IPv4Network:
     if not 1 <= index <= MAX_INDEX:
         raise ValueError(f"load balancer index must be 1..{MAX_INDEX}")
