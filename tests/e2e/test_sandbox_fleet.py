@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from polyvm.backends.local import engine as local_engine
-from polyvm.backends.local.loadbalancer import LocalLoadBalancer
+from polyvm.backends.local.loadbalancer import LocalLoadBalancer, _alive
 from polyvm.backends.local.sandbox import Sandbox
 
 pytestmark = pytest.mark.e2e
@@ -161,3 +161,31 @@ def test_bad_fleet_input_is_one_line_and_creates_nothing(fleet_dir):
     assert proc.returncode == 2 and "needs a recipe" in proc.stderr, proc.stderr
     assert not LocalLoadBalancer.list(local_engine.Engine(fleet_dir))
     assert not (fleet_dir.exists() and any(fleet_dir.glob("pvm-*")))
+
+
+def test_a_fleet_with_a_member_gone_is_rebuilt_and_down_by_fleet_name_removes_it(fleet_dir):
+    first = json.loads(ok(polyvm(fleet_dir, "up", "--recipe", "nginx", "--count", "3", "--load-balancer",
+                                 "--json")).stdout)
+    engine = local_engine.Engine(fleet_dir)
+    (old_lb,) = LocalLoadBalancer.list(engine)
+    engine.down(engine.get(first["members"][1]["host_id"]))  # a member dies
+    again = json.loads(ok(polyvm(fleet_dir, "up", "--recipe", "nginx", "--count", "3", "--load-balancer",
+                                 "--json")).stdout)
+    assert again["created"] and [m["name"] for m in again["members"]] == MEMBERS
+    (lb,) = LocalLoadBalancer.list(engine)
+    # The old HAProxy was stopped and its namespace replaced (a new one, whatever its name).
+    assert lb.record.pid != old_lb.record.pid and not _alive(old_lb.record.pid)
+    assert lb.record.netns_inode != old_lb.record.netns_inode
+    clients = Clients(again["address"], n=1)
+    try:
+        end = time.monotonic() + 60
+        while len(clients.seen) < 3 and time.monotonic() < end:
+            time.sleep(0.1)
+    finally:
+        clients.close()
+    assert set(clients.seen) == set(MEMBERS) and not clients.failures, (dict(clients.seen), clients.failures[:3])
+    hosts = [engine.get(m["host_id"]) for m in again["members"]]
+    down = ok(polyvm(fleet_dir, "down", "sandbox"))  # the fleet's name
+    assert "removed 3 sandbox VM(s)" in down.stdout
+    assert lb.leftovers() == [] and not [x for h in hosts for x in local_engine.leftovers(h)]
+    assert not LocalLoadBalancer.list(engine)
