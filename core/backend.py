@@ -253,6 +253,15 @@ class Backend(ABC):
     #: mock_calls as the image lookup would answer after a newer image appeared. Empty when no input
     #: depends on a lookup that can change (image families and slugs resolved by the cloud).
     newer_image_calls: ClassVar[dict[str, Any]] = {}
+    #: Settings a fleet with a load balancer needs (setting name, why), checked by the default
+    #: :meth:`fleet_settings_problems` (e.g. the network the members share).
+    lb_settings: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: Dotted path of the backend's pure load-balancer mapping, with ``problems(fleet)`` (what the cloud
+    #: refuses) and ``sources(fleet)`` (an LbSources), e.g. "polyvm.backends.gcp.lb". None: no load balancer.
+    lb_module: ClassVar[str | None] = None
+    #: "module:Class" of the backend's Fleet component (a polyvm.fleet_component.Fleet subclass that
+    #: declares the load balancer). None: the members only.
+    fleet_component: ClassVar[str | None] = None
 
     # --- validation ----------------------------------------------------------------------------------
     def unsupported(self, spec: VmSpec) -> list[str]:
@@ -341,25 +350,34 @@ class Backend(ABC):
     # --- fleets (docs/fleets.md) -----------------------------------------------------------------------
     def fleet_problems(self, fleet: "FleetSpec") -> list[str]:
         """What of ``fleet`` itself (its load balancer, scaling, zones) this backend cannot honour, as
-        'path (why)' strings. Default: a fleet is N members without load balancer or scaling; a backend
-        with a load balancer overrides this (its lb.problems())."""
+        'path (why)' strings: :attr:`lb_module`'s ``problems(fleet)``; without one, a load balancer is
+        refused. A fleet without load balancer is N members everywhere; scaling is refused."""
         out = []
         if fleet.load_balancer is not None:
-            out.append(f"load_balancer (backend {self.name!r} declares no load balancer; remove load_balancer "
-                       "for N members without one)")
-        if fleet.scaling is not None:
+            if self.lb_module is None:
+                out.append(f"load_balancer (backend {self.name!r} declares no load balancer; remove "
+                           "load_balancer for N members without one)")
+            else:
+                out += importlib.import_module(self.lb_module).problems(fleet)
+        if fleet.scaling is not None and not any(p.startswith("scaling") for p in out):
             out.append("scaling (this backend's fleets do not scale; use count)")
         return out
 
     def fleet_settings_problems(self, fleet: "FleetSpec", settings: BackendSettings) -> list[str]:
         """What the settings lack for this fleet (e.g. the network its load balancer goes in), as
-        'polyvm:<backend>.<field>: why' strings. Default: nothing."""
-        return []
+        'polyvm:<backend>.<field>: why' strings. Default: each unset setting in :attr:`lb_settings`."""
+        if fleet.load_balancer is None:
+            return []
+        return [f"polyvm:{self.name}.{k}: a fleet with a load balancer needs it ({why})"
+                for k, why in self.lb_settings if not getattr(settings, k, None)]
 
     def fleet_sources(self, fleet: "FleetSpec", settings: BackendSettings) -> "LbSources | None":
         """Where this backend's load balancer reaches the members from (:class:`~polyvm.fleet.LbSources`),
-        for the members' firewall; None without a load balancer. Called only when the settings are valid."""
-        return None
+        for the members' firewall; None without a load balancer. Default: :attr:`lb_module`'s
+        ``sources(fleet)``. Called only when the settings are valid."""
+        if fleet.load_balancer is None or self.lb_module is None:
+            return None
+        return importlib.import_module(self.lb_module).sources(fleet)
 
     def fleet_check(self, fleet: "FleetSpec", settings: Mapping[str, Any] | BackendSettings | None = None,
                     *, check_settings: bool = True) -> tuple[list[str], BackendSettings | None]:
@@ -405,11 +423,14 @@ class Backend(ABC):
     def create_fleet(self, fleet: "FleetSpec", settings: BackendSettings,
                      opts: "pulumi.ResourceOptions | None" = None) -> "pulumi.ComponentResource":
         """Declare the fleet as one ComponentResource ``polyvm:<name>:Fleet`` (FLEET_OUTPUT_NAMES outputs)
-        with each member a VirtualMachine child. Default: the members only (no load balancer); backends with
-        one return their subclass of :class:`polyvm.fleet_component.Fleet`."""
+        with each member a VirtualMachine child: :attr:`fleet_component`, or the members only."""
         from .fleet_component import Fleet
 
-        return Fleet(self, fleet, settings, opts)
+        cls = Fleet
+        if self.fleet_component is not None:
+            module, _, attr = self.fleet_component.partition(":")
+            cls = getattr(importlib.import_module(module), attr)
+        return cls(self, fleet, settings, opts)
 
     def declare_fleet(self, fleet: "FleetSpec", settings: Mapping[str, Any] | BackendSettings | None = None,
                       opts: "pulumi.ResourceOptions | None" = None) -> "pulumi.ComponentResource":

@@ -124,10 +124,14 @@ class AwsBackend(Backend):
         return AwsVirtualMachine(spec, settings, opts)
 
     # --- fleets ----------------------------------------------------------------------------------------
+    lb_module = "polyvm.backends.aws.lb"
+    fleet_component = "polyvm.backends.aws.fleet:AwsFleet"
+    lb_settings = (("vpc_id", "the VPC the load balancer and its target groups go in"),
+                   ("vpc_cidr", "the VPC's IPv4 CIDR: members admit health checks from it"),
+                   ("subnet_ids", "one subnet per Availability Zone the load balancer spans"))
+
     def fleet_problems(self, fleet: FleetSpec) -> list[str]:
-        out = lbm.problems(fleet)
-        if fleet.load_balancer is None and fleet.scaling is not None:
-            out.append("scaling (not yet: an Auto Scaling group is the next step; use count)")
+        out = super().fleet_problems(fleet)
         if fleet.zones:
             out.append("zones (AWS members are spread over polyvm:aws.subnet_ids, one subnet per Availability "
                        "Zone; remove zones)")
@@ -135,13 +139,8 @@ class AwsBackend(Backend):
 
     def fleet_settings_problems(self, fleet: FleetSpec, settings: BackendSettings) -> list[str]:
         assert isinstance(settings, AwsSettings)
-        if fleet.load_balancer is None:
-            return []
-        out = [f"polyvm:aws.{k}: a fleet with a load balancer needs it ({why})" for k, why in (
-            ("vpc_id", "the VPC the load balancer and its target groups go in"),
-            ("vpc_cidr", "the VPC's IPv4 CIDR: members admit health checks from it"),
-            ("subnet_ids", "one subnet per Availability Zone the load balancer spans")) if not getattr(settings, k)]
-        if settings.subnet_ids:
+        out = super().fleet_settings_problems(fleet, settings)
+        if fleet.load_balancer is not None and settings.subnet_ids:
             alone = lbm.problems(fleet)
             out += [f"polyvm:aws.subnet_ids: {p}" for p in lbm.problems(fleet, settings.subnet_ids) if p not in alone]
         return out
@@ -151,11 +150,6 @@ class AwsBackend(Backend):
         if fleet.load_balancer is None or not settings.vpc_cidr:
             return None
         return lbm.sources(fleet, settings.vpc_cidr)
-
-    def create_fleet(self, fleet: FleetSpec, settings: BackendSettings, opts: Any = None) -> Any:
-        from .fleet import AwsFleet
-
-        return AwsFleet(self, fleet, settings, opts)
 
     def doc_tables(self) -> dict:
         return {

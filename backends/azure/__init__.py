@@ -9,11 +9,9 @@ from pydantic import Field, field_validator
 
 from polyvm.spec import Ipv4Cidr
 from polyvm.backend import Backend, BackendSettings, Capabilities, Replacement
-from polyvm.fleet import FleetSpec, LbSources
 from polyvm.hookspecs import hookimpl
 from polyvm.spec import VmSpec
 
-from . import lb as lbm
 from . import mapping as m
 
 
@@ -139,27 +137,11 @@ class AzureBackend(Backend):
         return AzureVirtualMachine(spec, settings, opts)
 
     # --- fleets ----------------------------------------------------------------------------------------
-    def fleet_problems(self, fleet: FleetSpec) -> list[str]:
-        out = lbm.problems(fleet)
-        if fleet.load_balancer is None and fleet.scaling is not None:
-            out.append("scaling (not yet: a VM scale set is the next step; use count)")
-        return out
-
-    def fleet_settings_problems(self, fleet: FleetSpec, settings: BackendSettings) -> list[str]:
-        assert isinstance(settings, AzureSettings)
-        if fleet.load_balancer is None:
-            return []
-        return [f"polyvm:azure.{k}: a fleet with a load balancer needs it ({why})" for k, why in (
-            ("resource_group", "the members, their subnet and the load balancer share one resource group"),
-            ("subnet_id", "the members' shared subnet: the backend pool holds their addresses in its virtual network")) if not getattr(settings, k)]
-
-    def fleet_sources(self, fleet: FleetSpec, settings: BackendSettings) -> LbSources | None:
-        return lbm.sources(fleet) if fleet.load_balancer is not None else None
-
-    def create_fleet(self, fleet: FleetSpec, settings: BackendSettings, opts: Any = None) -> Any:
-        from .fleet import AzureFleet
-
-        return AzureFleet(self, fleet, settings, opts)
+    lb_module = "polyvm.backends.azure.lb"
+    fleet_component = "polyvm.backends.azure.fleet:AzureFleet"
+    lb_settings = (
+        ("resource_group", "the members, their subnet and the load balancer share one resource group"),
+        ("subnet_id", "the members' shared subnet: the backend pool holds their addresses in its virtual network"))
 
     def doc_tables(self) -> dict:
         return {

@@ -9,11 +9,9 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from polyvm.backend import Backend, BackendSettings, Capabilities, Replacement
-from polyvm.fleet import FleetSpec, LbSources
 from polyvm.hookspecs import hookimpl
 from polyvm.spec import VmSpec
 
-from . import lb as lbm
 from . import mapping as m
 
 _REGION_RE = re.compile(r"^[a-z]{3}[0-9]$")
@@ -132,20 +130,8 @@ class DigitalOceanBackend(Backend):
         return out + m.unsupported(spec)
 
     # --- fleets ----------------------------------------------------------------------------------------
-    def fleet_problems(self, fleet: FleetSpec) -> list[str]:
-        out = lbm.problems(fleet)
-        if fleet.load_balancer is None and fleet.scaling is not None:
-            out.append("scaling (DigitalOcean Droplets do not autoscale here; use count)")
-        return out
-
-    def fleet_sources(self, fleet: FleetSpec, settings: BackendSettings) -> LbSources | None:
-        return lbm.sources(fleet) if fleet.load_balancer is not None else None
-
-    def create_fleet(self, fleet: FleetSpec, settings: BackendSettings, opts: Any = None) -> Any:
-        from .fleet import DigitalOceanFleet
-
-        return DigitalOceanFleet(self, fleet, settings, opts)
-
+    lb_module = "polyvm.backends.digitalocean.lb"
+    fleet_component = "polyvm.backends.digitalocean.fleet:DigitalOceanFleet"
     def doc_tables(self) -> dict:
         return {
             "Droplet sizes (cheapest with at least the asked vCPUs, GiB and root disk)":

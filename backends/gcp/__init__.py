@@ -9,11 +9,9 @@ from pydantic import Field, field_validator
 
 from polyvm.spec import Ipv4Cidr
 from polyvm.backend import Backend, BackendSettings, Capabilities, Replacement
-from polyvm.fleet import FleetSpec, LbSources
 from polyvm.hookspecs import hookimpl
 from polyvm.spec import VmSpec
 
-from . import lb as lbm
 from . import mapping as m
 
 _PROJECT_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
@@ -163,26 +161,10 @@ class GcpBackend(Backend):
         return GcpVirtualMachine(spec, settings, opts)
 
     # --- fleets ----------------------------------------------------------------------------------------
-    def fleet_problems(self, fleet: FleetSpec) -> list[str]:
-        out = lbm.problems(fleet)
-        if fleet.load_balancer is None and fleet.scaling is not None:
-            out.append("scaling (not yet: a managed instance group is the next step; use count)")
-        return out
-
-    def fleet_settings_problems(self, fleet: FleetSpec, settings: BackendSettings) -> list[str]:
-        assert isinstance(settings, GcpSettings)
-        if fleet.load_balancer is None:
-            return []
-        return [f"polyvm:gcp.{k}: a fleet with a load balancer needs it ({why})" for k, why in (
-            ("network", "the members' shared VPC network: instance groups take instances of one network"),) if not getattr(settings, k)]
-
-    def fleet_sources(self, fleet: FleetSpec, settings: BackendSettings) -> LbSources | None:
-        return lbm.sources(fleet) if fleet.load_balancer is not None else None
-
-    def create_fleet(self, fleet: FleetSpec, settings: BackendSettings, opts: Any = None) -> Any:
-        from .fleet import GcpFleet
-
-        return GcpFleet(self, fleet, settings, opts)
+    lb_module = "polyvm.backends.gcp.lb"
+    fleet_component = "polyvm.backends.gcp.fleet:GcpFleet"
+    lb_settings = (
+        ("network", "the members' shared VPC network: instance groups take instances of one network"),)
 
     def doc_tables(self) -> dict:
         return {

@@ -97,10 +97,8 @@ class LocalBackend(Backend):
         return out
 
     # --- fleets: members behind HAProxy in its own network namespace (loadbalancer.py) ---------------------
-    def fleet_problems(self, fleet: Any) -> list[str]:
-        from .loadbalancer import problems
-
-        return problems(fleet)
+    lb_module = "polyvm.backends.local.loadbalancer"
+    fleet_component = "polyvm.backends.local.component:LocalFleet"
 
     def fleet_sources(self, fleet: Any, settings: BackendSettings) -> Any:
         from .loadbalancer import range_sources
@@ -108,11 +106,6 @@ class LocalBackend(Backend):
         # The load balancer is made after its members (it links into their namespaces), so they admit
         # any local load balancer's block: only this machine's own load balancers have addresses there.
         return range_sources() if fleet.load_balancer is not None else None
-
-    def create_fleet(self, fleet: Any, settings: BackendSettings, opts: Any = None) -> Any:
-        from .component import LocalFleet
-
-        return LocalFleet(self, fleet, settings, opts)
 
     def create_host(self, spec: VmSpec, settings: BackendSettings, *, extra_authorized_keys: Sequence[str] = (),
                     labels: Mapping[str, str] | None = None) -> Any:

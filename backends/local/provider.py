@@ -34,8 +34,8 @@ def _outs(props: dict[str, Any], host: Any) -> dict[str, Any]:
     return outs
 
 
-class LocalHostProvider(ResourceProvider):
-    """CRUD of one local host. The resource id is the host id (``pvm-<i>``)."""
+class _StateDirProvider(ResourceProvider):
+    """A provider holding only the engine's state directory (the resource's own ``state_dir`` wins)."""
 
     serialize_as_secret_always = False  # nothing secret inside: only a directory path
 
@@ -45,6 +45,10 @@ class LocalHostProvider(ResourceProvider):
 
     def _state_dir(self, props: dict[str, Any]) -> str | None:
         return props.get("state_dir") or self.state_dir
+
+
+class LocalHostProvider(_StateDirProvider):
+    """CRUD of one local host. The resource id is the host id (``pvm-<i>``)."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         from polyvm.backends.local import start_host
@@ -98,20 +102,11 @@ def _load_balancer(state_dir: str | None, lb_id: str) -> Any:
     return None
 
 
-class LocalLoadBalancerProvider(ResourceProvider):
+class LocalLoadBalancerProvider(_StateDirProvider):
     """CRUD of a fleet's HAProxy (``polyvm.backends.local.loadbalancer``) in front of its member hosts. The
     resource id is the load balancer's namespace (``pvlb-<i>``). Inputs: ``fleet`` (the FleetSpec as data),
     ``members`` ([{name, host_id}], in order), ``state_dir``. Any change makes a new one (the members' links
     and haproxy.cfg are made at start)."""
-
-    serialize_as_secret_always = False
-
-    def __init__(self, state_dir: str | None = None) -> None:
-        super().__init__()
-        self.state_dir = state_dir
-
-    def _state_dir(self, props: dict[str, Any]) -> str | None:
-        return props.get("state_dir") or self.state_dir
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         from polyvm.backends.local.loadbalancer import LocalLoadBalancer

@@ -14,7 +14,6 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from polyvm.backend import Backend, BackendSettings, Capabilities, Replacement
-from polyvm.fleet import FleetSpec
 from polyvm.hookspecs import hookimpl
 from polyvm.spec import SUPPORTED_IMAGES, VmSpec
 
@@ -145,11 +144,8 @@ class VsphereBackend(Backend):
                 for k, v in spec.tags.items() if "\n" in v or "\r" in v]
         return out
 
-    def fleet_problems(self, fleet: FleetSpec) -> list[str]:
-        """A fleet without load balancer is N VMs; a load balancer is refused (lb.py says why)."""
-        from . import lb
-
-        return lb.problems(fleet)
+    # --- fleets ----------------------------------------------------------------------------------------
+    lb_module = "polyvm.backends.vsphere.lb"
 
     def doc_tables(self) -> dict:
         return {
