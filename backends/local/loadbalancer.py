@@ -356,6 +356,11 @@ class LocalLoadBalancer:
                     time.sleep(0.02)
                 if not pids_in_netns(ours):
                     break
+        # A process leaves its namespace before it becomes a zombie: wait for ours to finish exiting.
+        started = _STARTED.pop(rec.pid, None) if rec.pid else None
+        if started is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                started.wait(timeout=10)
         self._reap()
         if rec.veth_ifindex is not None and ifindex(rec.veth) == rec.veth_ifindex:
             run(["ip", "link", "del", rec.veth], check=False)
