@@ -23,6 +23,7 @@ from .spec import SUPPORTED_IMAGES, VmSpec, format_validation_error
 if TYPE_CHECKING:
     import pulumi
 
+    from .fleet import FleetSpec, LbSources
     from .plan import Plan
 
 #: Outputs every backend's VirtualMachine component registers, with the same meaning everywhere.
@@ -32,6 +33,13 @@ OUTPUT_NAMES: tuple[str, ...] = (
     "ssh_user",          # str: login user cloud-init created with the spec's key
     "host_key",          # str | None: "ssh-ed25519 AAAA…" when known at creation, else None (trust on first use)
     "data_disk_devices", # dict[str, str]: data disk name -> stable device path the guest sees
+)
+
+#: Outputs every backend's Fleet component (``polyvm:<backend>:Fleet``) registers.
+FLEET_OUTPUT_NAMES: tuple[str, ...] = (
+    "members",           # dict[str, dict]: member name -> that member's OUTPUT_NAMES outputs
+    "lb_addresses",      # list[str]: the load balancer's public addresses ([] without one, or when only a DNS name)
+    "lb_dns_name",       # str | None: the load balancer's DNS name where the cloud gives one (AWS), else None
 )
 
 #: One firewall rule in cloud-neutral form: (protocol, from_port, to_port, cidr). ``protocol`` is "tcp",
@@ -81,6 +89,12 @@ class Capabilities:
     durable_data_disks: bool = True
     """Data disks outlive everyday changes of the VM (tags, ingress, login key, size, image, name) and are
     protected from deletion; False only for disposable hosts (the local sandbox), and then said in the matrix."""
+    load_balancer: str = "none"
+    """The load balancer a fleet gets (docs/fleets.md), in words; "none" when the backend refuses one."""
+    lb_protocols: frozenset[str] = frozenset()
+    """Listener protocols of that load balancer (tcp, http, https); empty without one."""
+    fleet_scaling: bool = False
+    """Whether a fleet's ``scaling`` (min/max) is honoured; False: ``count`` only, scaling refused."""
     notes: str = ""
 
     # Row labels for the matrix, in order.
@@ -101,6 +115,9 @@ class Capabilities:
         ("zones", "zone"),
         ("tags", "tags"),
         ("durable_data_disks", "data disks survive VM changes"),
+        ("load_balancer", "fleet load balancer"),
+        ("lb_protocols", "LB listener protocols"),
+        ("fleet_scaling", "fleet scaling (min/max)"),
     )
 
     def row(self) -> dict[str, str]:
@@ -110,7 +127,7 @@ class Capabilities:
             if isinstance(v, bool):
                 v = "yes" if v else "no"
             elif isinstance(v, frozenset):
-                v = ", ".join(sorted(v))
+                v = ", ".join(sorted(v)) or "none"
             out[label] = str(v)
         return out
 
@@ -236,6 +253,15 @@ class Backend(ABC):
     #: mock_calls as the image lookup would answer after a newer image appeared. Empty when no input
     #: depends on a lookup that can change (image families and slugs resolved by the cloud).
     newer_image_calls: ClassVar[dict[str, Any]] = {}
+    #: Settings a fleet with a load balancer needs (setting name, why), checked by the default
+    #: :meth:`fleet_settings_problems` (e.g. the network the members share).
+    lb_settings: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: Dotted path of the backend's pure load-balancer mapping, with ``problems(fleet)`` (what the cloud
+    #: refuses) and ``sources(fleet)`` (an LbSources), e.g. "polyvm.backends.gcp.lb". None: no load balancer.
+    lb_module: ClassVar[str | None] = None
+    #: "module:Class" of the backend's Fleet component (a polyvm.fleet_component.Fleet subclass that
+    #: declares the load balancer). None: the members only.
+    fleet_component: ClassVar[str | None] = None
 
     # --- validation ----------------------------------------------------------------------------------
     def unsupported(self, spec: VmSpec) -> list[str]:
@@ -320,6 +346,102 @@ class Backend(ABC):
             raise SpecError(problems, source=f"Pulumi config polyvm:{self.name}")
         self.require_sdk()
         return self.create(spec, settings, opts)
+
+    # --- fleets (docs/fleets.md) -----------------------------------------------------------------------
+    def fleet_problems(self, fleet: "FleetSpec") -> list[str]:
+        """What of ``fleet`` itself (its load balancer, scaling, zones) this backend cannot honour, as
+        'path (why)' strings: :attr:`lb_module`'s ``problems(fleet)``; without one, a load balancer is
+        refused. A fleet without load balancer is N members everywhere; scaling is refused."""
+        out = []
+        if fleet.load_balancer is not None:
+            if self.lb_module is None:
+                out.append(f"load_balancer (backend {self.name!r} declares no load balancer; remove "
+                           "load_balancer for N members without one)")
+            else:
+                out += importlib.import_module(self.lb_module).problems(fleet)
+        if fleet.scaling is not None and not any(p.startswith("scaling") for p in out):
+            out.append("scaling (this backend's fleets do not scale; use count)")
+        return out
+
+    def fleet_settings_problems(self, fleet: "FleetSpec", settings: BackendSettings) -> list[str]:
+        """What the settings lack for this fleet (e.g. the network its load balancer goes in), as
+        'polyvm:<backend>.<field>: why' strings. Default: each unset setting in :attr:`lb_settings`."""
+        if fleet.load_balancer is None:
+            return []
+        return [f"polyvm:{self.name}.{k}: a fleet with a load balancer needs it ({why})"
+                for k, why in self.lb_settings if not getattr(settings, k, None)]
+
+    def fleet_sources(self, fleet: "FleetSpec", settings: BackendSettings) -> "LbSources | None":
+        """Where this backend's load balancer reaches the members from (:class:`~polyvm.fleet.LbSources`),
+        for the members' firewall; None without a load balancer. Default: :attr:`lb_module`'s
+        ``sources(fleet)``. Called only when the settings are valid."""
+        if fleet.load_balancer is None or self.lb_module is None:
+            return None
+        return importlib.import_module(self.lb_module).sources(fleet)
+
+    def fleet_check(self, fleet: "FleetSpec", settings: Mapping[str, Any] | BackendSettings | None = None,
+                    *, check_settings: bool = True) -> tuple[list[str], BackendSettings | None]:
+        """Every problem of declaring ``fleet`` here, at once, as lines naming the backend or the setting:
+        the fleet's own (:meth:`fleet_problems`), the settings', and each member spec's (:meth:`unsupported`,
+        :meth:`settings_problems`; one line for a problem every member shares). Returns (problems, parsed
+        settings or None when they are invalid). ``check_settings=False``: the spec alone (``polyvm
+        validate --backend`` without ``--settings``)."""
+        from pydantic import ValidationError as _VE
+
+        from .fleet import member_problems
+
+        problems = [f"backend {self.name!r} cannot honour {p}" for p in self.fleet_problems(fleet)]
+        parsed: BackendSettings | None = None
+        if isinstance(settings, BackendSettings):
+            parsed = settings
+        elif check_settings:
+            try:
+                parsed = self.parse_settings(settings)
+            except SpecError as exc:
+                problems += exc.problems
+        if parsed is None and check_settings:
+            return problems, None
+        sources = None
+        if parsed is not None:
+            problems += self.fleet_settings_problems(fleet, parsed)
+            if fleet.load_balancer is not None and not problems:
+                sources = self.fleet_sources(fleet, parsed)
+        try:
+            members = fleet.member_specs(sources)
+        except _VE:
+            return problems + member_problems(fleet, sources), parsed
+        by_problem: dict[str, list[str]] = {}
+        for spec in members:
+            for p in ([f"backend {self.name!r} cannot honour {q}" for q in self.unsupported(spec)]
+                      + (self.settings_problems(spec, parsed) if parsed is not None else [])):
+                by_problem.setdefault(p, []).append(spec.name)
+        for p, names in by_problem.items():
+            who = "members" if len(names) == len(members) else ", ".join(names)
+            problems.append(f"{who}: {p}")
+        return problems, parsed
+
+    def create_fleet(self, fleet: "FleetSpec", settings: BackendSettings,
+                     opts: "pulumi.ResourceOptions | None" = None) -> "pulumi.ComponentResource":
+        """Declare the fleet as one ComponentResource ``polyvm:<name>:Fleet`` (FLEET_OUTPUT_NAMES outputs)
+        with each member a VirtualMachine child: :attr:`fleet_component`, or the members only."""
+        from .fleet_component import Fleet
+
+        cls = Fleet
+        if self.fleet_component is not None:
+            module, _, attr = self.fleet_component.partition(":")
+            cls = getattr(importlib.import_module(module), attr)
+        return cls(self, fleet, settings, opts)
+
+    def declare_fleet(self, fleet: "FleetSpec", settings: Mapping[str, Any] | BackendSettings | None = None,
+                      opts: "pulumi.ResourceOptions | None" = None) -> "pulumi.ComponentResource":
+        """Validate everything (:meth:`fleet_check`), then :meth:`create_fleet`. Nothing is declared when
+        anything is wrong: a SpecError lists every problem."""
+        problems, parsed = self.fleet_check(fleet, settings)
+        if problems:
+            raise SpecError(problems, source=f"fleet {fleet.name}")
+        assert parsed is not None
+        self.require_sdk()
+        return self.create_fleet(fleet, parsed, opts)
 
     # --- reading an offline plan (the contract suite, polyvm.testing) ------------------------------------
     # Each takes the Plan of ONE VM (polyvm.plan.plan(backend, [spec])) and reads back what the backend

@@ -73,10 +73,13 @@ def backends_cmd(as_json: bool, markdown: bool) -> None:
               help="Backend settings (as for plan), checked together with the spec.")
 def validate_cmd(spec_path: str, backend: str | None, settings_path: str | None) -> None:
     """Check a VM spec file (and optionally a backend's capabilities and cloud limits) without declaring anything."""
+    from .fleet import FleetSpec, load_document
     from .plugins import get_backend
-    from .spec import load_spec_file
 
-    specs = load_spec_file(spec_path)
+    specs = load_document(spec_path)
+    if isinstance(specs, FleetSpec):
+        _validate_fleet(spec_path, specs, backend, settings_path)
+        return
     if backend:
         be = get_backend(backend)
         problems = []
@@ -94,6 +97,20 @@ def validate_cmd(spec_path: str, backend: str | None, settings_path: str | None)
     click.echo(f"{spec_path}: {len(specs)} VM spec(s) valid" + (f" for backend {backend}" if backend else ""))
 
 
+def _validate_fleet(spec_path: str, fleet: Any, backend: str | None, settings_path: str | None) -> None:
+    from .plugins import get_backend
+
+    if backend:
+        be = get_backend(backend)
+        settings = _settings_by_backend(settings_path).get(backend) if settings_path else None
+        problems, _parsed = be.fleet_check(fleet, settings, check_settings=bool(settings_path))
+        if problems:
+            raise SpecError(problems, source=f"{spec_path} ({backend})")
+    click.echo(f"{spec_path}: fleet {fleet.name} ({fleet.count} members"
+               + (", load balancer" if fleet.load_balancer else "") + ") valid"
+               + (f" for backend {backend}" if backend else ""))
+
+
 @click.command("plan")
 @click.option("--backend", required=True, help="Backend name, or 'all' for every backend side by side.")
 @click.option("--spec", "spec_path", required=True, type=click.Path(dir_okay=False), help="VM spec YAML file.")
@@ -109,11 +126,11 @@ def validate_cmd(spec_path: str, backend: str | None, settings_path: str | None)
 def plan_cmd(backend: str, spec_path: str, settings_path: str | None, as_json: bool, against_path: str | None,
              allow_data_loss: bool) -> None:
     """Render the resources a backend would declare, offline (Pulumi mock runtime; no credentials, no network)."""
-    from .plan import plan as run_plan
+    from .fleet import load_document
+    from .plan import plan_document as run_plan
     from .plugins import get_plugins
-    from .spec import load_spec_file
 
-    specs = load_spec_file(spec_path)
+    specs = load_document(spec_path)
     plugins = get_plugins()
     all_settings = _settings_by_backend(settings_path) if settings_path else {}
     everything = list(plugins.backends().values())
@@ -121,7 +138,7 @@ def plan_cmd(backend: str, spec_path: str, settings_path: str | None, as_json: b
         if backend == "all":
             raise ConfigError("--against compares two specs on one backend: name it with --backend")
         be = plugins.get_backend(backend)
-        old = run_plan(be, load_spec_file(against_path), all_settings.get(backend), backends=everything)
+        old = run_plan(be, load_document(against_path), all_settings.get(backend), backends=everything)
         new = run_plan(be, specs, all_settings.get(backend), backends=everything)
         _report_changes(be, against_path, spec_path, old, new, as_json=as_json, allow_data_loss=allow_data_loss)
         return

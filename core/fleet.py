@@ -246,6 +246,13 @@ class FleetSpec(_Model):
             raise ValueError("; ".join(problems))
         return self
 
+    def to_data(self) -> dict[str, Any]:
+        """The fleet as plain data that :func:`parse_fleet` reads back to an equal FleetSpec (JSON types,
+        no vm.name: members are named after the fleet)."""
+        data = self.model_dump(mode="json", exclude_unset=True)
+        data["vm"].pop("name", None)
+        return data
+
     # --- members -------------------------------------------------------------------------------------
     @property
     def member_names(self) -> list[str]:
@@ -281,12 +288,14 @@ class FleetSpec(_Model):
         ingress plus :meth:`lb_ingress` (when there is a load balancer and ``sources``), tagged with the
         fleet's name so backends can group them."""
         extra = self.lb_ingress(sources) if sources is not None else []
-        base = self.vm.model_dump()
+        # Only what the fleet's vm sets (exclude_unset): defaults stay defaults in the members, so rules
+        # that look at what a spec sets explicitly (root_disk_gb) see the member as the user wrote it.
+        base = self.vm.model_dump(exclude_unset=True)
         out = []
         for i, name in enumerate(self.member_names):
             data = dict(base, name=name, public_ip=self.members_public_ip,
-                        ingress=base["ingress"] + [r.model_dump() for r in extra],
-                        tags={**base["tags"], "polyvm-fleet": self.name})
+                        ingress=[r.model_dump() for r in self.vm.ingress] + [r.model_dump() for r in extra],
+                        tags={**self.vm.tags, "polyvm-fleet": self.name})
             if self.zones:
                 data["zone"] = self.zones[i % len(self.zones)]
             out.append(VmSpec.model_validate(data))
@@ -323,6 +332,17 @@ def is_fleet_document(data: Any) -> bool:
     return isinstance(data, Mapping) and "vm" in data and "count" in data
 
 
+def load_document(path: str | Path) -> "list[VmSpec] | FleetSpec":
+    """A spec file as ``polyvm plan`` and ``polyvm validate`` read it: a fleet (a mapping with ``count``
+    and ``vm``) as a FleetSpec, else one VM spec or ``vms: [...]`` as a list of VmSpec."""
+    from .spec import load_spec_file
+
+    data = load_yaml(path)
+    if is_fleet_document(data):
+        return parse_fleet(data, source=str(path))
+    return load_spec_file(path)
+
+
 def fleet_from_config(cfg: ConfigSource) -> tuple[str, FleetSpec, Mapping[str, Any]]:
     """(backend name, fleet, backend settings) from the ``polyvm`` Pulumi config namespace
     (``polyvm:backend``, ``polyvm:fleet``, ``polyvm:<backend>``); all problems at once."""
@@ -347,5 +367,5 @@ def member_problems(fleet: FleetSpec, sources: LbSources | None = None) -> list[
 
 
 __all__: Sequence[str] = ("FleetSpec", "HealthCheck", "LbSources", "Listener", "LoadBalancerSpec", "Scaling",
-                          "fleet_from_config", "is_fleet_document", "load_fleet_file", "member_problems",
+                          "fleet_from_config", "is_fleet_document", "load_document", "load_fleet_file", "member_problems",
                           "parse_fleet")

@@ -11,13 +11,16 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import pulumi
 from pulumi.runtime import mocks as _mocks
 
 from .backend import Backend
 from .spec import VmSpec
+
+if TYPE_CHECKING:
+    from .fleet import FleetSpec
 
 REDACTED = "[secret]"
 _SECRET_MARKERS = ("PRIVATE KEY", "#cloud-config")
@@ -248,7 +251,35 @@ def plan(backend: Backend, specs: Sequence[VmSpec], settings: Mapping[str, Any] 
         vms = declare(backend, specs, settings, export=False)
         return {name: {k: getattr(vm, k) for k in OUTPUT_NAMES} for name, vm in vms.items()}
 
-    value, mocks, monitor = run_mocked(program, list(backends) or [backend], calls=calls)
+    return _recorded(backend, *run_mocked(program, list(backends) or [backend], calls=calls))
+
+
+def plan_fleet(backend: Backend, fleet: "FleetSpec", settings: Mapping[str, Any] | None = None,
+               backends: Sequence[Backend] = (), *, calls: Mapping[str, Any] | None = None) -> Plan:
+    """Declare ``fleet`` through ``backend`` under mocks (as the Pulumi program does for ``polyvm:fleet``);
+    outputs: {fleet name: {members, lb_addresses, lb_dns_name}}."""
+    from .backend import FLEET_OUTPUT_NAMES
+    from .program import declare_fleet
+
+    def program() -> Any:
+        comp = declare_fleet(backend, fleet, settings, export=False)
+        return {fleet.name: {k: getattr(comp, k) for k in FLEET_OUTPUT_NAMES}}
+
+    return _recorded(backend, *run_mocked(program, list(backends) or [backend], calls=calls))
+
+
+def plan_document(backend: Backend, document: "Sequence[VmSpec] | FleetSpec",
+                  settings: Mapping[str, Any] | None = None, backends: Sequence[Backend] = (), *,
+                  calls: Mapping[str, Any] | None = None) -> Plan:
+    """:func:`plan_fleet` for a FleetSpec, :func:`plan` for VM specs (what ``load_document`` returns)."""
+    from .fleet import FleetSpec
+
+    if isinstance(document, FleetSpec):
+        return plan_fleet(backend, document, settings, backends, calls=calls)
+    return plan(backend, document, settings, backends, calls=calls)
+
+
+def _recorded(backend: Backend, value: Any, mocks: PlanMocks, monitor: RecordingMonitor) -> Plan:
     outputs = _resolve(value) or {}
     inputs = {(t, n): (i, rid) for t, n, i, _c, rid in mocks.resources}
     planned: list[PlannedResource] = []

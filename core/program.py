@@ -1,7 +1,8 @@
 """The Pulumi program body, shared by examples/postgres-vm, ``polyvm plan`` and the tests.
 
-Reads ``polyvm:backend`` and ``polyvm:vm`` (one spec) or ``polyvm:vms`` (a list) from Pulumi config,
-validates everything before declaring anything, and declares each VM through the chosen backend.
+Reads ``polyvm:backend`` and ``polyvm:vm`` (one spec) or ``polyvm:vms`` (a list) or ``polyvm:fleet``
+(one fleet, docs/fleets.md) from Pulumi config, validates everything before declaring anything, and
+declares each VM (or the fleet) through the chosen backend.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import pulumi
 
-from .backend import OUTPUT_NAMES, Backend
+from .backend import FLEET_OUTPUT_NAMES, OUTPUT_NAMES, Backend
 from .errors import ConfigError, PolyvmError, SpecError
+from .fleet import FleetSpec, fleet_from_config
 from .plugins import get_backend
 from .spec import VmSpec, parse_spec
 
@@ -26,7 +28,7 @@ def specs_from_config(cfg: pulumi.Config) -> tuple[str, list[VmSpec], Mapping[st
         raise ConfigError("Pulumi config polyvm:backend is not set: pulumi config set polyvm:backend aws")
     vm, vms = cfg.get_object("vm"), cfg.get_object("vms")
     if vm is None and vms is None:
-        raise ConfigError("Pulumi config has neither polyvm:vm (one VM) nor polyvm:vms (a list); "
+        raise ConfigError("Pulumi config has neither polyvm:vm (one VM) nor polyvm:vms (a list) nor polyvm:fleet; "
                           "see examples/postgres-vm/Pulumi.aws.yaml")
     raw = ([vm] if vm is not None else []) + list(vms or [])
     specs, problems = [], []
@@ -73,6 +75,17 @@ def declare(backend: Backend | str, specs: Sequence[VmSpec], settings: Mapping[s
     return vms
 
 
+def declare_fleet(backend: Backend | str, fleet: FleetSpec, settings: Mapping[str, Any] | None = None,
+                  *, export: bool = True) -> Any:
+    """Validate the fleet (its load balancer, the settings, every member) against the backend, then
+    declare it as one ``polyvm:<backend>:Fleet`` component; exported under the fleet's name."""
+    be = get_backend(backend) if isinstance(backend, str) else backend
+    comp = be.declare_fleet(fleet, settings)
+    if export:
+        pulumi.export(fleet.name, {k: getattr(comp, k) for k in FLEET_OUTPUT_NAMES})
+    return comp
+
+
 def _unsupported(be: Backend, spec: VmSpec) -> list[str]:
     try:
         be.check(spec)
@@ -84,7 +97,14 @@ def _unsupported(be: Backend, spec: VmSpec) -> list[str]:
 def run(after: AfterVm | None = None) -> dict[str, Any]:
     """Entry point for a Pulumi program's __main__.py. A PolyvmError stops the run with its message only."""
     try:
-        backend, specs, settings = specs_from_config(pulumi.Config("polyvm"))
+        cfg = pulumi.Config("polyvm")
+        if cfg.get_object("fleet") is not None:
+            if cfg.get_object("vm") is not None or cfg.get_object("vms") is not None:
+                raise ConfigError("Pulumi config has polyvm:fleet and polyvm:vm/vms: a stack declares either "
+                                  "one fleet or its VMs; use one stack for each")
+            backend, fleet, fleet_settings = fleet_from_config(cfg)
+            return {fleet.name: declare_fleet(backend, fleet, fleet_settings)}
+        backend, specs, settings = specs_from_config(cfg)
         return declare(backend, specs, settings, after=after)
     except PolyvmError as exc:
         # pulumi.RunError prints the message without a Python traceback.

@@ -37,6 +37,7 @@ from .errors import MissingDependencyError, SpecError, UnsupportedFeatureError
 from .spec import DATABASE_PORTS, SSH_PORT, SUPPORTED_IMAGES, VmSpec, parse_spec
 
 if TYPE_CHECKING:
+    from .fleet import FleetSpec
     from .plan import Plan
 
 __all__ = ["BackendContract", "contract_public_key", "find_in_clear", "plan_of", "polyvm_plan", "polyvm_public_key",
@@ -181,6 +182,9 @@ class BackendContract:
     #: Backend-specific limits beyond the capabilities: (patch merged into the full sample spec,
     #: text the error must contain). Each must be rejected before anything is declared.
     extra_unsupported: ClassVar[tuple[tuple[dict[str, Any], str], ...]] = ()
+    #: Settings for the fleet plans (a load balancer may need the network its members share); default:
+    #: ``settings``.
+    fleet_settings: ClassVar[Mapping[str, Any] | None] = None
 
     # --- helpers (prefixed contract_ so a backend's own test class can use any other name) ---------------
     @classmethod
@@ -573,6 +577,207 @@ class BackendContract:
             except Exception as exc:  # noqa: BLE001 - collect every failing variant
                 failures.append(f"{label}: {type(exc).__name__}: {exc}")
         assert not failures, "specs within the declared capabilities failed to plan:\n" + "\n".join(failures)
+
+
+    # --- fleets (docs/fleets.md) ------------------------------------------------------------------------
+    FLEET_NAME: ClassVar[str] = "contract-web"
+    FLEET_PORT: ClassVar[int] = 80
+
+    def contract_fleet(self, *, count: int = 3, load_balancer: bool = True) -> "FleetSpec":
+        """A fleet of ``count`` full sample VMs (data disks, tags, ingress), with a load balancer every
+        cloud's accepts: a tcp listener on the members' own port 80 (or the backend's first listener
+        protocol), an http health check with equal thresholds and the default timeout."""
+        from .fleet import parse_fleet
+
+        vm = sample_spec_data(self.contract_caps, "full", region=self.region)
+        vm.pop("name")
+        data: dict[str, Any] = {"name": self.FLEET_NAME, "count": count, "vm": vm}
+        if load_balancer:
+            protocols = self.contract_caps.lb_protocols or frozenset({"tcp"})
+            proto = "tcp" if "tcp" in protocols else sorted(protocols)[0]
+            data["load_balancer"] = {
+                "allowed_cidrs": [ADMIN_CIDR],
+                "listeners": [{"protocol": proto, "port": self.FLEET_PORT}],
+                "health_check": {"protocol": "http", "path": "/healthz", "interval_s": 10,
+                                 "healthy_threshold": 3, "unhealthy_threshold": 3},
+            }
+        return parse_fleet(data)
+
+    def contract_fleet_settings(self) -> Mapping[str, Any] | None:
+        return self.fleet_settings if self.fleet_settings is not None else self.settings
+
+    def contract_fleet_plan(self, *, count: int = 3, load_balancer: bool = True) -> tuple["FleetSpec", "Plan"]:
+        from .plan import plan_fleet
+
+        key = f"fleet-{count}-{load_balancer}"
+        cache = self._cache()
+        if key not in cache:
+            fleet = self.contract_fleet(count=count, load_balancer=load_balancer)
+            cache[key] = (fleet, plan_fleet(self.backend, fleet, self.contract_fleet_settings(), [self.backend]))
+        return cache[key]
+
+    def _fleet_component(self, plan: "Plan") -> Any:
+        token = f"polyvm:{self.backend.name}:Fleet"
+        comps = plan.by_type(token)
+        assert len(comps) == 1, f"expected exactly one {token}, found {len(comps)}"
+        assert comps[0].name == self.FLEET_NAME and comps[0].parent is None, \
+            f"the fleet component must be a root named after the fleet, got {comps[0].name!r}"
+        return comps[0]
+
+    def contract_member_plan(self, plan: "Plan", member: str) -> "Plan":
+        """The part of a fleet plan under one member's VirtualMachine component, as a Plan of one VM (so
+        ``planned_ingress`` and friends read it as they read a single VM's)."""
+        from .plan import Plan
+
+        token = f"polyvm:{self.backend.name}:VirtualMachine"
+        (vm,) = [r for r in plan.by_type(token) if r.name == member]
+        by_urn = {r.urn: r for r in plan.resources}
+
+        def under(res: Any) -> bool:
+            cur = res
+            while cur is not None:
+                if cur.urn == vm.urn:
+                    return True
+                cur = by_urn.get(cur.parent) if cur.parent else None
+            return False
+
+        return Plan(backend=plan.backend, resources=[r for r in plan.resources if under(r)], calls=plan.calls,
+                    outputs={member: plan.outputs[self.FLEET_NAME]["members"][member]})
+
+    def _check_fleet_tree(self, fleet: "FleetSpec", plan: "Plan") -> Any:
+        comp = self._fleet_component(plan)
+        token = f"polyvm:{self.backend.name}:VirtualMachine"
+        vms = plan.by_type(token)
+        assert sorted(v.name for v in vms) == sorted(fleet.member_names), \
+            f"members must be named {fleet.member_names}, got {sorted(v.name for v in vms)}"
+        assert all(v.parent == comp.urn for v in vms), "every member must be a child of the fleet component"
+        by_urn = {r.urn: r for r in plan.resources}
+        for res in plan.resources:
+            cur = res
+            while cur.parent is not None and cur.parent in by_urn:
+                cur = by_urn[cur.parent]
+            assert cur is comp, f"{res.type} {res.name} is not a descendant of the fleet component"
+        outs = plan.outputs[fleet.name]
+        from .backend import FLEET_OUTPUT_NAMES
+
+        assert sorted(outs) == sorted(FLEET_OUTPUT_NAMES), f"fleet outputs {sorted(outs)} != {sorted(FLEET_OUTPUT_NAMES)}"
+        assert sorted(outs["members"]) == fleet.member_names
+        for name, member_outs in outs["members"].items():
+            missing = [k for k in OUTPUT_NAMES if k not in member_outs]
+            assert not missing, f"member {name} lacks the VM outputs {missing}"
+        return comp
+
+    def test_fleet_without_load_balancer_is_its_members(self) -> None:
+        fleet, plan = self.contract_fleet_plan(load_balancer=False)
+        comp = self._check_fleet_tree(fleet, plan)
+        direct = [r for r in plan.children_of(comp) if r.custom]
+        assert not direct, f"a fleet without load balancer declares {[(r.type, r.name) for r in direct]} beside its members"
+        for spec in fleet.member_specs():
+            got = set(self.backend.planned_ingress(self.contract_member_plan(plan, spec.name)))
+            want = spec_ingress_rules(spec)
+            assert got == want, (f"{spec.name}: planned ingress differs from the member spec\n  extra:\n"
+                                 f"{_fmt(got - want)}\n  missing:\n{_fmt(want - got)}")
+            assert self.backend.planned_disks(self.contract_member_plan(plan, spec.name)) == \
+                {d.name: d.size_gb for d in spec.data_disks}
+
+    def test_fleet_with_load_balancer_plans_or_is_refused_clearly(self) -> None:
+        """Either the load balancer's resources are declared (children of the fleet, beside the members,
+        with an address or DNS name as output) and each member admits exactly its VM's ingress plus the
+        load balancer's sources on the target and health-check ports; or the backend refuses the load
+        balancer before anything is declared, naming itself and ``load_balancer``."""
+        from .plan import run_mocked
+        from .program import declare_fleet
+
+        fleet = self.contract_fleet()
+        settings = self.contract_fleet_settings()
+
+        def program() -> Any:
+            try:
+                declare_fleet(self.backend, fleet, settings, export=False)
+            except SpecError as exc:
+                return exc
+            return None
+
+        err, _mocks, monitor = run_mocked(program, [self.backend])
+        if err is not None:
+            assert not monitor.registered, "resources were declared before the fleet was refused: " + ", ".join(
+                f"{t} {n}" for _u, _p, t, n, _c in monitor.registered)
+            msg = str(err)
+            if all(pr.startswith(f"polyvm:{self.backend.name}.") for pr in err.problems):
+                pytest.skip(f"the load balancer needs settings: set fleet_settings on the contract class ({msg})")
+            assert f"backend {self.backend.name!r}" in msg and "load_balancer" in msg, (
+                f"a refused load balancer must be named with the backend (or the fleet_settings it needs "
+                f"set on the contract class): {msg}")
+            return
+        _fleet, plan = self.contract_fleet_plan()
+        comp = self._check_fleet_tree(fleet, plan)
+        lb_resources = [r for r in plan.children_of(comp) if r.custom]
+        assert lb_resources, "a fleet with a load balancer declares no load balancer resource beside its members"
+        outs = plan.outputs[fleet.name]
+        assert outs["lb_addresses"] or outs["lb_dns_name"], "the fleet has neither lb_addresses nor lb_dns_name"
+        for a in outs["lb_addresses"] or []:
+            ipaddress.ip_address(a)
+        parsed = self.backend.parse_settings(settings)
+        sources = self.backend.fleet_sources(fleet, parsed)
+        lb = fleet.load_balancer
+        assert lb is not None
+        lb_ports = set(lb.target_ports) | {lb.health_port}
+        allowed = set(sources.traffic + sources.health_checks) if sources is not None else set()
+        for spec in fleet.member_specs(sources):
+            vm_rules = spec_ingress_rules(fleet.vm)
+            got = set(self.backend.planned_ingress(self.contract_member_plan(plan, spec.name)))
+            want = spec_ingress_rules(spec)
+            assert got == want, (f"{spec.name}: planned ingress differs from the member spec\n  extra:\n"
+                                 f"{_fmt(got - want)}\n  missing:\n{_fmt(want - got)}")
+            for rule in got - vm_rules:
+                proto, lo, hi, cidr = rule
+                assert proto == "tcp" and lo == hi and lo in lb_ports and cidr in allowed, (
+                    f"{spec.name}: {rule} is opened for the load balancer but is not a target or health-check "
+                    f"port {sorted(lb_ports)} from its sources {sorted(allowed)}")
+                # allowed_cidrs is ADMIN_CIDR: nothing the load balancer needs may be open to the world.
+                assert ipaddress.ip_network(cidr).prefixlen > 0, (
+                    f"{spec.name}: {rule} opens a member port to the world although only {lb.allowed_cidrs} "
+                    "may reach the load balancer")
+
+    def test_fleet_member_names_are_stable(self) -> None:
+        """Growing a fleet from 3 to 4 members only creates: no member's resource is renamed, replaced
+        or deleted (members are <fleet>-<index>, not positions in a list that shifts)."""
+        from .plan import CREATE, diff
+
+        _f3, three = self.contract_fleet_plan(load_balancer=False)
+        _f4, four = self.contract_fleet_plan(count=4, load_balancer=False)
+        changes = [c for c in diff(self.backend, three, four) if c.action != CREATE]
+        assert not changes, "adding a member changes the others: " + "; ".join(
+            f"{c.action} {c.type} {c.name}" for c in changes)
+        created = {c.name for c in diff(self.backend, three, four)}
+        assert created and all(f"{self.FLEET_NAME}-3" in n for n in created), \
+            f"adding member {self.FLEET_NAME}-3 creates {sorted(created)}"
+
+    def test_fleet_member_data_disks_are_protected(self) -> None:
+        self.contract_require_durable()
+        fleet, plan = self.contract_fleet_plan(load_balancer=False)
+        if not fleet.vm.data_disks:
+            return
+        for name in fleet.member_names:
+            holders = [r for r in self.contract_member_plan(plan, name).resources
+                       if r.custom and self.backend.holds_data(r.type, r.inputs)]
+            assert holders, f"{name}: no resource holds the member's data disks"
+            for r in holders:
+                assert r.options.get("protect") and r.options.get("retain_on_delete"), (
+                    f"{name}: {r.type} {r.name} holds a data disk but is not protected and retained on delete")
+
+    def test_fleet_resources_have_replacement_rules(self) -> None:
+        from .backend import CORE_REPLACEMENTS
+
+        declared = {rep.type for rep in (*self.backend.replacements, *CORE_REPLACEMENTS)}
+        for lb in (False, True):
+            try:
+                _fleet, plan = self.contract_fleet_plan(load_balancer=lb)
+            except SpecError:
+                continue  # a refused load balancer: test_fleet_with_load_balancer_plans_or_is_refused_clearly
+            missing = sorted({r.type for r in plan.resources if r.custom} - declared)
+            assert not missing, (f"no replacement rule declared for the fleet's {missing}; add Replacement "
+                                 f"entries to {type(self.backend).__name__}.replacements")
 
 
 # --- fixtures for a backend's own tests (available wherever polyvm is installed) --------------------------

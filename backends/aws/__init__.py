@@ -11,10 +11,14 @@ if TYPE_CHECKING:  # the Pulumi SDK is imported when a VM is declared, not when 
     import pulumi
 
 from polyvm.backend import Backend, BackendSettings, Capabilities, Replacement
+from polyvm.fleet import FleetSpec, LbSources
 from polyvm.hookspecs import hookimpl
-from polyvm.spec import VmSpec
+from polyvm.spec import Ipv4Cidr, VmSpec
 
+from . import lb as lbm
 from . import mapping as m
+
+TF_ELBV2 = "hashicorp/terraform-provider-aws internal/service/elbv2"
 
 
 class AwsSettings(BackendSettings):
@@ -22,6 +26,11 @@ class AwsSettings(BackendSettings):
 
     vpc_id: str | None = Field(default=None, description="VPC for the security group (default VPC if unset).")
     subnet_id: str | None = Field(default=None, description="Subnet for the instance (a default subnet if unset).")
+    subnet_ids: list[str] = Field(default_factory=list, description=(
+        "Fleets: subnets (one per Availability Zone) of vpc_id the members are spread over, round robin, "
+        "and the load balancer spans."))
+    vpc_cidr: Ipv4Cidr | None = Field(default=None, description=(
+        "Fleets with a load balancer: vpc_id's IPv4 CIDR, where health checks (and ALB traffic) come from."))
     upgrade_image: bool = Field(default=False, description=(
         "The AMI is pinned once chosen (ignore_changes on ami): true lets the next `pulumi up` move to the "
         "newest matching AMI, which replaces the instance (data volumes are detached with the instance "
@@ -31,7 +40,7 @@ class AwsSettings(BackendSettings):
     def _vpc_needs_subnet(self) -> "AwsSettings":
         # The security group goes in vpc_id but the instance in subnet_id's VPC (the default VPC without
         # one); EC2 refuses a security group of another VPC (InvalidParameter at RunInstances).
-        if self.vpc_id and not self.subnet_id:
+        if self.vpc_id and not (self.subnet_id or self.subnet_ids):
             raise ValueError("vpc_id needs subnet_id (a subnet of that VPC): without it the instance "
                              "lands in the default VPC and cannot use the security group")
         return self
@@ -47,6 +56,8 @@ class AwsBackend(Backend):
         public_ip=True,
         private_ip_only=True,
         host_key_at_creation=True,
+        load_balancer="Network LB (tcp) or Application LB (http/https)",
+        lb_protocols=frozenset({"tcp", "http", "https"}),
         notes="Images without cloud-init fall back to trust-on-first-use for the host key. IPv6 ingress gives "
               "the instance an IPv6 address and needs a subnet with an IPv6 CIDR (subnet_id). A VM without a "
               "public IP reaches the internet only through the subnet's NAT (choose subnet_id accordingly). The "
@@ -66,6 +77,11 @@ class AwsBackend(Backend):
         },
         "aws:ebs/volume:Volume": lambda name, inputs: {
             "id": "vol-0" + hashlib.sha256(name.encode()).hexdigest()[:16]},
+        "aws:lb/loadBalancer:LoadBalancer": lambda name, inputs: {
+            "arn": f"arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/net/{inputs.get('name')}/0123",
+            "dnsName": f"{inputs.get('name')}-0123456789.elb.us-east-1.amazonaws.com"},
+        "aws:lb/targetGroup:TargetGroup": lambda name, inputs: {
+            "arn": f"arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/{inputs.get('name')}/0123"},
     }
     mock_calls = {
         "aws:ec2/getAmi:getAmi": lambda args: {"id": "ami-0123456789abcdef0", "name": args["filters"][0]["values"][0]},
@@ -90,6 +106,15 @@ class AwsBackend(Backend):
                     f"{m.TF_AWS}/ebs_volume.go"),
         Replacement("aws:ec2/volumeAttachment:VolumeAttachment", ("deviceName", "instanceId", "volumeId"),
                     f"{m.TF_AWS}/ebs_volume_attachment.go"),
+        Replacement("aws:lb/loadBalancer:LoadBalancer", ("name", "namePrefix", "internal", "loadBalancerType"),
+                    f"{TF_ELBV2}/load_balancer.go"),
+        Replacement("aws:lb/targetGroup:TargetGroup", ("name", "namePrefix", "port", "protocol", "protocolVersion",
+                                                       "targetType", "vpcId", "ipAddressType"),
+                    f"{TF_ELBV2}/target_group.go"),
+        Replacement("aws:lb/listener:Listener", ("loadBalancerArn",), f"{TF_ELBV2}/listener.go"),
+        Replacement("aws:lb/targetGroupAttachment:TargetGroupAttachment",
+                    ("targetGroupArn", "targetId", "port", "availabilityZone"),
+                    f"{TF_ELBV2}/target_group_attachment.go (every argument ForceNew)"),
     )
 
     def create(self, spec: VmSpec, settings: BackendSettings, opts: "pulumi.ResourceOptions | None" = None) -> Any:
@@ -97,6 +122,34 @@ class AwsBackend(Backend):
 
         assert isinstance(settings, AwsSettings)
         return AwsVirtualMachine(spec, settings, opts)
+
+    # --- fleets ----------------------------------------------------------------------------------------
+    lb_module = "polyvm.backends.aws.lb"
+    fleet_component = "polyvm.backends.aws.fleet:AwsFleet"
+    lb_settings = (("vpc_id", "the VPC the load balancer and its target groups go in"),
+                   ("vpc_cidr", "the VPC's IPv4 CIDR: members admit health checks from it"),
+                   ("subnet_ids", "one subnet per Availability Zone the load balancer spans"))
+
+    def fleet_problems(self, fleet: FleetSpec) -> list[str]:
+        out = super().fleet_problems(fleet)
+        if fleet.zones:
+            out.append("zones (AWS members are spread over polyvm:aws.subnet_ids, one subnet per Availability "
+                       "Zone; remove zones)")
+        return out
+
+    def fleet_settings_problems(self, fleet: FleetSpec, settings: BackendSettings) -> list[str]:
+        assert isinstance(settings, AwsSettings)
+        out = super().fleet_settings_problems(fleet, settings)
+        if fleet.load_balancer is not None and settings.subnet_ids:
+            alone = lbm.problems(fleet)
+            out += [f"polyvm:aws.subnet_ids: {p}" for p in lbm.problems(fleet, settings.subnet_ids) if p not in alone]
+        return out
+
+    def fleet_sources(self, fleet: FleetSpec, settings: BackendSettings) -> LbSources | None:
+        assert isinstance(settings, AwsSettings)
+        if fleet.load_balancer is None or not settings.vpc_cidr:
+            return None
+        return lbm.sources(fleet, settings.vpc_cidr)
 
     def doc_tables(self) -> dict:
         return {

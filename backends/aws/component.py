@@ -62,6 +62,7 @@ class AwsVirtualMachine(VirtualMachine):
             opts=vm_opts,
         )
 
+        self.instance = instance  # a fleet's load balancer attaches it (backends/aws/fleet.py)
         devices: dict[str, pulumi.Output[str]] = {}
         for disk, vol_args, device_name in zip(spec.data_disks, m.volume_args(spec), m.ATTACH_DEVICE_NAMES):
             vol_name, vol_opts = self.child(disk.name, data=True,

@@ -76,6 +76,8 @@ class AzureBackend(Backend):
         host_key_at_creation=True,
         os_families=frozenset({"ubuntu", "debian", "rhel"}),
         ipv6_ingress=False,
+        load_balancer="Standard Load Balancer (layer 4)",
+        lb_protocols=frozenset({"tcp"}),
         notes="IPv4-only network; zones are 1, 2, 3; data disks at /dev/disk/azure/scsi1/lun<N>; a private VM "
               "reaches out through default outbound access, enabled on the subnet polyvm creates.",
     )
@@ -108,6 +110,8 @@ class AzureBackend(Backend):
         Replacement("azure-native:network:PublicIPAddress", ("location", "resourceGroupName", "sku", "zones",
                                                              "publicIPAddressVersion"),
                     m.AZ_SPECS + " network publicIpAddress.json (SKU and zones are fixed at creation)"),
+        Replacement("azure-native:network:LoadBalancer", ("location", "resourceGroupName", "loadBalancerName"),
+                    m.AZ_SPECS + " network loadBalancer.json"),
         Replacement("azure-native:network:NetworkInterface", ("location", "resourceGroupName", "networkInterfaceName"),
                     m.AZ_SPECS + " network networkInterface.json"),
         Replacement("azure-native:compute:Disk", ("location", "resourceGroupName", "diskName", "creationData", "zones"),
@@ -131,6 +135,13 @@ class AzureBackend(Backend):
 
         assert isinstance(settings, AzureSettings)
         return AzureVirtualMachine(spec, settings, opts)
+
+    # --- fleets ----------------------------------------------------------------------------------------
+    lb_module = "polyvm.backends.azure.lb"
+    fleet_component = "polyvm.backends.azure.fleet:AzureFleet"
+    lb_settings = (
+        ("resource_group", "the members, their subnet and the load balancer share one resource group"),
+        ("subnet_id", "the members' shared subnet: the backend pool holds their addresses in its virtual network"))
 
     def doc_tables(self) -> dict:
         return {

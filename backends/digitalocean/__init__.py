@@ -67,6 +67,8 @@ class DigitalOceanBackend(Backend):
         host_key_at_creation=True,
         os_families=frozenset({"ubuntu", "debian", "rhel"}),
         zones=False,
+        load_balancer="regional Load Balancer on the fleet's Droplet tag",
+        lb_protocols=frozenset({"tcp", "http", "https"}),
         notes=("rhel means Rocky Linux 9; amazon-linux only with image.image_id.digitalocean. "
                "Tags become 'key:value' tag names. The Droplet size also sets the root disk, so a large "
                "root_disk_gb picks a larger size. The firewall is bound to a tag of the VM's own that the "
@@ -80,6 +82,8 @@ class DigitalOceanBackend(Backend):
     sdk_modules = ("pulumi_digitalocean", "pulumi_tls")
     extra = "digitalocean"
     mock_outputs = {
+        "digitalocean:index/loadBalancer:LoadBalancer": lambda name, inputs: {
+            "id": "4de7ac8b-495b-4884-9a69-1050c6793cd6", "ip": "203.0.113.80"},
         "digitalocean:index/droplet:Droplet": lambda name, inputs: {
             "id": _numeric_id(name),
             "ipv4Address": "203.0.113.20" if inputs.get("publicNetworking", True) else "",
@@ -104,6 +108,9 @@ class DigitalOceanBackend(Backend):
                     f"{m.TF_DO}/volume/resource_volume.go (size grows in place)"),
         Replacement("digitalocean:index/volumeAttachment:VolumeAttachment", ("dropletId", "volumeId"),
                     f"{m.TF_DO}/volume/resource_volume_attachment.go"),
+        Replacement("digitalocean:index/loadBalancer:LoadBalancer", ("region", "type", "network", "vpcUuid"),
+                    f"{m.TF_DO}/loadbalancer/resource_loadbalancer.go (ForceNew; forwarding rules, health check, "
+                    "tag and firewall update in place)"),
     )
     egress_rules = frozenset(m.firewall_rules(list(m.OUTBOUND_RULES), "destinationAddresses"))
 
@@ -122,6 +129,9 @@ class DigitalOceanBackend(Backend):
             out = [p for p in out if not p.startswith("image.family ")]
         return out + m.unsupported(spec)
 
+    # --- fleets ----------------------------------------------------------------------------------------
+    lb_module = "polyvm.backends.digitalocean.lb"
+    fleet_component = "polyvm.backends.digitalocean.fleet:DigitalOceanFleet"
     def doc_tables(self) -> dict:
         return {
             "Droplet sizes (cheapest with at least the asked vCPUs, GiB and root disk)":

@@ -83,6 +83,8 @@ class GcpBackend(Backend):
         host_key_at_creation=True,
         os_families=m.OS_FAMILIES,
         ipv6_ingress=False,
+        load_balancer="regional external passthrough Network LB",
+        lb_protocols=frozenset({"tcp"}),
         notes="Ubuntu only (the GCE images with cloud-init); IPv4-only network; labels need lowercase "
               "keys and values; a private VM gets Cloud NAT for its egress (in the network polyvm creates).",
     )
@@ -98,6 +100,9 @@ class GcpBackend(Backend):
         "gcp:compute/network:Network": _self_link("networks"),
         "gcp:compute/subnetwork:Subnetwork": _self_link("subnetworks"),
         "gcp:compute/router:Router": _self_link("routers"),
+        "gcp:compute/regionHealthCheck:RegionHealthCheck": _self_link("healthChecks"),
+        "gcp:compute/instanceGroup:InstanceGroup": _self_link("instanceGroups"),
+        "gcp:compute/regionBackendService:RegionBackendService": _self_link("backendServices"),
     }
 
     limits = m.LIMITS
@@ -121,6 +126,17 @@ class GcpBackend(Backend):
                     f"{m.TF_GOOGLE}/resource_compute_router.go"),
         Replacement("gcp:compute/routerNat:RouterNat", ("name", "router", "region", "project"),
                     f"{m.TF_GOOGLE}/resource_compute_router_nat.go"),
+        Replacement("gcp:compute/regionHealthCheck:RegionHealthCheck", ("name", "region", "project"),
+                    f"{m.TF_GOOGLE}/resource_compute_region_health_check.go"),
+        Replacement("gcp:compute/instanceGroup:InstanceGroup", ("name", "zone", "project", "network", "description"),
+                    f"{m.TF_GOOGLE}/resource_compute_instance_group.go (instances update in place)"),
+        Replacement("gcp:compute/regionBackendService:RegionBackendService",
+                    ("name", "region", "project", "loadBalancingScheme"),
+                    f"{m.TF_GOOGLE}/resource_compute_region_backend_service.go"),
+        Replacement("gcp:compute/forwardingRule:ForwardingRule",
+                    ("name", "region", "project", "ipAddress", "ipProtocol", "ports", "backendService",
+                     "loadBalancingScheme", "networkTier", "sourceIpRanges"),
+                    f"{m.TF_GOOGLE}/resource_compute_forwarding_rule.go (labels update in place)"),
     )
 
     def unsupported(self, spec: VmSpec) -> list[str]:
@@ -143,6 +159,12 @@ class GcpBackend(Backend):
 
         assert isinstance(settings, GcpSettings)
         return GcpVirtualMachine(spec, settings, opts)
+
+    # --- fleets ----------------------------------------------------------------------------------------
+    lb_module = "polyvm.backends.gcp.lb"
+    fleet_component = "polyvm.backends.gcp.fleet:GcpFleet"
+    lb_settings = (
+        ("network", "the members' shared VPC network: instance groups take instances of one network"),)
 
     def doc_tables(self) -> dict:
         return {

@@ -82,6 +82,7 @@ class GcpVirtualMachine(VirtualMachine):
             opts=vm_opts,
         )
 
+        self.instance = instance  # a fleet's instance groups hold it (backends/gcp/fleet.py)
         self.finish(
             public_ip=address.address if address is not None else None,
             private_ip=instance.network_interfaces.apply(lambda ns: ns[0].network_ip if ns else None),

@@ -22,6 +22,7 @@ from . import mapping as m
 HOST_FAMILY, HOST_VERSION = m.host_os()
 _HOST_SUPPORTED = bool(HOST_FAMILY) and HOST_VERSION in SUPPORTED_IMAGES.get(HOST_FAMILY or "", ())
 HOST_TYPE = "pulumi-python:dynamic/local:Host"
+LB_TYPE = "pulumi-python:dynamic/local:LoadBalancer"
 _MOCK_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockLocalHostKeyMockLocalHostKeyMockLocal"
 
 
@@ -66,6 +67,8 @@ class LocalBackend(Backend):
         regions=False,
         zones=False,
         durable_data_disks=False,
+        load_balancer="HAProxy in its own network namespace",
+        lb_protocols=frozenset({"tcp", "http"}),
         notes=("OS: this machine's own (detected from /etc/os-release"
                + (f"; here {HOST_FAMILY} {HOST_VERSION}" if _HOST_SUPPORTED else "; here none polyvm supports") + "). "
                "One address, reachable from this machine only, reported as public_ip and private_ip. "
@@ -76,12 +79,15 @@ class LocalBackend(Backend):
     )
     settings_model = LocalSettings
     egress_rules = frozenset({("all", None, None, "198.19.0.0/16")})
-    mock_outputs = {HOST_TYPE: _mock_host}
+    mock_outputs = {HOST_TYPE: _mock_host,
+                    LB_TYPE: lambda name, inputs: {"id": "pvlb-1", "lb_id": "pvlb-1", "address": "198.18.193.2"}}
     # The host holds its loop-device data disks; its own provider says which inputs need a new host.
     data_disk_types = frozenset({HOST_TYPE})
     replacements = (Replacement(HOST_TYPE, ("hostname", "sshUser", "authorizedKeys", "disks", "rootMb", "pg", "stateDir",
                                             "ssh_user", "authorized_keys", "root_mb", "state_dir"),
-                                "backends/local/provider.py REPLACING (the local host provider's diff)"),)
+                                "backends/local/provider.py REPLACING (the local host provider's diff)"),
+                    Replacement(LB_TYPE, ("fleet", "members", "stateDir", "state_dir"),
+                                "backends/local/provider.py LocalLoadBalancerProvider.diff (every change replaces)"))
 
     def unsupported(self, spec: VmSpec) -> list[str]:
         out = super().unsupported(spec)
@@ -89,6 +95,17 @@ class LocalBackend(Backend):
             out.append(f"image.version {spec.image.version!r} (local hosts run this machine's OS, "
                        f"{HOST_FAMILY} {HOST_VERSION})")
         return out
+
+    # --- fleets: members behind HAProxy in its own network namespace (loadbalancer.py) ---------------------
+    lb_module = "polyvm.backends.local.loadbalancer"
+    fleet_component = "polyvm.backends.local.component:LocalFleet"
+
+    def fleet_sources(self, fleet: Any, settings: BackendSettings) -> Any:
+        from .loadbalancer import range_sources
+
+        # The load balancer is made after its members (it links into their namespaces), so they admit
+        # any local load balancer's block: only this machine's own load balancers have addresses there.
+        return range_sources() if fleet.load_balancer is not None else None
 
     def create_host(self, spec: VmSpec, settings: BackendSettings, *, extra_authorized_keys: Sequence[str] = (),
                     labels: Mapping[str, str] | None = None) -> Any:

@@ -37,15 +37,25 @@ def sandbox_group() -> None:
               help="The recipe to apply (polyvm recipes lists them); 'none': the guest baseline only.")
 @click.option("--inputs", "inputs_path", type=click.Path(exists=True, dir_okay=False),
               help="Recipe inputs YAML overriding the sandbox defaults (postgres: user and database 'app').")
+@click.option("--load-balancer", "load_balancer", is_flag=True,
+              help="With --count N: one fleet of N members behind HAProxy (own network namespace) forwarding "
+                   "the recipe's ports; running up again rolls the change through the members.")
+@click.option("--fleet", "fleet_path", type=click.Path(exists=True, dir_okay=False),
+              help="A fleet spec YAML (docs/fleets.md) with its load_balancer, instead of --spec/--count.")
+@click.option("--rolling", "rolling", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Fleets: members changed at a time when up runs again (each drained, re-provisioned, "
+                   "back in once healthy).")
 @click.option("--show-password", is_flag=True, help="Print the generated database password.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (no progress display).")
 @_STATE_OPTION
-def up_cmd(spec_path: str | None, count: int, recipe: str, inputs_path: str | None, show_password: bool,
-           as_json: bool, state_dir: str) -> None:
+def up_cmd(spec_path: str | None, count: int, recipe: str, inputs_path: str | None, load_balancer: bool,
+           fleet_path: str | None, rolling: int, show_password: bool, as_json: bool, state_dir: str) -> None:
     """Create the host(s), apply the guest baseline and the recipe over SSH, use the service once from this
     machine (a database login, an HTTPS request), print how to connect.
 
-    Running it again reuses the running hosts (nothing changes) and replaces hosts that died."""
+    Running it again reuses the running hosts (nothing changes) and replaces hosts that died. With
+    --load-balancer (or --fleet), the hosts are one fleet behind HAProxy and running it again is a
+    rolling update, --rolling members at a time."""
     from rich.console import Console
 
     from polyvm.spec import load_spec_file
@@ -57,6 +67,9 @@ def up_cmd(spec_path: str | None, count: int, recipe: str, inputs_path: str | No
     specs = load_spec_file(spec_path) if spec_path else None
     overrides = load_inputs(inputs_path)
     the_recipe = None if recipe == "none" else recipe
+    if load_balancer or fleet_path:
+        _up_fleet(sb, specs, count, the_recipe, overrides, fleet_path, rolling, as_json, started)
+        return
     err = Console(stderr=True)
     if as_json or not err.is_terminal:
         def say(name: str, what: str) -> None:
@@ -79,6 +92,56 @@ def up_cmd(spec_path: str | None, count: int, recipe: str, inputs_path: str | No
         click.echo(json_dump(out))
         return
     _print_up(vms, total, sb, passwords if show_password else None)
+
+
+def _up_fleet(sb: Any, specs: Any, count: int, recipe: str | None, overrides: dict, fleet_path: str | None,
+              rolling: int, as_json: bool, started: float) -> None:
+    from rich.console import Console
+
+    from polyvm.errors import ConfigError
+    from polyvm.fleet import load_fleet_file
+    from polyvm.plugins import get_recipe
+
+    from .sandbox import json_dump
+    from .sandbox_fleet import FleetSandbox, sandbox_fleet
+
+    if fleet_path:
+        if specs is not None or count != 1:
+            raise ConfigError("--fleet FILE describes the members: without --spec and --count")
+        fleet = load_fleet_file(fleet_path)
+    else:
+        if count < 2:
+            raise ConfigError("--load-balancer needs --count 2 or more (members behind one load balancer)")
+        if specs is not None and len(specs) != 1:
+            raise ConfigError("--load-balancer takes one VM spec (the members' copy), not vms: [...]")
+        the_recipe = get_recipe(recipe) if recipe else None
+        vm = specs[0] if specs else sb.default_spec()
+        fleet = sandbox_fleet(vm, count, the_recipe, overrides)
+    err = Console(stderr=True)
+
+    def say(name: str, what: str) -> None:
+        if not as_json:
+            err.print(f"[dim]{time.monotonic() - started:5.1f}s[/] {name}: {what}")
+
+    result = FleetSandbox(sb).up(fleet, recipe=recipe, inputs=overrides, batch=rolling, progress=say,
+                                 started=started)
+    if as_json:
+        click.echo(json_dump(result.to_json()))
+        return
+    for v in result.members:
+        changes = f", changed: {'; '.join(v.recipe_changes)}" if v.recipe_changes and not result.created else ""
+        click.echo(f"{v.name}: {v.address} ({'created' if result.created else 'updated'}{changes})")
+        click.echo(f"  ssh:        polyvm sandbox ssh {v.name}")
+    click.echo(f"load balancer: {result.address} (HAProxy, ports {', '.join(map(str, result.ports))}; "
+               f"members {', '.join(v.name for v in result.members)} healthy)")
+    for url in result.urls:
+        # Each member has its own self-signed certificate for its own address: -k (no verification).
+        click.echo(f"  try:        curl -k {url}" if url.startswith("https:") else f"  try:        curl {url}")
+    if not result.urls:
+        click.echo(f"  try:        nc -vz {result.address} {result.ports[0]}")
+    what = (f"rolled through {', '.join(result.rolled)} {rolling} at a time" if not result.created
+            else f"{len(result.members)} members created")
+    click.echo(f"fleet {result.name} ready ({what}) in {result.seconds:.1f}s; polyvm sandbox down removes it")
 
 
 def _print_up(vms: list, total: float, sb: Any, passwords: dict[str, str] | None) -> None:

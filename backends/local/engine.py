@@ -167,6 +167,11 @@ class Host:
         return self.guest_ip
 
     @property
+    def netns(self) -> str:
+        """The host's network namespace (``ip -n <netns>``)."""
+        return self.id
+
+    @property
     def dir(self) -> Path:
         return Path(self.state_dir) / self.id
 
@@ -313,8 +318,9 @@ def check_prerequisites(**kwargs: bool) -> None:
                        + "; then ".join(todo))
 
 
-def _run(argv: Sequence[str], *, input: str | bytes | None = None, check: bool = True,
-         timeout: float = 30) -> subprocess.CompletedProcess:
+def run(argv: Sequence[str], *, input: str | bytes | None = None, check: bool = True,
+        timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run a system tool (ip, nft, ...) with sbin on PATH; SandboxError with its stderr when it fails."""
     env = dict(os.environ, PATH=os.environ.get("PATH", "") + ":" + _SBIN_PATH)
     proc = subprocess.run(list(argv), input=input, capture_output=True, timeout=timeout, env=env,
                           text=not isinstance(input, bytes))
@@ -331,7 +337,8 @@ def _netns_names() -> set[str]:
         return set()
 
 
-def _pids_in_netns(dev_ino: tuple[int, int]) -> list[int]:
+def pids_in_netns(dev_ino: tuple[int, int]) -> list[int]:
+    """Processes (other than this one) in the network namespace with this (st_dev, st_ino)."""
     pids = []
     me = os.getpid()
     for entry in os.listdir("/proc"):
@@ -362,12 +369,17 @@ def _listening(pid: int, ip: str, port: int) -> bool:
     return False
 
 
-def _ifindex(ifname: str) -> int | None:
+def ifindex(ifname: str) -> int | None:
+    """The interface's index in this machine's namespace (None when there is none of that name)."""
     try:
         with open(f"/sys/class/net/{ifname}/ifindex") as f:
             return int(f.read())
     except (OSError, ValueError):
         return None
+
+
+# The engine's own callers use the private names.
+_run, _pids_in_netns, _ifindex = run, pids_in_netns, ifindex
 
 
 def _boot_id() -> str:

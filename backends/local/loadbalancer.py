@@ -43,7 +43,7 @@ from polyvm.firewall import render_nftables
 from polyvm.fleet import FleetSpec, LbSources
 from polyvm.spec import IngressRule
 
-from .engine import Engine, Host, which
+from .engine import Engine, Host, ifindex, pids_in_netns, run, which
 
 NETNS_PREFIX = "pvlb-"
 #: Load balancer i owns 198.18.<BLOCK_BASE + i>.0/24.
@@ -54,6 +54,17 @@ MAX_MEMBERS = 256 // 4 - 1
 INSTALL_HINT = "apt-get install -y haproxy"
 _TEMPLATES = Path(__file__).parent / "templates"
 _SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+#: Every local load balancer's block (198.18.193.0/24 ... 198.18.255.0/24) lies in this range: what members
+#: declared before their load balancer exists (Pulumi) admit.
+ALL_BLOCKS = f"198.18.{BLOCK_BASE}.0/18"
+
+
+def range_sources() -> LbSources:
+    """Sources for members whose load balancer is made after them (under Pulumi): any local load balancer's
+    block. Only this machine's own load balancers have addresses there."""
+    return LbSources(traffic=(ALL_BLOCKS,), health_checks=(ALL_BLOCKS,), description="local load balancers")
 
 
 def block(index: int) -> ipaddress.IPv4Network:
@@ -95,35 +106,12 @@ def problems(fleet: FleetSpec) -> list[str]:
     return out
 
 
-def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=os.environ.get("PATH", "") + ":" + _SBIN_PATH)
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=env)
-    if check and proc.returncode != 0:
-        raise SandboxError(f"{' '.join(argv[:4])} failed (exit {proc.returncode}): {proc.stderr.strip()[-400:]}")
-    return proc
-
-
-def _ifindex(ifname: str) -> int | None:
-    try:
-        return int(Path(f"/sys/class/net/{ifname}/ifindex").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _ns_inode(path: str) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
     except OSError:
         return None
     return st.st_dev, st.st_ino
-
-
-def _pids_in(ns: tuple[int, int]) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid() and _ns_inode(f"/proc/{entry}/ns/net") == ns:
-            pids.append(int(entry))
-    return pids
 
 
 def _alive(pid: int) -> bool:
@@ -225,7 +213,7 @@ class LocalLoadBalancer:
             shutil.rmtree(d, ignore_errors=True)
             d.mkdir(mode=0o700)
         except BaseException:
-            _run(["ip", "netns", "del", ns], check=False)  # nothing else exists yet
+            run(["ip", "netns", "del", ns], check=False)  # nothing else exists yet
             raise
         rec = LbRecord(id=ns, index=index, fleet=fleet.name, state_dir=str(state), address=address,
                        host_ip=host_ip, veth=f"pvlb{index}", netns_inode=list(inode) if inode else None,
@@ -233,19 +221,19 @@ class LocalLoadBalancer:
         self = cls(rec, fleet)
         self._save()
         try:
-            _run(["ip", "link", "add", rec.veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
-            rec.veth_ifindex = _ifindex(rec.veth)
+            run(["ip", "link", "add", rec.veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
+            rec.veth_ifindex = ifindex(rec.veth)
             self._save()
-            _run(["ip", "addr", "add", f"{host_ip}/30", "dev", rec.veth])
-            _run(["ip", "link", "set", rec.veth, "up"])
-            _run(["ip", "-n", ns, "addr", "add", f"{address}/30", "dev", "eth0"])
-            _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
-            _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+            run(["ip", "addr", "add", f"{host_ip}/30", "dev", rec.veth])
+            run(["ip", "link", "set", rec.veth, "up"])
+            run(["ip", "-n", ns, "addr", "add", f"{address}/30", "dev", "eth0"])
+            run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+            run(["ip", "-n", ns, "link", "set", "lo", "up"])
             lb = fleet.load_balancer
             rules = [IngressRule(protocol="tcp", port=ln.port, cidrs=list(lb.allowed_cidrs), allow_public=True,
                                  description=f"listener {ln.port}") for ln in lb.listeners]
             (d / "firewall.nft").write_text(render_nftables(rules))
-            _run(["ip", "netns", "exec", ns, "nft", "-f", str(d / "firewall.nft")])
+            run(["ip", "netns", "exec", ns, "nft", "-f", str(d / "firewall.nft")])
         except BaseException:
             self.down()
             raise
@@ -257,7 +245,7 @@ class LocalLoadBalancer:
             ns = f"{NETNS_PREFIX}{index}"
             if Path(f"/run/netns/{ns}").exists() or (state / ns).exists():
                 continue
-            proc = _run(["ip", "netns", "add", ns], check=False)
+            proc = run(["ip", "netns", "add", ns], check=False)
             if proc.returncode == 0:  # atomic: fails when another process took the name first
                 return index
         raise SandboxError(f"no free local load balancer slot (198.18.{BLOCK_BASE + 1}-255.0/24 are taken)")
@@ -285,18 +273,18 @@ class LocalLoadBalancer:
                 lb_ip, member_ip = member_addresses(rec.index, j)
                 link = f"m{j}"
                 peer = f"lb{rec.index}"
-                _run(["ip", "-n", rec.id, "link", "add", link, "type", "veth", "peer", "name", peer,
-                      "netns", host.id])
+                run(["ip", "-n", rec.id, "link", "add", link, "type", "veth", "peer", "name", peer,
+                      "netns", host.netns])
                 rec.members.append(LbMember(name=name, host_id=host.id, address=member_ip, lb_address=lb_ip,
                                             link=link))
                 self._save()
-                _run(["ip", "-n", rec.id, "addr", "add", f"{lb_ip}/30", "dev", link])
-                _run(["ip", "-n", rec.id, "link", "set", link, "up"])
-                _run(["ip", "-n", host.id, "addr", "add", f"{member_ip}/30", "dev", peer])
-                _run(["ip", "-n", host.id, "link", "set", peer, "up"])
+                run(["ip", "-n", rec.id, "addr", "add", f"{lb_ip}/30", "dev", link])
+                run(["ip", "-n", rec.id, "link", "set", link, "up"])
+                run(["ip", "-n", host.netns, "addr", "add", f"{member_ip}/30", "dev", peer])
+                run(["ip", "-n", host.netns, "link", "set", peer, "up"])
             cfg = rec.dir / "haproxy.cfg"
             cfg.write_text(render_config(fleet, rec))
-            check = _run(["haproxy", "-c", "-q", "-f", str(cfg)], check=False)
+            check = run(["haproxy", "-c", "-q", "-f", str(cfg)], check=False)
             if check.returncode != 0:
                 raise SandboxError(f"haproxy rejected {cfg}: {(check.stderr or check.stdout).strip()[-400:]}")
             with open(rec.dir / "haproxy.log", "ab") as log:
@@ -359,14 +347,14 @@ class LocalLoadBalancer:
         ours = self._owned_netns()
         if ours is not None:
             for sig in (signal.SIGTERM, signal.SIGKILL):
-                for pid in _pids_in(ours):
+                for pid in pids_in_netns(ours):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, sig)
                 deadline = time.monotonic() + 5
-                while _pids_in(ours) and time.monotonic() < deadline:
+                while pids_in_netns(ours) and time.monotonic() < deadline:
                     self._reap()
                     time.sleep(0.02)
-                if not _pids_in(ours):
+                if not pids_in_netns(ours):
                     break
         # A process leaves its namespace before it becomes a zombie: wait for ours to finish exiting.
         started = _STARTED.pop(rec.pid, None) if rec.pid else None
@@ -374,11 +362,11 @@ class LocalLoadBalancer:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 started.wait(timeout=10)
         self._reap()
-        if rec.veth_ifindex is not None and _ifindex(rec.veth) == rec.veth_ifindex:
-            _run(["ip", "link", "del", rec.veth], check=False)
+        if rec.veth_ifindex is not None and ifindex(rec.veth) == rec.veth_ifindex:
+            run(["ip", "link", "del", rec.veth], check=False)
         if ours is not None:
             # Deleting the namespace destroys its veth ends, and with them their peers in the members.
-            _run(["ip", "netns", "del", rec.id], check=False)
+            run(["ip", "netns", "del", rec.id], check=False)
         shutil.rmtree(rec.dir, ignore_errors=True)
 
     @staticmethod
@@ -392,7 +380,7 @@ class LocalLoadBalancer:
         rec, found = self.record, []
         if rec.netns_inode and _ns_inode(f"/run/netns/{rec.id}") == tuple(rec.netns_inode):
             found.append(f"netns {rec.id}")
-        if rec.veth_ifindex is not None and _ifindex(rec.veth) == rec.veth_ifindex:
+        if rec.veth_ifindex is not None and ifindex(rec.veth) == rec.veth_ifindex:
             found.append(f"veth {rec.veth}")
         if rec.pid and _alive(rec.pid):
             found.append(f"haproxy process {rec.pid}")

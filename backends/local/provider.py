@@ -34,8 +34,8 @@ def _outs(props: dict[str, Any], host: Any) -> dict[str, Any]:
     return outs
 
 
-class LocalHostProvider(ResourceProvider):
-    """CRUD of one local host. The resource id is the host id (``pvm-<i>``)."""
+class _StateDirProvider(ResourceProvider):
+    """A provider holding only the engine's state directory (the resource's own ``state_dir`` wins)."""
 
     serialize_as_secret_always = False  # nothing secret inside: only a directory path
 
@@ -45,6 +45,10 @@ class LocalHostProvider(ResourceProvider):
 
     def _state_dir(self, props: dict[str, Any]) -> str | None:
         return props.get("state_dir") or self.state_dir
+
+
+class LocalHostProvider(_StateDirProvider):
+    """CRUD of one local host. The resource id is the host id (``pvm-<i>``)."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         from polyvm.backends.local import start_host
@@ -83,3 +87,56 @@ class LocalHostProvider(ResourceProvider):
         host = eng.get(id_)
         if host is not None:  # already gone is fine: delete is idempotent
             eng.down(host)
+
+
+#: Outputs the load balancer provider adds to its inputs.
+LB_OUTPUTS = ("lb_id", "address")
+
+
+def _load_balancer(state_dir: str | None, lb_id: str) -> Any:
+    from polyvm.backends.local.loadbalancer import LocalLoadBalancer
+
+    for lb in LocalLoadBalancer.list(_engine(state_dir)):
+        if lb.record.id == lb_id:
+            return lb
+    return None
+
+
+class LocalLoadBalancerProvider(_StateDirProvider):
+    """CRUD of a fleet's HAProxy (``polyvm.backends.local.loadbalancer``) in front of its member hosts. The
+    resource id is the load balancer's namespace (``pvlb-<i>``). Inputs: ``fleet`` (the FleetSpec as data),
+    ``members`` ([{name, host_id}], in order), ``state_dir``. Any change makes a new one (the members' links
+    and haproxy.cfg are made at start)."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        from polyvm.backends.local.loadbalancer import LocalLoadBalancer
+        from polyvm.errors import SandboxError
+        from polyvm.fleet import parse_fleet
+
+        eng = _engine(self._state_dir(props))
+        fleet = parse_fleet(props["fleet"], source="local load balancer")
+        hosts = [(m["name"], eng.get(m["host_id"])) for m in props["members"]]
+        gone = [name for name, h in hosts if h is None]
+        if gone:
+            raise SandboxError(f"members {', '.join(gone)} have no local host; run `pulumi refresh`")
+        lb = LocalLoadBalancer.create(eng, fleet)
+        lb.start(hosts)  # downs the load balancer itself when it fails
+        outs = {k: v for k, v in props.items() if not k.startswith("__")}
+        outs.update(lb_id=lb.record.id, address=lb.address)
+        return CreateResult(id_=lb.record.id, outs=outs)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        lb = _load_balancer(self._state_dir(props), id_)
+        if lb is None or not lb.socket_ready():
+            return ReadResult(id_="", outs={})
+        return ReadResult(id_=id_, outs={**props, "lb_id": id_, "address": lb.address})
+
+    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        changed = [k for k in ("fleet", "members", "state_dir") if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=changed, stables=list(LB_OUTPUTS) if not changed else [],
+                          delete_before_replace=True)
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        lb = _load_balancer(self._state_dir(props), id_)
+        if lb is not None:
+            lb.down()

@@ -30,6 +30,8 @@ LABEL = "polyvm-sandbox"
 RECIPE_LABEL = "polyvm-sandbox-recipe"
 PORTS_LABEL = "polyvm-sandbox-ports"
 DEFAULT_RECIPE = "postgres"
+#: The tag a fleet's members carry (polyvm.fleet.FleetSpec.member_specs); hosts keep tags as labels.
+FLEET_TAG = "polyvm-fleet"
 
 Progress = Callable[[str, str], None]  # (vm name, what is happening)
 
@@ -212,6 +214,17 @@ class Sandbox:
                                    extra_authorized_keys=extra, labels=labels)
         return host, True, lost
 
+    def recipe_inputs(self, recipe: Any, host: Any, record: eng.Host, overrides: Mapping[str, Any],
+                      lock: threading.Lock) -> Any:
+        """The recipe's inputs for ``host``: its sandbox defaults, the user's ``overrides`` on top, secrets
+        kept in (or generated into) passwords.json."""
+        data = {**recipe.sandbox_inputs(host, record.host_ip), **overrides}
+        with lock:
+            inputs = recipe.parse_inputs(recipe.defaults_for(host, data), source=f"sandbox {recipe.name} inputs")
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            inputs, _generated = recipe.ensure_secrets(inputs, self.passwords_path)
+        return inputs
+
     def _up_one(self, backend: Any, spec: VmSpec, pub: str, recipe: Any, overrides: Mapping[str, Any],
                 say: Progress, started: float, lock: threading.Lock) -> SandboxVm:
         from polyvm.provisioners.fanout import run_recipe
@@ -220,13 +233,7 @@ class Sandbox:
 
         record, created, lost = self._host_for(backend, spec, pub, recipe, say, lock)
         host = host_of(record, spec)
-        inputs = None
-        if recipe is not None:
-            data = {**recipe.sandbox_inputs(host, record.host_ip), **overrides}
-            with lock:
-                inputs = recipe.parse_inputs(recipe.defaults_for(host, data), source=f"sandbox {recipe.name} inputs")
-                self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-                inputs, _generated = recipe.ensure_secrets(inputs, self.passwords_path)
+        inputs = self.recipe_inputs(recipe, host, record, overrides, lock) if recipe is not None else None
         say(spec.name, f"{'baseline and ' + recipe.name + ' recipe' if recipe else 'baseline'} on {record.guest_ip}")
         result = run_recipe([host], recipe, inputs, progress=False, source=record.host_ip,
                             credentials={"private_key_path": str(self.key_path),
@@ -299,12 +306,20 @@ class Sandbox:
         self._require_root()
         if not self.state_dir.exists():
             return []
+        from .loadbalancer import LocalLoadBalancer
+
         hosts = self.hosts()
+        # A fleet's name (sandbox up --load-balancer) names its load balancer and its members.
+        fleets = {lb.record.fleet for lb in LocalLoadBalancer.list(self.engine)}
         if names:
-            unknown = [n for n in names if not any(n in (h.labels.get(LABEL), h.id, h.name) for h in hosts)]
+            unknown = [n for n in names if n not in fleets
+                       and not any(n in (h.labels.get(LABEL), h.id, h.name) for h in hosts)]
             if unknown:
                 raise SandboxError(f"no sandbox VM named {', '.join(unknown)} (see polyvm sandbox status)")
-            hosts = [h for h in hosts if {h.labels.get(LABEL), h.id, h.name} & set(names)]
+            hosts = [h for h in hosts if {h.labels.get(LABEL), h.id, h.name, h.labels.get(FLEET_TAG)} & set(names)]
+        for fleet in fleets:
+            if not names or fleet in names:
+                LocalLoadBalancer.down_all(self.engine, fleet=fleet)
         for h in hosts:
             self.engine.down(h)
         if not self.hosts():

@@ -101,6 +101,7 @@ class VsphereBackend(Backend):
         instance_type_override=False,
         regions=False,
         zones=False,
+        load_balancer="none (refused: no native one; HAProxy on a VM of its own, docs/fleets.md)",
         notes=("One address from the port group: reported as public_ip (when public_ip: true) and "
                "private_ip; whether it is reachable from the internet is up to your network. Ingress is "
                "enforced by nftables in the guest. The template must be of the spec's OS family. "
@@ -142,6 +143,9 @@ class VsphereBackend(Backend):
         out += [f"tags.{k} (a value with a line break cannot be one key=value line in the VM's Notes)"
                 for k, v in spec.tags.items() if "\n" in v or "\r" in v]
         return out
+
+    # --- fleets ----------------------------------------------------------------------------------------
+    lb_module = "polyvm.backends.vsphere.lb"
 
     def doc_tables(self) -> dict:
         return {

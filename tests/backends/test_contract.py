@@ -10,11 +10,16 @@ class TestAwsContract(BackendContract):
     backend = AwsBackend()
     region = "eu-west-1"
     zone = "eu-west-1a"
+    fleet_settings = {"vpc_id": "vpc-0123456789abcdef0", "vpc_cidr": "10.0.0.0/16",
+                      "subnet_ids": ["subnet-0aaaaaaaaaaaaaaa1", "subnet-0bbbbbbbbbbbbbbb2"]}
 
 
 class TestAzureContract(BackendContract):
     backend = AzureBackend()
     settings = {"location": "westeurope"}
+    fleet_settings = {"location": "westeurope", "resource_group": "web-rg",
+                      "subnet_id": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/web-rg/"
+                                   "providers/Microsoft.Network/virtualNetworks/web-vnet/subnets/members"}
     region = "northeurope"
     zone = "2"
     instance_type_override = "Standard_D4s_v5"
@@ -30,6 +35,9 @@ class TestAzureContract(BackendContract):
 class TestGcpContract(BackendContract):
     backend = GcpBackend()
     settings = {"project": "polyvm-contract", "zone": "europe-west1-b"}
+    fleet_settings = {"project": "polyvm-contract", "zone": "europe-west1-b",
+                      "network": "projects/polyvm-contract/global/networks/web",
+                      "subnetwork": "projects/polyvm-contract/regions/europe-west1/subnetworks/web"}
     region = "europe-west4"
     zone = "europe-west4-a"
     instance_type_override = "n2-standard-4"
@@ -200,3 +208,55 @@ def test_contract_catches_a_missing_replacement_rule():
 
     with pytest.raises(AssertionError, match=r"no replacement rule .*'aws:ebs/volume:Volume'"):
         contract_for(Undeclared()).test_limits_and_replacements_are_declared_with_sources()
+
+
+# --- the fleet part of the contract catches broken fleets ---------------------------------------------------
+def aws_fleet_contract():
+    return type("Contract", (BackendContract,), {"backend": AwsBackend(), "fleet_settings": TestAwsContract.fleet_settings})()
+
+
+def test_contract_catches_a_fleet_opening_an_extra_member_port(monkeypatch):
+    import polyvm.backends.aws.fleet as aws_fleet
+    from polyvm.spec import VmSpec
+
+    def leaky(self, index, spec):
+        data = spec.model_dump()
+        data["ingress"].append({"protocol": "tcp", "port": 8080, "cidrs": ["10.0.0.0/8"]})
+        return VmSpec.model_validate(data)
+
+    monkeypatch.setattr(aws_fleet.AwsFleet, "member_spec", leaky)
+    with pytest.raises(AssertionError, match="extra"):
+        aws_fleet_contract().test_fleet_with_load_balancer_plans_or_is_refused_clearly()
+
+
+def test_contract_catches_load_balancer_sources_open_to_the_world(monkeypatch):
+    import polyvm.backends.aws.lb as aws_lb
+    from polyvm.fleet import LbSources
+
+    monkeypatch.setattr(aws_lb, "sources", lambda fleet, vpc_cidr: LbSources(traffic=("0.0.0.0/0",),
+                                                                             health_checks=(vpc_cidr,)))
+    with pytest.raises(AssertionError, match="to the world"):
+        aws_fleet_contract().test_fleet_with_load_balancer_plans_or_is_refused_clearly()
+
+
+def test_contract_catches_members_renamed_by_position(monkeypatch):
+    from polyvm.fleet import FleetSpec
+
+    # Names that depend on the count: every member is renamed when the fleet grows.
+    monkeypatch.setattr(FleetSpec, "member_names", property(lambda self: [f"{self.name}-{self.count}x{i}"
+                                                                          for i in range(self.count)]))
+    with pytest.raises(AssertionError, match="adding a member changes the others"):
+        aws_fleet_contract().test_fleet_member_names_are_stable()
+
+
+def test_contract_catches_unprotected_member_disks(monkeypatch):
+    from polyvm.component import VirtualMachine
+
+    real = VirtualMachine.child
+
+    def careless(self, name, *, data=False, **kwargs):
+        return real(self, name, data=False, **kwargs)
+
+    monkeypatch.setattr(VirtualMachine, "child", careless)
+    with pytest.raises(AssertionError, match="not protected"):
+        aws_fleet_contract().test_fleet_member_data_disks_are_protected()

@@ -16,6 +16,7 @@ def test_one_class_runs_the_whole_contract(pytester):
 
         class TestMyBackend(BackendContract):
             backend = AwsBackend()
+            fleet_settings = {"vpc_id": "vpc-1", "vpc_cidr": "10.0.0.0/16", "subnet_ids": ["subnet-1", "subnet-2"]}
 
         def test_fixtures_come_from_the_plugin(polyvm_plan, polyvm_public_key):
             p = polyvm_plan(AwsBackend(), {"name": "x", "size": "small", "ssh": {"public_key": polyvm_public_key},

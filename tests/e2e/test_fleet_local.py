@@ -245,3 +245,36 @@ def test_a_failed_start_leaves_nothing_behind(haproxy_available, testhosts, _loc
     # the good member's end of its link went with the load balancer's namespace
     links = testhosts.exec(good, "ip -o link show").stdout
     assert f"lb{lb.record.index}" not in links
+
+
+def test_pulumi_provider_puts_haproxy_in_front_of_existing_member_hosts(haproxy_available, testhosts, _local_engine):
+    """The Pulumi path (polyvm:local:Fleet): members are declared first and admit any local load balancer's
+    block; the LoadBalancer resource's provider links HAProxy to their hosts, answers read, and delete
+    leaves nothing."""
+    from polyvm.backends.local.loadbalancer import range_sources
+    from polyvm.backends.local.provider import LocalLoadBalancerProvider
+
+    fleet = fleet_spec()
+    specs = fleet.member_specs(range_sources())
+    hosts = testhosts.up(3, firewall=render_nftables(specs[0].ingress))
+    names = [s.name for s in specs]
+    for name, h in zip(names, hosts):
+        testhosts.exec(h, f"mkdir -p /etc/polyvm-fleet && cat > {CONF} && nginx -c {CONF}",
+                       input=nginx_conf(name, "v1"))
+    provider = LocalLoadBalancerProvider(str(_local_engine.state_dir))
+    props = {"fleet": fleet.to_data(),
+             "members": [{"name": n, "host_id": h.record.id} for n, h in zip(names, hosts)]}
+    created = provider.create(props)
+    lb = next(x for x in LocalLoadBalancer.list(_local_engine) if x.record.id == created.id)
+    try:
+        assert created.outs["address"] == lb.address
+        wait_for("all members healthy", lambda: all(lb.healthy(n) for n in names), 60)
+        failures: list[str] = []
+        seen = {(one_request(lb.address, failures) or "").split(" ")[0] for _ in range(30)}
+        assert failures == [] and seen == set(names), (seen, failures)
+        assert provider.read(created.id, created.outs).id == created.id
+        assert provider.diff(created.id, created.outs, {**props, "members": props["members"][:2]}).replaces
+    finally:
+        provider.delete(created.id, created.outs)
+    assert lb.leftovers() == []
+    assert provider.read(created.id, created.outs).id == ""  # gone: Pulumi drops it from its state
