@@ -273,6 +273,24 @@ _RETRYABLE_ERRNOS = {errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EHOSTUNREACH, er
                      errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTDOWN, errno.ENETDOWN, errno.EPIPE}
 
 
+_ANSWERED_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH}
+#: Seconds between attempts while the host answers "connection refused" / "no route" at once.
+FAST_RETRY = 1.0
+
+
+def _answered_at_once(exc: BaseException) -> bool:
+    """A failure the host (or the network) reported at once: nothing is listening yet, not a lost packet.
+    Through a bastion a refused port is a channel open failure with reason 2 (RFC 4254 7.2 / 5.1:
+    SSH_OPEN_CONNECT_FAILED)."""
+    if isinstance(exc, paramiko.ChannelException):
+        return exc.code == paramiko.common.OPEN_FAILED_CONNECT_FAILED
+    return isinstance(exc, OSError) and exc.errno in _ANSWERED_ERRNOS
+
+
+def _fast_retry_delay(initial: float, rng: random.Random | None = None) -> float:
+    return min(FAST_RETRY, initial) * (rng or random.Random()).uniform(0.7, 1.0)
+
+
 def _is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, (paramiko.AuthenticationException, HostKeyError, AuthenticationError, ConfigError)):
         return False
@@ -591,8 +609,11 @@ class Connection:
                     cause = mask(describe_error(exc), self.all_secrets())
                     causes.append(cause)
                     now = time.monotonic()
-                    delay = next(delays)
-                    if now + delay >= end:
+                    # Refused / no route comes back in one round trip, and a late sshd is refused until the
+                    # moment it listens: poll about once a second. The long backoff is for timeouts.
+                    delay = (_fast_retry_delay(a.retry_initial) if _answered_at_once(exc) else next(delays))
+                    delay = min(delay, end - now)   # one last attempt at the deadline, not before it
+                    if delay <= 0:
                         tried = f"{self.stats.connect_attempts} attempt(s) over {now - start:.1f}s"
                         raise ConnectTimeoutError(
                             f"{self.label}: cannot connect within the {self.deadline:g}s deadline ({tried}, "

@@ -8,6 +8,7 @@ import random
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import paramiko
@@ -165,6 +166,35 @@ def test_retry_classification():
     assert not _is_retryable(HostKeyError("changed"))
     assert not _is_retryable(AuthenticationError("x"))
     assert not _is_retryable(paramiko.IncompatiblePeer("no kex"))
+
+
+def test_refused_port_is_polled_about_once_a_second_up_to_the_deadline(tmp_path):
+    """A refused connection costs one round trip: with the default backoff (1, 2, 4 s ...) a host whose sshd
+    starts late was found up to 18 s late; now refused attempts come about once a second and a last one is
+    made at the deadline (the old code gave up at 3 attempts within 5 s, before the deadline)."""
+    key = openssh_private(ed25519.Ed25519PrivateKey.generate())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    c = Connection("127.0.0.1", port=port, private_key=key, known_hosts=tmp_path / "kh", deadline=5)
+    t0 = time.monotonic()
+    with pytest.raises(ConnectTimeoutError):
+        c.connect()
+    assert c.stats.connect_attempts >= 5, c.stats.connect_attempts
+    assert time.monotonic() - t0 >= 4.9  # the last attempt is at the deadline, not one backoff before it
+
+
+def test_fast_retry_only_for_answers_that_come_at_once():
+    import errno as _errno
+
+    from polyvm.provisioners.connection import _answered_at_once, _fast_retry_delay
+
+    assert _answered_at_once(ConnectionRefusedError(_errno.ECONNREFUSED, "refused"))
+    assert _answered_at_once(OSError(_errno.EHOSTUNREACH, "no route"))
+    assert _answered_at_once(paramiko.ChannelException(2, "Connect failed"))  # refused behind a bastion
+    assert not _answered_at_once(socket.timeout("timed out"))
+    assert not _answered_at_once(paramiko.ChannelException(1, "prohibited"))
+    assert all(0.05 <= _fast_retry_delay(d) <= 1.0 for d in (0.1, 1.0, 30.0))
 
 
 def test_refused_port_is_retried_until_the_deadline_then_explained(tmp_path):
