@@ -43,7 +43,12 @@ from . import transfer as _transfer
 from .exec import RunResult, StdinSource, describe_error, mask
 from .transfer import Upload
 from .trust import (
+    ROTATE_SCRIPT,
     HostKeyPolicy,
+    HostKeyRotation,
+    KnownHosts,
+    known_hosts_name,
+    parse_rotation_output,
     client_keys,
     default_known_hosts,
     parse_public_keys,
@@ -123,6 +128,7 @@ class ConnectionArgs(BaseModel):
     retry_initial: float = Field(1.0, gt=0)
     retry_max: float = Field(20.0, gt=0)
     allow_legacy_algorithms: bool = False
+    rotate_host_key: bool = False
     secrets: tuple[str, ...] = Field((), repr=False)
     name: str | None = None
 
@@ -472,6 +478,7 @@ class Connection:
         self.name = args.name or self.label
         self.stats = ConnectionStats()
         self.host_key_status: str | None = None  # "pinned" | "known" | "recorded" | "accepted-insecurely"
+        self.rotation: HostKeyRotation | None = None
         self._init_runtime()
 
     def _init_runtime(self) -> None:
@@ -562,7 +569,41 @@ class Connection:
             if self._transport is not None:
                 self._disconnect()
             self._transport = self._connect()
+            if self.args.rotate_host_key and self.rotation is None:
+                self.rotate_host_key()
             return self._transport
+
+    def rotate_host_key(self) -> HostKeyRotation:
+        """Replace the host key the VM booted with (injected through user data, so readable wherever user data
+        is) by one generated on the host, over this already-verified connection, and trust only the new one:
+        the pinned key (``conn.host_key``) or, without a pin, the host's known_hosts line (replaced atomically).
+        Idempotent: a host rotated before keeps its key (``changed`` False). The open session stays up."""
+        with self._lock:
+            t = self._ensure()
+            if self.host_key_status not in ("pinned", "known", "recorded"):
+                raise HostKeyError(f"{self.label}: refusing to rotate the host key over a connection whose "
+                                   f"host key was not verified ({self.host_key_status})")
+            shown = t.get_remote_server_key()
+            previous = f"{shown.get_name()} {shown.get_base64()}"
+            result = self.run(ROTATE_SCRIPT, name="rotate the SSH host key", timeout=60)
+            changed, new = parse_rotation_output(result.stdout)
+            key_type, blob = new.split()
+            if self.pinned_keys:
+                self.pinned_keys = [(key_type, blob)]
+            elif changed or KnownHosts(self.known_hosts).lookup(known_hosts_name(self.host, self.port)).get(
+                    key_type) != blob:
+                KnownHosts(self.known_hosts).replace(known_hosts_name(self.host, self.port), key_type, blob)
+            self.rotation = HostKeyRotation(host_key=new, previous=previous, changed=changed)
+            log.info("%s: host key %s: now %s", self.label, "rotated" if changed else "already rotated",
+                     self.rotation.fingerprint)
+            return self.rotation
+
+    @property
+    def host_key(self) -> str | None:
+        """The pinned host key ("ssh-ed25519 AAAA..."), after a rotation the new one; None when not pinned."""
+        if not self.pinned_keys:
+            return None
+        return f"{self.pinned_keys[0][0]} {self.pinned_keys[0][1]}"
 
     def connect(self) -> Connection:
         """Connect now (idempotent). Raises AuthenticationError/HostKeyError at once, ConnectTimeoutError late."""

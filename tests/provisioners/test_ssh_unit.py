@@ -285,7 +285,7 @@ def test_one_list_of_connection_keys_for_inventories_and_pulumi():
     sample = {"host": "h", "port": 22, "user": "u", "private_key": None, "private_key_path": "/k",
               "private_key_password": "pw", "host_key": None, "known_hosts": "/kh", "host_key_policy": "known_only",
               "bastion": {"host": "b"}, "connect_timeout": 5, "deadline": 10, "sudo": True, "keepalive": 3,
-              "keepalive_count_max": 2, "retry_initial": 0.5, "retry_max": 2, "allow_legacy_algorithms": False,
+              "keepalive_count_max": 2, "retry_initial": 0.5, "retry_max": 2, "allow_legacy_algorithms": False, "rotate_host_key": False,
               "secrets": ["x"], "name": "n", "insecure_accept_any_host_key": False}
     assert set(sample) == set(ConnectionArgs.keys())
     assert ConnectionArgs.from_mapping(sample).host_key_policy is HostKeyPolicy.KNOWN_ONLY
@@ -327,3 +327,22 @@ def test_provision_errors_declare_their_context_fields():
     assert CommandError("boom").copy_flags is None
     f = FanoutError({"h": c}, result="r")
     assert f.result == "r" and f.failed == {"h": c}
+
+
+def test_known_hosts_replace_drops_plain_and_hashed_lines_of_that_host_only(tmp_path):
+    from polyvm.errors import HostKeyError as _HKE
+    from polyvm.provisioners.trust import parse_rotation_output
+
+    kh = tmp_path / "kh"
+    hashed = paramiko.HostKeys.hash_host("198.51.100.7")
+    kh.write_text(f"198.51.100.7 ssh-ed25519 AAAAold\n{hashed} ssh-rsa AAAAold2\n"
+                  "198.51.100.8 ssh-ed25519 AAAAother\n[198.51.100.7]:2222 ssh-ed25519 AAAAport\n")
+    KnownHosts(kh).replace("198.51.100.7", "ssh-ed25519", "AAAAnew")
+    assert kh.read_text() == ("198.51.100.8 ssh-ed25519 AAAAother\n[198.51.100.7]:2222 ssh-ed25519 AAAAport\n"
+                              "198.51.100.7 ssh-ed25519 AAAAnew\n")
+    blob = "AAAAC3NzaC1lZDI1NTE5AAAAIItb6qtfyxmL/XYcDjxupRnl7V5gGAflR29Y4qUlXWcM"
+    assert parse_rotation_output(f"polyvm-rotation: rotated\nssh-ed25519 {blob} host\n") == \
+        (True, f"ssh-ed25519 {blob}")
+    assert parse_rotation_output(f"polyvm-rotation: unchanged\nssh-ed25519 {blob}\n")[0] is False
+    with pytest.raises(_HKE, match="printed no new key"):
+        parse_rotation_output("something else\n")
