@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal, Mapping, Sequence
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from polyvm.backend import Backend, BackendSettings, Capabilities, Replacement
 from polyvm.hookspecs import hookimpl
@@ -32,7 +32,7 @@ class LocalSettings(BackendSettings):
     state_dir: str | None = Field(default=None, description="Where host records live (default "
                                   "/var/lib/polyvm/local, mode 0700).")
     boot: Literal["direct", "cloud-init"] = Field(
-        default_factory=lambda: os.environ.get("POLYVM_LOCAL_BOOT") or "direct", validate_default=True,
+        default="direct",
         description=("How a host is set up before its sshd starts: `direct` (the engine installs the login "
                      "user, its key and the host key) or `cloud-init` (this machine's cloud-init runs inside "
                      "the host from a NoCloud seed with the user data every cloud backend sends; needs the "
@@ -42,6 +42,15 @@ class LocalSettings(BackendSettings):
         "Remove inside the host what the registered recipes name as leftovers of their packages on this "
         "machine (e.g. a database cluster created at package install), so the host looks like a new VM; "
         "false: keep this machine's copy as it is."))
+
+
+    @model_validator(mode="before")
+    @classmethod
+    def _boot_from_environment(cls, data: Any) -> Any:
+        env = os.environ.get("POLYVM_LOCAL_BOOT")
+        if env and isinstance(data, Mapping) and data.get("boot") is None:
+            data = {**data, "boot": env}
+        return data
 
 
 def recipe_leftovers() -> list[str]:

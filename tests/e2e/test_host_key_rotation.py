@@ -93,3 +93,23 @@ def test_rotation_is_refused_without_a_verified_host_key(testhosts):
             c.rotate_host_key()
     with _conn(h, host_key=h.host_key) as c:  # untouched
         assert c.run("true").exit_status == 0
+
+
+def test_cli_rotate_host_key_records_the_new_key_in_known_hosts(testhosts, tmp_path):
+    from click.testing import CliRunner
+
+    from polyvm.cli import build_cli
+
+    [h] = testhosts.up(1)
+    kh = tmp_path / "kh"
+    kh.write_text(f"{h.known_hosts_line}\n")
+    base = ["exec", "-q", "-H", h.address, "-k", str(h.private_key_path), "--known-hosts", str(kh)]
+    r = CliRunner().invoke(build_cli(), [*base, "--rotate-host-key", "cat /etc/ssh/ssh_host_ed25519_key.pub"])
+    assert r.exit_code == 0, r.output
+    new = KnownHosts(kh).lookup(h.address)["ssh-ed25519"]
+    assert new != h.host_key.split()[1] and new in r.output
+    r = CliRunner().invoke(build_cli(), [*base, "true"])  # known_hosts now holds the rotated key
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(build_cli(), ["exec", "-q", "-H", h.address, "-k", str(h.private_key_path),
+                                         "--host-key", h.host_key, "--rotate-host-key", "true"])
+    assert r.exit_code == 2 and "--rotate-host-key records the new key in known_hosts" in r.output, r.output
