@@ -129,6 +129,7 @@ class ConnectionArgs(BaseModel):
     retry_max: float = Field(20.0, gt=0)
     allow_legacy_algorithms: bool = False
     rotate_host_key: bool = False
+    command_timeout: float = Field(3600.0, gt=0)
     secrets: tuple[str, ...] = Field((), repr=False)
     name: str | None = None
 
@@ -815,10 +816,14 @@ class Connection:
         """Run ``command`` through the remote shell; non-zero exit raises CommandError when ``check``.
 
         ``env`` values travel on stdin (never in a remote argv); ``secrets`` are masked in errors and logs;
-        ``name`` is shown in errors instead of the command text.
+        ``name`` is shown in errors instead of the command text. ``timeout`` (default: ``command_timeout``,
+        an hour) bounds the command: a live host running a command that never ends is not waited for forever.
         """
-        return _exec.run(self, command, stdin=stdin, env=env, timeout=timeout, sudo=sudo, check=check, name=name,
-                         secrets=secrets)
+        return _exec.run(self, command, stdin=stdin, env=env, timeout=self._bounded(timeout), sudo=sudo,
+                         check=check, name=name, secrets=secrets)
+
+    def _bounded(self, timeout: float | None) -> float:
+        return float(timeout) if timeout is not None else self.args.command_timeout
 
     def get_text(self, remote_path: str, *, sudo: bool | None = None) -> str | None:
         """Content of a remote text file, or None when it does not exist."""
@@ -839,7 +844,7 @@ class Connection:
                           name: str | None = None, secrets: Sequence[str] = ()) -> tuple[list[bool], RunResult | None]:
         """Copy, then run ``then`` in the same channel; see :func:`.transfer.put_files_and_run`."""
         return _transfer.put_files_and_run(self, uploads, make_dirs=make_dirs, then=then, then_files=then_files,
-                                           env=env, timeout=timeout, name=name, secrets=secrets)
+                                           env=env, timeout=self._bounded(timeout), name=name, secrets=secrets)
 
 
 ConnectionArgs.model_rebuild()

@@ -55,3 +55,19 @@ def test_bound_comes_from_polyvm_boot_wait(monkeypatch):
         monkeypatch.setenv("POLYVM_BOOT_WAIT", bad)
         with pytest.raises(ConfigError, match="POLYVM_BOOT_WAIT"):
             wait_script()
+
+
+def test_a_command_that_never_ends_is_bounded_by_command_timeout(testhosts):
+    import pytest
+
+    from polyvm.errors import CommandError
+    from polyvm.provisioners import Connection
+
+    [h] = testhosts.up(1)
+    c = Connection(h.address, h.user, private_key_path=h.private_key_path, host_key=h.host_key, deadline=60,
+                   command_timeout=2)
+    t0 = time.monotonic()
+    with c, pytest.raises(CommandError, match="timed out after 2s"):
+        c.run("sleep 600", name="a command that never ends")
+    assert time.monotonic() - t0 < 60
+    assert Connection(h.address).args.command_timeout == 3600  # the default bound: an hour

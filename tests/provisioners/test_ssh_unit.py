@@ -285,7 +285,7 @@ def test_one_list_of_connection_keys_for_inventories_and_pulumi():
     sample = {"host": "h", "port": 22, "user": "u", "private_key": None, "private_key_path": "/k",
               "private_key_password": "pw", "host_key": None, "known_hosts": "/kh", "host_key_policy": "known_only",
               "bastion": {"host": "b"}, "connect_timeout": 5, "deadline": 10, "sudo": True, "keepalive": 3,
-              "keepalive_count_max": 2, "retry_initial": 0.5, "retry_max": 2, "allow_legacy_algorithms": False, "rotate_host_key": False,
+              "keepalive_count_max": 2, "retry_initial": 0.5, "retry_max": 2, "allow_legacy_algorithms": False, "rotate_host_key": False, "command_timeout": 60,
               "secrets": ["x"], "name": "n", "insecure_accept_any_host_key": False}
     assert set(sample) == set(ConnectionArgs.keys())
     assert ConnectionArgs.from_mapping(sample).host_key_policy is HostKeyPolicy.KNOWN_ONLY
