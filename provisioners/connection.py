@@ -836,7 +836,7 @@ class Connection:
 
     def put_files(self, uploads: Sequence[Upload], *, make_dirs: Sequence[str] = ()) -> list[bool]:
         """Copy many files on one channel, skipping those that already match; see :func:`.transfer.put_files`."""
-        return _transfer.put_files(self, uploads, make_dirs=make_dirs)
+        return self.put_files_and_run(uploads, make_dirs=make_dirs)[0]  # bounded by command_timeout
 
     def put_files_and_run(self, uploads: Sequence[Upload], *, make_dirs: Sequence[str] = (),
                           then: str | None = None, then_files: Sequence[Upload] = (),

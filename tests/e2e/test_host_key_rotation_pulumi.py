@@ -21,19 +21,11 @@ from polyvm.provisioners.pulumi import (  # noqa: E402
 )
 from polyvm.spec import parse_spec  # noqa: E402
 
-from pulumi.runtime import rpc  # noqa: E402
+from test_postgres_pulumi_e2e import _plain  # noqa: E402  (same directory: the engine's view of inputs)
 
 pytestmark = pytest.mark.e2e
 
 
-def _plain(value):
-    if isinstance(value, dict):
-        if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
-            return _plain(value["value"])
-        return {k: _plain(v) for k, v in value.items() if k != "__provider"}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 ROTATE_TYPE = "pulumi-python:dynamic/polyvm:RotateHostKey"
 
 
