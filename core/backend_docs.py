@@ -33,6 +33,16 @@ or `pulumi destroy` that would delete one fails instead) until the backend setti
 settings and its resources keep their identity (Pulumi aliases). The contract suite checks, for every
 backend, that changing tags, ingress, the login key, the size or the image (a newer one published)
 never replaces a data disk.
+
+Host keys: every backend that injects a host key (`host key at creation` below) generates an ed25519 key
+per VM (pulumi-tls, secret in state) and sends its private half in the VM's user data (AWS `user_data`,
+Azure `custom_data`, GCP metadata `user-data`, DigitalOcean `user_data`, vSphere `guestinfo.userdata`), where
+cloud-init installs it as the only host key, so the first connection is pinned. Anyone who can read
+instance attributes or the metadata service can read that key, so polyvm replaces it on the first
+verified connection with a key generated on the VM (`RotateHostKey`, `--rotate-host-key`); only root may
+reach the metadata address where polyvm manages the guest firewall. Who can read what, before and after:
+[provisioners.md, the trust chain](provisioners.md#host-keys-the-trust-chain). Local hosts can boot
+through the same user data and this machine's cloud-init (`polyvm:local.boot: cloud-init`, docs/local.md).
 """
 
 

@@ -5,7 +5,8 @@
   nftables ruleset (:func:`polyvm.firewall.render_nftables`), installing nftables if it is missing, re-applied
   only when the rules change, kept across reboots (a systemd unit). A rule set that would lock the
   provisioner out (no rule opening the SSH port, or none from the provisioner's address when it is known)
-  is refused before anything is sent.
+  is refused before anything is sent. An output chain lets only root reach the instance metadata address
+  (:func:`metadata_guard`).
 * **Data disks** — each disk of ``Host.disks`` with a mount point: a filesystem is created only on a blank
   device (never reformatted), mounted by UUID through /etc/fstab, never over a directory holding files.
   Disks without a mount point are left raw.
@@ -71,13 +72,40 @@ def lockout_problems(rules: Sequence[IngressRule], *, ssh_port: int = 22, source
     return []
 
 
+#: The instance metadata service of the clouds: 169.254.169.254 (AWS IMDS, Azure IMDS, GCP's
+#: metadata.google.internal, DigitalOcean's metadata API) and AWS's IPv6 IMDS endpoint fd00:ec2::254. It
+#: serves user data (which carries the VM's first host key) to any process that asks.
+METADATA_ADDRESSES = ("169.254.169.254", "fd00:ec2::254")
+
+
+def metadata_guard() -> str:
+    """An nftables output chain (same table as the ingress rules, loaded with them) that drops packets of
+    non-root processes to the metadata addresses: root's agents (cloud-init, guest agents) keep their access;
+    an unprivileged process's connect() fails with EPERM, before any packet leaves."""
+    v4, v6 = METADATA_ADDRESSES
+    return (f"# Only root may reach the instance metadata service (it serves user data).\n"
+            f"table inet polyvm {{\n"
+            f"  chain output {{\n"
+            f"    type filter hook output priority filter; policy accept;\n"
+            f"    meta skuid != 0 ip daddr {v4} drop\n"
+            f"    meta skuid != 0 ip6 daddr {v6} drop\n"
+            f"  }}\n"
+            f"}}\n")
+
+
+def guest_ruleset(rules: Sequence[IngressRule]) -> str:
+    """What the guest firewall loads: the spec's ingress (:func:`polyvm.firewall.render_nftables`) and the
+    :func:`metadata_guard`."""
+    return render_nftables(rules) + metadata_guard()
+
+
 def firewall_steps(rules: Sequence[IngressRule], *, ssh_port: int = 22, source: str | None = None) -> list[Step]:
     """The guest firewall: the ruleset file, then the script that installs nftables if needed and loads it."""
     problems = lockout_problems(rules, ssh_port=ssh_port, source=source)
     if problems:
         raise SpecError(problems, source="guest firewall")
     return [
-        FilesStep("guest firewall rules", [RemoteFile(FIREWALL_RULES_PATH, render_nftables(rules), mode=0o600,
+        FilesStep("guest firewall rules", [RemoteFile(FIREWALL_RULES_PATH, guest_ruleset(rules), mode=0o600,
                                                       owner="root", group="root")]),
         Script(render("firewall.sh.j2", rules_path=FIREWALL_RULES_PATH), name="guest firewall",
                changed_marker=CHANGED_MARKER, detail="output"),

@@ -122,6 +122,9 @@ def build_connections(hosts: Sequence[str], inventory: str | None, options: Mapp
     defaults.update({k: v for k, v in options.items() if v is not None})
     if defaults.get("host_key") and len(entries) > 1:
         raise ConfigError("--host-key pins one key; with several hosts put host_key in the inventory")
+    if options.get("rotate_host_key") and options.get("host_key"):
+        raise ConfigError("--rotate-host-key records the new key in known_hosts (--known-hosts); it cannot "
+                          "update a --host-key pin given on the command line")
     if isinstance(defaults.get("bastion"), str):
         defaults["bastion"] = parse_target(defaults["bastion"])
     return [Connection.from_mapping(e, defaults) for e in entries]
@@ -146,6 +149,9 @@ def _connection_options(f):  # noqa: ANN001, ANN202 - click decorator stack
         click.option("--allow-legacy-algorithms", is_flag=True, default=None,
                      help="INSECURE: also accept CBC/3DES ciphers, MD5/SHA-1 MACs and SHA-1 key exchanges "
                           "(old hosts only; warns on every connection)."),
+        click.option("--rotate-host-key", is_flag=True, default=None,
+                     help="On the first verified connection, replace the host key the VM booted with by one "
+                          "generated on it, and record that in known_hosts (docs/provisioners.md)."),
         click.option("--sudo/--no-sudo", default=None, help="Run through sudo -n (default: when user is not root)."),
         click.option("--deadline", type=float, default=None, help="Seconds to wait for hosts to come up (300)."),
         click.option("-p", "--parallel", type=click.IntRange(1, 512), default=16, show_default=True,
@@ -160,7 +166,7 @@ def _connection_options(f):  # noqa: ANN001, ANN202 - click decorator stack
 def _options(kw: dict[str, Any]) -> dict[str, Any]:
     return {k: kw.pop(k) for k in ("user", "private_key_path", "host_key", "known_hosts",
                                    "insecure_accept_any_host_key", "allow_legacy_algorithms", "bastion", "sudo",
-                                   "deadline")}
+                                   "deadline", "rotate_host_key")}
 
 
 def _run_fanout(conns, steps, parallel: int, quiet: bool):  # noqa: ANN001, ANN202

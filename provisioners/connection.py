@@ -43,7 +43,12 @@ from . import transfer as _transfer
 from .exec import RunResult, StdinSource, describe_error, mask
 from .transfer import Upload
 from .trust import (
+    ROTATE_SCRIPT,
     HostKeyPolicy,
+    HostKeyRotation,
+    KnownHosts,
+    known_hosts_name,
+    parse_rotation_output,
     client_keys,
     default_known_hosts,
     parse_public_keys,
@@ -123,6 +128,8 @@ class ConnectionArgs(BaseModel):
     retry_initial: float = Field(1.0, gt=0)
     retry_max: float = Field(20.0, gt=0)
     allow_legacy_algorithms: bool = False
+    rotate_host_key: bool = False
+    command_timeout: float = Field(3600.0, gt=0)
     secrets: tuple[str, ...] = Field((), repr=False)
     name: str | None = None
 
@@ -271,6 +278,24 @@ class ConnectionStats:
 
 _RETRYABLE_ERRNOS = {errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH,
                      errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTDOWN, errno.ENETDOWN, errno.EPIPE}
+
+
+_ANSWERED_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH}
+#: Seconds between attempts while the host answers "connection refused" / "no route" at once.
+FAST_RETRY = 1.0
+
+
+def _answered_at_once(exc: BaseException) -> bool:
+    """A failure the host (or the network) reported at once: nothing is listening yet, not a lost packet.
+    Through a bastion a refused port is a channel open failure with reason 2 (RFC 4254 7.2 / 5.1:
+    SSH_OPEN_CONNECT_FAILED)."""
+    if isinstance(exc, paramiko.ChannelException):
+        return exc.code == paramiko.common.OPEN_FAILED_CONNECT_FAILED
+    return isinstance(exc, OSError) and exc.errno in _ANSWERED_ERRNOS
+
+
+def _fast_retry_delay(initial: float, rng: random.Random | None = None) -> float:
+    return min(FAST_RETRY, initial) * (rng or random.Random()).uniform(0.7, 1.0)
 
 
 def _is_retryable(exc: BaseException) -> bool:
@@ -454,6 +479,7 @@ class Connection:
         self.name = args.name or self.label
         self.stats = ConnectionStats()
         self.host_key_status: str | None = None  # "pinned" | "known" | "recorded" | "accepted-insecurely"
+        self.rotation: HostKeyRotation | None = None
         self._init_runtime()
 
     def _init_runtime(self) -> None:
@@ -544,7 +570,41 @@ class Connection:
             if self._transport is not None:
                 self._disconnect()
             self._transport = self._connect()
+            if self.args.rotate_host_key and self.rotation is None:
+                self.rotate_host_key()
             return self._transport
+
+    def rotate_host_key(self) -> HostKeyRotation:
+        """Replace the host key the VM booted with (injected through user data, so readable wherever user data
+        is) by one generated on the host, over this already-verified connection, and trust only the new one:
+        the pinned key (``conn.host_key``) or, without a pin, the host's known_hosts line (replaced atomically).
+        Idempotent: a host rotated before keeps its key (``changed`` False). The open session stays up."""
+        with self._lock:
+            t = self._ensure()
+            if self.host_key_status not in ("pinned", "known", "recorded"):
+                raise HostKeyError(f"{self.label}: refusing to rotate the host key over a connection whose "
+                                   f"host key was not verified ({self.host_key_status})")
+            shown = t.get_remote_server_key()
+            previous = f"{shown.get_name()} {shown.get_base64()}"
+            result = self.run(ROTATE_SCRIPT, name="rotate the SSH host key", timeout=60)
+            changed, new = parse_rotation_output(result.stdout)
+            key_type, blob = new.split()
+            if self.pinned_keys:
+                self.pinned_keys = [(key_type, blob)]
+            elif changed or KnownHosts(self.known_hosts).lookup(known_hosts_name(self.host, self.port)).get(
+                    key_type) != blob:
+                KnownHosts(self.known_hosts).replace(known_hosts_name(self.host, self.port), key_type, blob)
+            self.rotation = HostKeyRotation(host_key=new, previous=previous, changed=changed)
+            log.info("%s: host key %s: now %s", self.label, "rotated" if changed else "already rotated",
+                     self.rotation.fingerprint)
+            return self.rotation
+
+    @property
+    def host_key(self) -> str | None:
+        """The pinned host key ("ssh-ed25519 AAAA..."), after a rotation the new one; None when not pinned."""
+        if not self.pinned_keys:
+            return None
+        return f"{self.pinned_keys[0][0]} {self.pinned_keys[0][1]}"
 
     def connect(self) -> Connection:
         """Connect now (idempotent). Raises AuthenticationError/HostKeyError at once, ConnectTimeoutError late."""
@@ -591,8 +651,11 @@ class Connection:
                     cause = mask(describe_error(exc), self.all_secrets())
                     causes.append(cause)
                     now = time.monotonic()
-                    delay = next(delays)
-                    if now + delay >= end:
+                    # Refused / no route comes back in one round trip, and a late sshd is refused until the
+                    # moment it listens: poll about once a second. The long backoff is for timeouts.
+                    delay = (_fast_retry_delay(a.retry_initial) if _answered_at_once(exc) else next(delays))
+                    delay = min(delay, end - now)   # one last attempt at the deadline, not before it
+                    if delay <= 0:
                         tried = f"{self.stats.connect_attempts} attempt(s) over {now - start:.1f}s"
                         raise ConnectTimeoutError(
                             f"{self.label}: cannot connect within the {self.deadline:g}s deadline ({tried}, "
@@ -753,10 +816,14 @@ class Connection:
         """Run ``command`` through the remote shell; non-zero exit raises CommandError when ``check``.
 
         ``env`` values travel on stdin (never in a remote argv); ``secrets`` are masked in errors and logs;
-        ``name`` is shown in errors instead of the command text.
+        ``name`` is shown in errors instead of the command text. ``timeout`` (default: ``command_timeout``,
+        an hour) bounds the command: a live host running a command that never ends is not waited for forever.
         """
-        return _exec.run(self, command, stdin=stdin, env=env, timeout=timeout, sudo=sudo, check=check, name=name,
-                         secrets=secrets)
+        return _exec.run(self, command, stdin=stdin, env=env, timeout=self._bounded(timeout), sudo=sudo,
+                         check=check, name=name, secrets=secrets)
+
+    def _bounded(self, timeout: float | None) -> float:
+        return float(timeout) if timeout is not None else self.args.command_timeout
 
     def get_text(self, remote_path: str, *, sudo: bool | None = None) -> str | None:
         """Content of a remote text file, or None when it does not exist."""
@@ -769,7 +836,7 @@ class Connection:
 
     def put_files(self, uploads: Sequence[Upload], *, make_dirs: Sequence[str] = ()) -> list[bool]:
         """Copy many files on one channel, skipping those that already match; see :func:`.transfer.put_files`."""
-        return _transfer.put_files(self, uploads, make_dirs=make_dirs)
+        return self.put_files_and_run(uploads, make_dirs=make_dirs)[0]  # bounded by command_timeout
 
     def put_files_and_run(self, uploads: Sequence[Upload], *, make_dirs: Sequence[str] = (),
                           then: str | None = None, then_files: Sequence[Upload] = (),
@@ -777,7 +844,7 @@ class Connection:
                           name: str | None = None, secrets: Sequence[str] = ()) -> tuple[list[bool], RunResult | None]:
         """Copy, then run ``then`` in the same channel; see :func:`.transfer.put_files_and_run`."""
         return _transfer.put_files_and_run(self, uploads, make_dirs=make_dirs, then=then, then_files=then_files,
-                                           env=env, timeout=timeout, name=name, secrets=secrets)
+                                           env=env, timeout=self._bounded(timeout), name=name, secrets=secrets)
 
 
 ConnectionArgs.model_rebuild()

@@ -221,8 +221,8 @@ def get_text(conn: "Connection", remote_path: str, *, sudo: bool | None = None) 
     q = shlex.quote(remote_path)
     cmd = f"if [ -e {q} ]; then exec cat -- {q}; else exit {_ABSENT_EXIT}; fi"
     use_sudo = conn.sudo if sudo is None else sudo
-    r = exec_command(conn, wrap_command(cmd, sudo=use_sudo, env=None), None, timeout=None, check=True,
-                     label=f"read {remote_path}", secrets=conn.all_secrets(), ok_statuses=(0, _ABSENT_EXIT))
+    r = exec_command(conn, wrap_command(cmd, sudo=use_sudo, env=None), None, timeout=conn.args.command_timeout,
+                     check=True, label=f"read {remote_path}", secrets=conn.all_secrets(), ok_statuses=(0, _ABSENT_EXIT))
     return None if r.exit_status == _ABSENT_EXIT else r.stdout
 
 

@@ -263,13 +263,79 @@ class RemoteExec(pulumi.dynamic.Resource, module="polyvm", name="RemoteExec"):
         super().__init__(RemoteExecProvider(), resource_name, props, opts)
 
 
+# --------------------------------------------------------------------------------------------------------
+# RotateHostKey
+# --------------------------------------------------------------------------------------------------------
+
+class RotateHostKeyProvider(ResourceProvider):
+    """Replace the host key a VM booted with (``connection.host_key``: the key injected through user data)
+    by one generated on the VM (:meth:`Connection.rotate_host_key`); output ``host_key``: the new key.
+
+    Created once per VM: a later ``pulumi up`` changes nothing here and every step keeps connecting with the
+    stored ``host_key``. A new VM (another address, injected key or ``triggers``, e.g. the VM's id) replaces
+    the resource, so the new VM is rotated too. Deleting it changes nothing on the host."""
+
+    serialize_as_secret_always = False
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        failures = _connection_failures(news)
+        conn = news.get("connection")
+        if isinstance(conn, Mapping) and not conn.get("host_key"):
+            failures.append(CheckFailure("connection", "connection.host_key (the key the VM booted with) is "
+                                                       "required: a rotation needs a verified first connection"))
+        return CheckResult(news, failures)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        old_conn, new_conn = _plain(olds.get("connection") or {}), _plain(news.get("connection") or {})
+        replaces = ["connection"] if (_identity(olds) != _identity(news)
+                                      or old_conn.get("host_key") != new_conn.get("host_key")) else []
+        if _plain(olds.get("triggers")) != _plain(news.get("triggers")):
+            replaces.append("triggers")
+        return DiffResult(changes=bool(replaces), replaces=replaces, stables=[] if replaces else ["host_key"],
+                          delete_before_replace=False)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        with connection_from_props(props) as conn:
+            rotation = conn.rotate_host_key()
+        outs = dict(props)
+        outs.update(host_key=rotation.host_key, previous_host_key=rotation.previous, rotated=rotation.changed)
+        conn_props = _plain(props["connection"])
+        return CreateResult(f"{conn_props.get('host')}:{rotation.fingerprint}", outs)
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        return None  # the host keeps its own key; there is nothing to undo
+
+
+class RotateHostKey(pulumi.dynamic.Resource, module="polyvm", name="RotateHostKey"):
+    """The VM's host key generated on the VM, replacing the injected one; ``host_key`` feeds later steps."""
+
+    host_key: pulumi.Output[str]
+    previous_host_key: pulumi.Output[str]
+
+    def __init__(self, resource_name: str, *, connection: Any, triggers: Any = None,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        props = {"connection": _secret_connection(connection), "triggers": triggers, "host_key": None,
+                 "previous_host_key": None, "rotated": None}
+        super().__init__(RotateHostKeyProvider(), resource_name, props, opts)
+
+
+def rotated_connection(name: str, connection: Any, *, triggers: Any = None,
+                       opts: pulumi.ResourceOptions | None = None) -> tuple[Any, RotateHostKey]:
+    """``connection`` (an Output of a mapping) with ``host_key`` replaced by a :class:`RotateHostKey`'s output,
+    so that every resource using it connects to the rotated key and runs after the rotation."""
+    rot = RotateHostKey(name, connection=connection, triggers=triggers, opts=opts)
+    return pulumi.Output.all(connection, rot.host_key).apply(
+        lambda cr: {**cr[0], "host_key": cr[1] or cr[0].get("host_key")}), rot
+
+
 def _q(path: Any) -> str:
     import shlex
 
     return shlex.quote(str(path))
 
 
-__all__: Sequence[str] = ["CopyFile", "CopyFileProvider", "RemoteExec", "RemoteExecProvider", "connection_from_props"]
+__all__: Sequence[str] = ["CopyFile", "CopyFileProvider", "RemoteExec", "RemoteExecProvider", "RotateHostKey",
+                          "RotateHostKeyProvider", "connection_from_props", "rotated_connection"]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -312,6 +378,8 @@ class RecipeResource(pulumi.ComponentResource):
     :param secrets: values (str or Output) for secrets the recipe needs (:meth:`Recipe.secrets_needed`);
         missing ones are generated (``pulumi_random.RandomPassword``, secret).
     :param connection: extra connection settings (bastion, known_hosts, ...).
+    :param rotate_host_key: first replace the host key the VM booted with (injected through user data) by one
+        generated on the VM (a :class:`RotateHostKey` child); every step then connects to the new key.
     """
 
     outputs: pulumi.Output[Mapping[str, Any]]
@@ -321,7 +389,7 @@ class RecipeResource(pulumi.ComponentResource):
     def __init__(self, name: str, *, vm: Any, recipe: Any = None, inputs: Any = None, private_key: Any = None,
                  private_key_path: str | None = None, secrets: Mapping[str, Any] | None = None,
                  connection: Mapping[str, Any] | None = None, spec: Any = None, guest_firewall: bool | None = None,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+                 rotate_host_key: bool = False, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("polyvm:provisioners:Recipe", name, None, opts)
         from polyvm.host import Host, guest_firewall_of, host_output
         from polyvm.plugins import get_recipe
@@ -390,6 +458,13 @@ class RecipeResource(pulumi.ComponentResource):
         if private_key is not None:
             conn = pulumi.Output.all(conn, pulumi.Output.secret(private_key)).apply(
                 lambda cp: {**cp[0], "private_key": cp[1]})
+        self.rotation: RotateHostKey | None = None
+        if rotate_host_key:
+            # The injected key (user data) identifies the VM for this one connection only; every step below
+            # connects to the key generated on the VM. Triggers: the injected key itself (a new VM has a new one).
+            conn, self.rotation = rotated_connection(
+                f"{name}-host-key", conn, triggers=host_out.apply(lambda h: [h.host_key]),
+                opts=pulumi.ResourceOptions(parent=self))
 
         from .steps import DeclaredExec
 
@@ -439,7 +514,8 @@ def provision_vm(spec: Any, vm: Any) -> "RecipeResource | None":
 
     Config: the recipe's inputs in ``polyvm:<recipe name>`` (``polyvm:recipe`` names the recipe when several
     have inputs, or one without inputs); the SSH private key in ``polyvm:sshPrivateKey``
-    (secret) or the file ``polyvm:sshPrivateKeyPath``. Exports ``<vm>-<recipe>``: the recipe's outputs and
+    (secret) or the file ``polyvm:sshPrivateKeyPath``. ``polyvm:rotateHostKey`` (default: true where the
+    backend injects the host key) replaces the injected host key first (:class:`RotateHostKey`). Exports ``<vm>-<recipe>``: the recipe's outputs and
     its secrets (secret)."""
     from polyvm.errors import ConfigError
     from polyvm.host import guest_firewall_of
@@ -465,9 +541,16 @@ def provision_vm(spec: Any, vm: Any) -> "RecipeResource | None":
         raise ConfigError(f"{spec.name}: {why} needs SSH: set polyvm:sshPrivateKeyPath (or the secret "
                           "polyvm:sshPrivateKey) to the private half of polyvm:vm.ssh.public_key")
     label = name or "baseline"
+    # The key the VM booted with travelled in user data; replace it first where the backend injects one
+    # (polyvm:rotateHostKey false keeps it).
+    rotate = cfg.get_bool("rotateHostKey")
+    if rotate is None:
+        from polyvm.plugins import get_backend
+
+        rotate = get_backend(vm.backend_name).capabilities.host_key_at_creation
     res = RecipeResource(f"{spec.name}-{label}", vm=vm, spec=spec, recipe=name,
                          inputs=cfg.get_object(name) if name else None, private_key=key,
-                         private_key_path=key_path, guest_firewall=guest_firewall,
+                         private_key_path=key_path, guest_firewall=guest_firewall, rotate_host_key=rotate,
                          opts=pulumi.ResourceOptions(depends_on=[vm]))
     pulumi.export(f"{spec.name}-{label}", {"outputs": res.outputs, "secrets": res.secrets})
     return res

@@ -7,12 +7,15 @@ whether to trust what a server shows and :func:`client_keys` which keys to offer
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import enum
 import fcntl
 import hashlib
 import io
 import logging
 import os
+import tempfile
 import threading
 from pathlib import Path
 from typing import Sequence
@@ -137,10 +140,8 @@ class KnownHosts:
     def check_or_record(self, name: str, key_type: str, blob: str, *, record: bool) -> str:
         """'known' if the key is recorded, 'recorded' if it was just added; HostKeyError if it differs."""
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            fd = self._open_locked()
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
                 known = self.lookup(name)
                 if known.get(key_type) == blob:
                     return "known"
@@ -157,6 +158,134 @@ class KnownHosts:
                 return "recorded"
             finally:
                 os.close(fd)
+
+
+    def _open_locked(self) -> int:
+        """The file, open for appending and locked (flock). :meth:`replace` renames a new file into place, so
+        a lock taken on a file that was replaced meanwhile is dropped and taken again on the new one."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for _ in range(100):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return fd
+            os.close(fd)
+        raise HostKeyError(f"known_hosts file {self.path} keeps being replaced; cannot lock it")
+
+    def replace(self, name: str, key_type: str, blob: str) -> None:
+        """Make ``key_type blob`` the only key recorded for ``name`` (after a host-key rotation), atomically:
+        under the file's lock, a new file (0600) with the other hosts' lines kept is renamed into place."""
+        with self._lock:
+            fd = self._open_locked()
+            try:
+                with open(self.path, encoding="utf-8", errors="surrogateescape") as f:
+                    lines = f.read().splitlines()
+                kept = [ln for ln in lines if not _line_names(ln, name)]
+                kept.append(f"{name} {key_type} {blob}")
+                tmp_fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+                try:
+                    with os.fdopen(tmp_fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+                        f.write("".join(f"{ln}\n" for ln in kept))
+                        f.flush()
+                        os.fsync(f.fileno())
+                    os.replace(tmp, self.path)
+                except BaseException:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp)
+                    raise
+            finally:
+                os.close(fd)
+
+
+def _line_names(line: str, name: str) -> bool:
+    """Whether a known_hosts line is about host ``name`` (plain or hashed host patterns)."""
+    words = line.split()
+    if not words or words[0].startswith("#") or len(words) < 3:
+        return False
+    field = words[1] if words[0].startswith("@") else words[0]
+    for pattern in field.split(","):
+        if pattern.startswith("|1|"):
+            try:
+                salt = pattern.split("|")[2]
+                if paramiko.HostKeys.hash_host(name, salt) == pattern:
+                    return True
+            except (IndexError, ValueError):
+                continue
+        elif pattern == name:
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------------------
+# Host-key rotation: the key injected through user data is replaced by one generated on the host
+# --------------------------------------------------------------------------------------------------------
+
+#: Marker of a rotated key: a copy of the public key polyvm generated on the host. When it equals the host's
+#: current ed25519 public key, the key was rotated already and nothing is done (idempotent).
+ROTATED_MARKER = "/etc/ssh/polyvm_host_key_rotated"
+
+#: Run as root over the verified channel. Generates the new key on the host (the private half never leaves
+#: it), installs it as the only host key, and makes sshd load it: the listening sshd re-executes on SIGHUP
+#: (sshd(8)), sessions already open (this one) are separate processes and stay. Prints the public key last.
+ROTATE_SCRIPT = r"""set -eu
+umask 077
+cur=/etc/ssh/ssh_host_ed25519_key
+marker=""" + ROTATED_MARKER + r"""
+if [ -f "$marker" ] && [ -f "$cur.pub" ] && cmp -s "$marker" "$cur.pub"; then
+  echo "polyvm-rotation: unchanged"; cat "$cur.pub"; exit 0
+fi
+command -v ssh-keygen >/dev/null 2>&1 || { echo "ssh-keygen is not installed on the host" >&2; exit 3; }
+tmp=$(mktemp -d /etc/ssh/.polyvm-rotate.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+ssh-keygen -q -t ed25519 -N '' -C "$(hostname)" -f "$tmp/key" </dev/null >/dev/null
+for f in /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub /etc/ssh/ssh_host_*_key-cert.pub; do
+  case "$f" in "$cur"|"$cur.pub"|*'*'*) ;; *) rm -f "$f" ;; esac
+done
+chmod 600 "$tmp/key"; chmod 644 "$tmp/key.pub"
+mv -f "$tmp/key" "$cur"
+mv -f "$tmp/key.pub" "$cur.pub"
+cp "$cur.pub" "$marker.tmp" && chmod 644 "$marker.tmp" && mv -f "$marker.tmp" "$marker"
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1    && { systemctl reload ssh.service 2>/dev/null || systemctl reload sshd.service 2>/dev/null; }; then
+  :
+elif [ -s /run/sshd.pid ] && kill -HUP "$(cat /run/sshd.pid)" 2>/dev/null; then
+  :
+elif [ -s /var/run/sshd.pid ] && kill -HUP "$(cat /var/run/sshd.pid)" 2>/dev/null; then
+  :
+else
+  echo "installed a new host key but found no sshd to reload (no systemd unit ssh/sshd, no /run/sshd.pid)" >&2
+  exit 4
+fi
+echo "polyvm-rotation: rotated"; cat "$cur.pub"
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class HostKeyRotation:
+    """The outcome of :func:`rotate_host_key`: the key pinned now, the one it replaced, whether it changed."""
+
+    host_key: str         # "ssh-ed25519 AAAA..." generated on the host, pinned from now on
+    previous: str         # the key the connection was verified with
+    changed: bool         # False: rotated before (the marker matched), nothing was done
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.host_key.split()[1])
+
+
+def parse_rotation_output(stdout: str) -> tuple[bool, str]:
+    """(changed, "ssh-ed25519 AAAA...") from :data:`ROTATE_SCRIPT`'s output; HostKeyError if it holds none."""
+    lines = [ln.strip() for ln in stdout.splitlines() if ln.strip()]
+    status = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("polyvm-rotation:")), None)
+    keys = [ln for ln in lines if ln.startswith("ssh-ed25519 ")]
+    if status not in ("rotated", "unchanged") or not keys:
+        raise HostKeyError("host-key rotation printed no new key (expected 'polyvm-rotation: rotated' and an "
+                           "ssh-ed25519 public key)")
+    key_type, blob = parse_public_keys(keys[-1])[0]
+    return status == "rotated", f"{key_type} {blob}"
 
 
 def default_known_hosts() -> Path:

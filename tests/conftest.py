@@ -112,11 +112,12 @@ class TestHosts:
 
     def up(self, count: int = 1, *, disk_mb: int = 0, disks_mb: Sequence[int] = (), fresh: bool = False,
            sshd_delay: float = 0.0, user: str | None = None, firewall: Any = None,
-           bastion: bool = False) -> list[TestHost]:
+           bastion: bool = False, boot: str = "direct", user_data: Any = None) -> list[TestHost]:
         """Start ``count`` hosts. ``firewall``: an nftables ruleset (str) or a list of IngressRule (or
         dicts of their fields), rendered by :func:`polyvm.firewall.render_nftables`: exactly those rules,
         everything else inbound dropped (include SSH if the test logs in). ``bastion``: the host's sshd
-        allows local TCP forwarding (a jump host); otherwise it forwards nothing."""
+        allows local TCP forwarding (a jump host); otherwise it forwards nothing. ``boot``/``user_data``:
+        see :meth:`polyvm.backends.local.engine.Engine.up` (``cloud-init`` needs a ``user``)."""
         sizes = [disk_mb] if disk_mb else []
         sizes += list(disks_mb)
         if firewall is not None and not isinstance(firewall, str):
@@ -129,7 +130,8 @@ class TestHosts:
         def one(_: int) -> TestHost:
             rec = self.engine.up(authorized_keys=self.key.public_key, user=user, disks_mb=sizes,
                                  scrub=recipe_leftovers() if fresh else (),
-                                 sshd_delay=sshd_delay, firewall=firewall, bastion=bastion,
+                                 sshd_delay=sshd_delay, firewall=firewall, bastion=bastion, boot=boot,
+                                 user_data=user_data,
                                  labels={"owner": "pytest", "owner_pid": str(os.getpid())})
             th = TestHost(name=rec.name, address=rec.guest_ip, host_key=rec.host_key, user=rec.user,
                           private_key_path=self.key.private_key_path, disk=rec.disks[0] if rec.disks else None,

@@ -8,9 +8,10 @@ Creating one needs root and openssh-server, nftables, iproute2 (see docs/local.m
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import os
+from typing import Any, Literal, Mapping, Sequence
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from polyvm.backend import Backend, BackendSettings, Capabilities, Replacement
 from polyvm.hookspecs import hookimpl
@@ -31,10 +32,26 @@ class LocalSettings(BackendSettings):
 
     state_dir: str | None = Field(default=None, description="Where host records live (default "
                                   "/var/lib/polyvm/local, mode 0700).")
+    boot: Literal["direct", "cloud-init"] = Field(
+        default="direct",
+        description=("How a host is set up before its sshd starts: `direct` (the engine installs the login "
+                     "user, its key and the host key) or `cloud-init` (this machine's cloud-init runs inside "
+                     "the host from a NoCloud seed with the user data every cloud backend sends; needs the "
+                     "cloud-init package; about 1 s more per host, see docs/local.md). Default: "
+                     "$POLYVM_LOCAL_BOOT or `direct`."))
     fresh: bool = Field(default=True, description=(
         "Remove inside the host what the registered recipes name as leftovers of their packages on this "
         "machine (e.g. a database cluster created at package install), so the host looks like a new VM; "
         "false: keep this machine's copy as it is."))
+
+
+    @model_validator(mode="before")
+    @classmethod
+    def _boot_from_environment(cls, data: Any) -> Any:
+        env = os.environ.get("POLYVM_LOCAL_BOOT")
+        if env and isinstance(data, Mapping) and data.get("boot") is None:
+            data = {**data, "boot": env}
+        return data
 
 
 def recipe_leftovers() -> list[str]:
@@ -84,7 +101,7 @@ class LocalBackend(Backend):
     # The host holds its loop-device data disks; its own provider says which inputs need a new host.
     data_disk_types = frozenset({HOST_TYPE})
     replacements = (Replacement(HOST_TYPE, ("hostname", "sshUser", "authorizedKeys", "disks", "rootMb", "pg", "stateDir",
-                                            "ssh_user", "authorized_keys", "root_mb", "state_dir"),
+                                            "ssh_user", "authorized_keys", "root_mb", "state_dir", "boot"),
                                 "backends/local/provider.py REPLACING (the local host provider's diff)"),
                     Replacement(LB_TYPE, ("fleet", "members", "stateDir", "state_dir"),
                                 "backends/local/provider.py LocalLoadBalancerProvider.diff (every change replaces)"))
@@ -113,7 +130,7 @@ class LocalBackend(Backend):
         as the Pulumi resource. ``labels`` are added to the spec's tags. Returns the engine's host record."""
         assert isinstance(settings, LocalSettings)
         self.check(spec)
-        props = m.host_props(spec, scrub=recipe_leftovers() if settings.fresh else ())
+        props = m.host_props(spec, scrub=recipe_leftovers() if settings.fresh else (), boot=settings.boot)
         if extra_authorized_keys:
             props["authorized_keys"] = "\n".join([props["authorized_keys"], *extra_authorized_keys])
         props["tags"] = {**props["tags"], **dict(labels or {})}
@@ -151,10 +168,19 @@ def start_host(props: dict[str, Any], state_dir: str | None) -> Any:
     from .engine import Engine
 
     disks = list(props.get("disks") or [])
+    boot = props.get("boot") or "direct"
+    user_data = None
+    if boot == "cloud-init":
+        from polyvm.cloudinit import render_cloud_config
+
+        def user_data(private: str, public: str) -> str:  # the renderer every cloud backend uses
+            return render_cloud_config(props["hostname"], props["ssh_user"],
+                                       str(props["authorized_keys"]).splitlines(), private, public)
+
     return Engine(state_dir or None).up(
         authorized_keys=props["authorized_keys"], name=props["hostname"], user=props.get("ssh_user"),
         disks_mb=[d["size_mb"] for d in disks], scrub=props.get("scrub") or (), firewall=props.get("firewall"),
-        root_mb=props.get("root_mb"), labels=dict(props.get("tags") or {}))
+        root_mb=props.get("root_mb"), labels=dict(props.get("tags") or {}), boot=boot, user_data=user_data)
 
 
 def host_of(record: Any, spec: VmSpec) -> Any:

@@ -33,7 +33,7 @@ class LocalHost(pulumi.dynamic.Resource, module="local", name="Host"):
 class LocalVirtualMachine(VirtualMachine):
     def __init__(self, spec: VmSpec, settings: LocalSettings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("local", spec, opts)
-        props = m.host_props(spec, scrub=recipe_leftovers() if settings.fresh else ())
+        props = m.host_props(spec, scrub=recipe_leftovers() if settings.fresh else (), boot=settings.boot)
         if settings.state_dir:
             props["state_dir"] = settings.state_dir
         host = LocalHost(f"{spec.name}-host", props, opts=self.child_opts())

@@ -27,6 +27,7 @@ import importlib.resources
 import ipaddress
 import json
 import os
+import secrets
 import shutil
 import signal
 import string
@@ -35,7 +36,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from polyvm.errors import SandboxError
 
@@ -70,6 +71,7 @@ _TOOLS: dict[str, str] = {
     "losetup": "mount",
     "sudo": "sudo",
     "useradd": "passwd",
+    "cloud-init": "cloud-init",
 }
 
 # Runs as PID 1 of the new PID namespace, in new mount + UTS namespaces, inside the host's netns.
@@ -96,17 +98,19 @@ done
 hostname "$PVM_HOSTNAME"
 echo "$PVM_HOSTNAME" > "$R/etc/hostname"
 echo "127.0.1.1 $PVM_HOSTNAME" >> "$R/etc/hosts"
-rm -f "$R"/etc/ssh/ssh_host_*
+if [ "$PVM_BOOT" != cloud-init ]; then rm -f "$R"/etc/ssh/ssh_host_*; fi
 # Not a security boundary (see docs/local.md), but this machine's secrets need not be in plain view:
 # root's SSH keys are hidden and the password hashes replaced (the copy lives in the in-memory layer).
 mount -t tmpfs -o mode=0700,size=1m tmpfs "$R/root/.ssh" 2>/dev/null || { mkdir -p "$R/root/.ssh"; \
   mount -t tmpfs -o mode=0700,size=1m tmpfs "$R/root/.ssh"; }
 sed -i 's/^\([^:]*\):[^:]*:/\1:*:/' "$R/etc/shadow"
-install -m 600 "$PVM_DIR/host_key" "$R/etc/ssh/ssh_host_ed25519_key"
-install -m 644 "$PVM_DIR/host_key.pub" "$R/etc/ssh/ssh_host_ed25519_key.pub"
+if [ "$PVM_BOOT" != cloud-init ]; then
+  install -m 600 "$PVM_DIR/host_key" "$R/etc/ssh/ssh_host_ed25519_key"
+  install -m 644 "$PVM_DIR/host_key.pub" "$R/etc/ssh/ssh_host_ed25519_key.pub"
+  install -d -m 700 "$R/root/.ssh"
+  install -m 600 "$PVM_DIR/authorized_keys" "$R/root/.ssh/authorized_keys"
+fi
 install -m 600 "$PVM_DIR/sshd_config" "$R/etc/ssh/polyvm_sshd_config"
-install -d -m 700 "$R/root/.ssh"
-install -m 600 "$PVM_DIR/authorized_keys" "$R/root/.ssh/authorized_keys"
 # A fresh VM's root has Debian's stock shell start-up files, not this machine's (which may run, e.g.,
 # pyenv on every SSH session: ~100 ms each, docs/performance.md).
 for f in bashrc profile; do
@@ -118,7 +122,22 @@ printf '%s\n' "$PVM_SCRUB" | while IFS= read -r p; do
   if [ -n "$p" ]; then rm -rf "$R"/$p; fi
 done
 mkdir -p "$R/run/sshd"
-if [ -n "$PVM_USER" ]; then
+if [ "$PVM_BOOT" = cloud-init ]; then
+  # Boot like a cloud VM: a NoCloud seed with the user data, then cloud-init's stages, before sshd starts.
+  # This machine's cloud-init.disabled (scripts/setup) and any state of its own are removed in this layer.
+  rm -f "$R/etc/cloud/cloud-init.disabled"
+  rm -rf "$R/var/lib/cloud" "$R/var/log/cloud-init.log" "$R/var/log/cloud-init-output.log"
+  install -d -m 700 "$R/var/lib/cloud" "$R/var/lib/cloud/seed" "$R/var/lib/cloud/seed/nocloud"
+  install -m 600 "$PVM_DIR/user-data" "$R/var/lib/cloud/seed/nocloud/user-data"
+  install -m 600 "$PVM_DIR/meta-data" "$R/var/lib/cloud/seed/nocloud/meta-data"
+  install -m 644 "$PVM_DIR/cloud.cfg" "$R/etc/cloud/cloud.cfg.d/99-polyvm-local.cfg"
+  for stage in "init --local" "init" "modules --mode config" "modules --mode final"; do
+    echo "polyvm: cloud-init $stage"
+    # shellcheck disable=SC2086
+    timeout "$PVM_CLOUD_INIT_TIMEOUT" chroot "$R" env -i PATH="$PATH" LANG=C.UTF-8 cloud-init $stage
+  done
+  echo "polyvm: cloud-init done"
+elif [ -n "$PVM_USER" ]; then
   chroot "$R" useradd -m -s /bin/bash -p '*' "$PVM_USER"
   u=$(chroot "$R" id -u "$PVM_USER"); g=$(chroot "$R" id -g "$PVM_USER")
   install -d -m 700 -o "$u" -g "$g" "$R/home/$PVM_USER/.ssh"
@@ -130,6 +149,28 @@ fi
 cd "$R"
 exec chroot "$R" /bin/sh -c 'sleep "$0"; exec /usr/sbin/sshd -D -e -f /etc/ssh/polyvm_sshd_config' \
   "$PVM_SSHD_DELAY"
+"""
+
+
+#: How a host is set up before its sshd starts: ``direct`` (the engine installs the host key, login user and
+#: authorized keys itself) or ``cloud-init`` (a NoCloud seed with the same user data the cloud backends send,
+#: and this machine's cloud-init run inside the host's root: see :data:`CLOUD_INIT_CFG`).
+BOOT_MODES = ("direct", "cloud-init")
+
+#: /etc/cloud/cloud.cfg.d/99-polyvm-local.cfg inside a cloud-init host. Only the NoCloud seed is looked at
+#: (no datasource probing: nothing is sent to a metadata address), networking is left as the engine made it
+#: (no DHCP on the link), and only the modules that act inside the host's own root run: none that resizes,
+#: partitions or mounts this machine's disks, touches its boot loader, package sources or clock, or powers
+#: it off. Names as in Debian's /etc/cloud/cloud.cfg (cloud-init 22.4).
+CLOUD_INIT_CFG = """\
+# polyvm local host (backends/local/engine.py): boot from the NoCloud seed, inside the host's root only.
+datasource_list: [NoCloud, None]
+network: {config: disabled}
+cloud_init_modules: [migrator, bootcmd, write-files, set_hostname, update_hostname, update_etc_hosts,
+                     users-groups, ssh]
+cloud_config_modules: [set-passwords, runcmd]
+cloud_final_modules: [write-files-deferred, scripts-per-once, scripts-per-boot, scripts-per-instance,
+                      scripts-user, final-message]
 """
 
 
@@ -157,6 +198,7 @@ class Host:
     root_mb: int | None = None
     firewall: bool = False
     bastion: bool = False        # its sshd allows local TCP forwarding (jump host)
+    boot: str = "direct"         # one of BOOT_MODES
     labels: dict[str, str] = field(default_factory=dict)
     created: float = 0.0
     boot_id: str = ""
@@ -274,18 +316,20 @@ def hidden_dirs(*extra: Path) -> list[str]:
     return sorted(d for d in dirs if d != "/" and "\n" not in d)
 
 
-def render_sshd_config(listen_address: str, *, bastion: bool = False) -> str:
+def render_sshd_config(listen_address: str, *, bastion: bool = False, pam: bool = False) -> str:
     """The host's sshd configuration (templates/sshd_config)."""
     text = importlib.resources.files("polyvm.backends.local").joinpath("templates/sshd_config").read_text()
     return string.Template(text).substitute(listen_address=listen_address,
-                                            tcp_forwarding="local" if bastion else "no")
+                                            tcp_forwarding="local" if bastion else "no",
+                                            use_pam="yes" if pam else "no")
 
 
 def which(tool: str) -> str | None:
     return shutil.which(tool, path=os.environ.get("PATH", "") + ":" + _SBIN_PATH)
 
 
-def missing_prerequisites(*, firewall: bool = True, disks: bool = True, user: bool = True) -> list[str]:
+def missing_prerequisites(*, firewall: bool = True, disks: bool = True, user: bool = True,
+                          cloud_init: bool = False) -> list[str]:
     """What this machine lacks to run hosts, as human-readable problems (empty when all is there)."""
     problems = []
     if os.geteuid() != 0:
@@ -297,6 +341,8 @@ def missing_prerequisites(*, firewall: bool = True, disks: bool = True, user: bo
         wanted.append("losetup")
     if user:
         wanted += ["sudo", "useradd"]
+    if cloud_init:
+        wanted.append("cloud-init")
     missing = [t for t in wanted if which(t) is None]
     if missing:
         pkgs = sorted({_TOOLS[t] for t in missing})
@@ -494,13 +540,24 @@ class Engine:
     def up(self, *, authorized_keys: str, name: str | None = None, user: str | None = None,
            disks_mb: Iterable[int] = (), scrub: Iterable[str] = (), sshd_delay: float = 0.0,
            firewall: str | None = None, labels: Mapping[str, str] | None = None,
-           root_mb: int | None = None, timeout: float = 15.0, bastion: bool = False) -> Host:
+           root_mb: int | None = None, timeout: float | None = None, bastion: bool = False,
+           boot: str = "direct", user_data: Callable[[str, str], str] | None = None) -> Host:
         """Start one host and return once it is usable: sshd listening (or, with ``sshd_delay``, once
         everything but sshd is in place). ``firewall`` is an nftables ruleset (see
         :func:`polyvm.firewall.render_nftables`) applied inside before anything listens; ``root_mb``
         caps what can be written to the root filesystem (kept in memory; default: tmpfs default, half
         of RAM). ``bastion``: the host is a jump host (its sshd allows local TCP forwarding; otherwise
-        no forwarding of any kind)."""
+        no forwarding of any kind). ``boot`` (:data:`BOOT_MODES`): ``cloud-init`` sets the host up through
+        cloud-init from a NoCloud seed whose user data is ``user_data(host_private_key, host_public_key)``
+        (default: :func:`polyvm.cloudinit.render_cloud_config` for ``name``, ``user`` and
+        ``authorized_keys``); it needs a login user other than root (cloud-init's ``disable_root``).
+        ``timeout``: seconds for the whole start (default 15, or 180 through cloud-init)."""
+        if boot not in BOOT_MODES:
+            raise ValueError(f"boot must be one of {', '.join(BOOT_MODES)}, not {boot!r}")
+        if boot == "cloud-init" and user in (None, "root"):
+            raise ValueError("a cloud-init boot needs a login user other than root (user data disables root)")
+        if timeout is None:
+            timeout = 180.0 if boot == "cloud-init" else 15.0
         disks_mb = [int(d) for d in disks_mb]
         scrub = [str(p) for p in scrub]
         bad = [p for p in scrub if p.startswith("/") or ".." in p.split("/") or not p.strip() or "\n" in p]
@@ -508,7 +565,8 @@ class Engine:
             raise ValueError(f"scrub paths must be globs relative to /, without '..': {bad}")
         if any(d <= 0 for d in disks_mb):
             raise ValueError("disk sizes must be positive (MiB)")
-        check_prerequisites(firewall=firewall is not None, disks=bool(disks_mb), user=user not in (None, "root"))
+        check_prerequisites(firewall=firewall is not None, disks=bool(disks_mb), user=user not in (None, "root"),
+                            cloud_init=boot == "cloud-init")
         if user == "root":
             user = None
         self._ensure_state_dir()
@@ -524,19 +582,19 @@ class Engine:
                     veth=f"pvm{index}", host_key="", user=user or "root", state_dir=str(self.state_dir),
                     netns_inode=[st.st_dev, st.st_ino], scrub=scrub, sshd_delay=float(sshd_delay),
                     root_mb=int(root_mb) if root_mb else None,
-                    firewall=firewall is not None, bastion=bool(bastion), labels=dict(labels or {}),
+                    firewall=firewall is not None, bastion=bool(bastion), boot=boot, labels=dict(labels or {}),
                     created=time.time(),
                     boot_id=_boot_id())
         self._save(host)
         try:
-            self._start(host, authorized_keys, disks_mb, firewall, timeout)
+            self._start(host, authorized_keys, disks_mb, firewall, timeout, user_data)
         except BaseException:
             self.down(host)
             raise
         return host
 
     def _start(self, host: Host, authorized_keys: str, disks_mb: list[int], firewall: str | None,
-               timeout: float) -> None:
+               timeout: float, user_data: Callable[[str, str], str] | None = None) -> None:
         hdir, ns = host.dir, host.id
         private, public = generate_host_key(host.name)
         fd = os.open(hdir / "host_key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -544,8 +602,11 @@ class Engine:
             f.write(private)
         (hdir / "host_key.pub").write_text(public + "\n")
         (hdir / "authorized_keys").write_text(authorized_keys.strip() + "\n")
-        (hdir / "sshd_config").write_text(render_sshd_config(host.guest_ip, bastion=host.bastion))
+        (hdir / "sshd_config").write_text(render_sshd_config(host.guest_ip, bastion=host.bastion,
+                                                                pam=host.boot == "cloud-init"))
         host.host_key = public
+        if host.boot == "cloud-init":
+            self._write_seed(host, private.decode(), public, authorized_keys, user_data)
 
         for i, size in enumerate(disks_mb):
             img = hdir / f"disk{i}.img"
@@ -575,6 +636,8 @@ class Engine:
             "PVM_USER": host.user if host.user != "root" else "",
             "PVM_SSHD_DELAY": f"{host.sshd_delay:g}",
             "PVM_ROOT_MB": str(host.root_mb or ""),
+            "PVM_BOOT": host.boot,
+            "PVM_CLOUD_INIT_TIMEOUT": f"{max(5, int(timeout))}",
         }
         with open(host.log_path, "ab") as log:
             proc = subprocess.Popen(
@@ -604,6 +667,24 @@ class Engine:
             time.sleep(0.005)
         host.status = "up"
         self._save(host)
+
+    @staticmethod
+    def _write_seed(host: Host, private: str, public: str, authorized_keys: str,
+                    user_data: Callable[[str, str], str] | None) -> None:
+        """The NoCloud seed (user-data 0600: it holds the host's private key, like a cloud's user data)."""
+        if user_data is None:
+            from polyvm.cloudinit import render_cloud_config
+
+            text = render_cloud_config(host.name, host.user, authorized_keys.splitlines(), private, public)
+        else:
+            text = user_data(private, public)
+        fd = os.open(host.dir / "user-data", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        # A new instance-id per host: cloud-init runs its per-instance modules once per id.
+        (host.dir / "meta-data").write_text(f"instance-id: {host.id}-{secrets.token_hex(6)}\n"
+                                            f"local-hostname: {host.name}\n")
+        (host.dir / "cloud.cfg").write_text(CLOUD_INIT_CFG)
 
     def apply_firewall(self, host: Host, ruleset: str) -> None:
         """Load an nftables ruleset in the host's network namespace (replacing polyvm's table)."""

@@ -52,9 +52,11 @@ def firewall_ruleset(spec: VmSpec) -> str:
     return render_nftables(spec.ingress)
 
 
-def host_props(spec: VmSpec, *, scrub: Sequence[str] = ()) -> dict[str, Any]:
-    """Inputs of the ``polyvm:local`` host resource (no secrets: only public keys and rules)."""
+def host_props(spec: VmSpec, *, scrub: Sequence[str] = (), boot: str = "direct") -> dict[str, Any]:
+    """Inputs of the ``polyvm:local`` host resource (no secrets: only public keys and rules). ``boot``: the
+    engine's boot mode (``direct`` or ``cloud-init``, :data:`polyvm.backends.local.engine.BOOT_MODES`)."""
     return {
+        "boot": boot,
         "hostname": spec.name,
         "ssh_user": spec.ssh.user,
         "authorized_keys": spec.ssh.public_key.strip(),

@@ -14,7 +14,9 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 #: Inputs that can change on a running host; any other change replaces it.
 UPDATABLE = ("firewall", "tags")
 #: Inputs whose change needs a new host.
-REPLACING = ("hostname", "ssh_user", "authorized_keys", "disks", "root_mb", "scrub", "state_dir")
+REPLACING = ("hostname", "ssh_user", "authorized_keys", "disks", "root_mb", "scrub", "state_dir", "boot")
+#: Inputs added after hosts were first recorded: their value in an older state (no spurious replacement).
+_DEFAULTS = {"boot": "direct"}
 #: Outputs the provider adds to the inputs.
 OUTPUTS = ("host_id", "guest_ip", "host_ip", "host_key", "disk_devices")
 
@@ -64,7 +66,7 @@ class LocalHostProvider(_StateDirProvider):
         return ReadResult(id_=id_, outs=_outs(props, host))
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changed = [k for k in (*REPLACING, *UPDATABLE) if olds.get(k) != news.get(k)]
+        changed = [k for k in (*REPLACING, *UPDATABLE) if olds.get(k, _DEFAULTS.get(k)) != news.get(k, _DEFAULTS.get(k))]
         replaces = [k for k in changed if k in REPLACING]
         return DiffResult(changes=bool(changed), replaces=replaces, stables=list(OUTPUTS) if not replaces else [],
                           delete_before_replace=False)

@@ -86,7 +86,9 @@ def render_pg_hba(inputs: PostgresInputs, layout: Layout | None = None) -> str:
 
 
 def render_install_script(layout: Layout) -> str:
-    return render_template("install.sh.j2", layout=layout)
+    from polyvm.cloudinit import wait_script
+
+    return render_template("install.sh.j2", layout=layout, cloud_init_wait=wait_script())
 
 
 def render_datadir_script(inputs: PostgresInputs, layout: Layout) -> str:

@@ -189,3 +189,20 @@ def test_docs_local_md_names_every_sandbox_command_option_and_setting():
                     missing.append(f"{name} {opt}")
     missing += [f"setting {f}" for f in LocalSettings.model_fields if f"`{f}`" not in doc]
     assert not missing, f"docs/local.md does not mention: {', '.join(missing)}"
+
+
+def test_boot_setting_reaches_the_host_inputs_and_a_change_replaces_the_host():
+    from polyvm.backends.local import LocalSettings
+    from polyvm.backends.local import mapping as lm
+    from polyvm.backends.local.provider import LocalHostProvider
+
+    spec = parse_spec({"name": "b1", "size": "small", "image": {"family": "debian", "version": "12"},
+                       "ingress": [{"port": 22, "cidrs": ["198.18.0.0/15"]}],
+                       "ssh": {"user": "ops", "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIItb6qtfyxmL/XYcDjxupRnl7V5gGAflR29Y4qUlXWcM"}})
+    assert LocalSettings().boot == "direct"
+    new = lm.host_props(spec, boot=LocalSettings(boot="cloud-init").boot)
+    assert new["boot"] == "cloud-init"
+    old = {k: v for k, v in lm.host_props(spec).items() if k != "boot"}  # a state from before the setting
+    p = LocalHostProvider()
+    assert not p.diff("pvm-1", old, lm.host_props(spec)).changes  # no spurious replacement on upgrade
+    assert p.diff("pvm-1", old, new).replaces == ["boot"]

@@ -151,3 +151,46 @@ def test_polyvm_apply_without_a_recipe_applies_the_specs_guest_firewall_and_disk
     assert testhosts.exec(host, ["findmnt", "-n", "-o", "SOURCE", "--mountpoint", "/srv/data"]).stdout.strip() == host.disk
     bad = CliRunner().invoke(build_cli(), [a if a != f"data={host.disk}" else "nope=/dev/sdz" for a in args])
     assert bad.exit_code == 2 and "not a data disk" in bad.output
+
+
+CONNECT_AS = """
+import errno, socket
+def attempt(kind):
+    s = socket.socket(socket.AF_INET, kind)
+    s.settimeout(3)
+    try:
+        s.connect(("169.254.169.254", 80))
+        if kind == socket.SOCK_DGRAM:
+            s.send(b"GET /")
+    except socket.timeout:
+        return "timeout"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+    return "sent"
+print(attempt(socket.SOCK_DGRAM), attempt(socket.SOCK_STREAM))
+"""
+
+
+def test_only_root_may_reach_the_metadata_address(testhosts):
+    """The guest firewall's output chain: an unprivileged process cannot connect to 169.254.169.254 (EPERM, so
+    no packet is sent); root's (cloud-init, guest agents) still can. The address is made local inside the
+    host (on its loopback), so nothing can leave the host whatever happens."""
+    (host,) = testhosts.up()
+    spec = parse_spec({"name": "md1", "size": "small", "image": {"family": "debian", "version": "12"},
+                       "ingress": [{"port": 22, "cidrs": [f"{host.record.host_ip}/32"]}],
+                       "ssh": {"user": "polyvm", "public_key": host.host_key}})
+    vm = Host.from_spec(spec, address=host.address, host_key=host.host_key, guest_firewall=True, user=host.user)
+    run_recipe([vm], None, credentials={"private_key_path": str(host.private_key_path)}, progress=False)
+    ruleset = testhosts.exec(host, ["nft", "list", "chain", "inet", "polyvm", "output"]).stdout
+    assert "hook output" in ruleset and "policy accept" in ruleset
+    assert "meta skuid != 0 ip daddr 169.254.169.254 drop" in ruleset, ruleset
+    assert "meta skuid != 0 ip6 daddr fd00:ec2::254 drop" in ruleset, ruleset
+    testhosts.exec(host, "ip addr add 169.254.169.254/32 dev lo")
+    as_root = testhosts.exec(host, ["python3", "-c", CONNECT_AS]).stdout.strip()
+    as_nobody = testhosts.exec(host, ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "python3",
+                                      "-c", CONNECT_AS]).stdout.strip()
+    # root gets through (nothing listens there: the TCP connect is refused, the datagram goes out on lo).
+    assert as_root == "sent ECONNREFUSED", as_root
+    # Not root: the datagram's send fails with EPERM (the output chain dropped it: no packet was sent), and
+    # the TCP handshake never starts (its SYNs are dropped the same way; the kernel only retries them).
+    assert as_nobody == "EPERM timeout", as_nobody

@@ -8,6 +8,7 @@ import random
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import paramiko
@@ -167,6 +168,35 @@ def test_retry_classification():
     assert not _is_retryable(paramiko.IncompatiblePeer("no kex"))
 
 
+def test_refused_port_is_polled_about_once_a_second_up_to_the_deadline(tmp_path):
+    """A refused connection costs one round trip: with the default backoff (1, 2, 4 s ...) a host whose sshd
+    starts late was found up to 18 s late; now refused attempts come about once a second and a last one is
+    made at the deadline (the old code gave up at 3 attempts within 5 s, before the deadline)."""
+    key = openssh_private(ed25519.Ed25519PrivateKey.generate())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    c = Connection("127.0.0.1", port=port, private_key=key, known_hosts=tmp_path / "kh", deadline=5)
+    t0 = time.monotonic()
+    with pytest.raises(ConnectTimeoutError):
+        c.connect()
+    assert c.stats.connect_attempts >= 5, c.stats.connect_attempts
+    assert time.monotonic() - t0 >= 4.9  # the last attempt is at the deadline, not one backoff before it
+
+
+def test_fast_retry_only_for_answers_that_come_at_once():
+    import errno as _errno
+
+    from polyvm.provisioners.connection import _answered_at_once, _fast_retry_delay
+
+    assert _answered_at_once(ConnectionRefusedError(_errno.ECONNREFUSED, "refused"))
+    assert _answered_at_once(OSError(_errno.EHOSTUNREACH, "no route"))
+    assert _answered_at_once(paramiko.ChannelException(2, "Connect failed"))  # refused behind a bastion
+    assert not _answered_at_once(socket.timeout("timed out"))
+    assert not _answered_at_once(paramiko.ChannelException(1, "prohibited"))
+    assert all(0.05 <= _fast_retry_delay(d) <= 1.0 for d in (0.1, 1.0, 30.0))
+
+
 def test_refused_port_is_retried_until_the_deadline_then_explained(tmp_path):
     key = openssh_private(ed25519.Ed25519PrivateKey.generate())
     with socket.socket() as s:  # a loopback port that nothing listens on
@@ -255,7 +285,7 @@ def test_one_list_of_connection_keys_for_inventories_and_pulumi():
     sample = {"host": "h", "port": 22, "user": "u", "private_key": None, "private_key_path": "/k",
               "private_key_password": "pw", "host_key": None, "known_hosts": "/kh", "host_key_policy": "known_only",
               "bastion": {"host": "b"}, "connect_timeout": 5, "deadline": 10, "sudo": True, "keepalive": 3,
-              "keepalive_count_max": 2, "retry_initial": 0.5, "retry_max": 2, "allow_legacy_algorithms": False,
+              "keepalive_count_max": 2, "retry_initial": 0.5, "retry_max": 2, "allow_legacy_algorithms": False, "rotate_host_key": False, "command_timeout": 60,
               "secrets": ["x"], "name": "n", "insecure_accept_any_host_key": False}
     assert set(sample) == set(ConnectionArgs.keys())
     assert ConnectionArgs.from_mapping(sample).host_key_policy is HostKeyPolicy.KNOWN_ONLY
@@ -297,3 +327,22 @@ def test_provision_errors_declare_their_context_fields():
     assert CommandError("boom").copy_flags is None
     f = FanoutError({"h": c}, result="r")
     assert f.result == "r" and f.failed == {"h": c}
+
+
+def test_known_hosts_replace_drops_plain_and_hashed_lines_of_that_host_only(tmp_path):
+    from polyvm.errors import HostKeyError as _HKE
+    from polyvm.provisioners.trust import parse_rotation_output
+
+    kh = tmp_path / "kh"
+    hashed = paramiko.HostKeys.hash_host("198.51.100.7")
+    kh.write_text(f"198.51.100.7 ssh-ed25519 AAAAold\n{hashed} ssh-rsa AAAAold2\n"
+                  "198.51.100.8 ssh-ed25519 AAAAother\n[198.51.100.7]:2222 ssh-ed25519 AAAAport\n")
+    KnownHosts(kh).replace("198.51.100.7", "ssh-ed25519", "AAAAnew")
+    assert kh.read_text() == ("198.51.100.8 ssh-ed25519 AAAAother\n[198.51.100.7]:2222 ssh-ed25519 AAAAport\n"
+                              "198.51.100.7 ssh-ed25519 AAAAnew\n")
+    blob = "AAAAC3NzaC1lZDI1NTE5AAAAIItb6qtfyxmL/XYcDjxupRnl7V5gGAflR29Y4qUlXWcM"
+    assert parse_rotation_output(f"polyvm-rotation: rotated\nssh-ed25519 {blob} host\n") == \
+        (True, f"ssh-ed25519 {blob}")
+    assert parse_rotation_output(f"polyvm-rotation: unchanged\nssh-ed25519 {blob}\n")[0] is False
+    with pytest.raises(_HKE, match="printed no new key"):
+        parse_rotation_output("something else\n")

@@ -155,8 +155,12 @@ def test_a_guest_firewall_vm_without_a_recipe_still_gets_the_baseline():
 
     _, mocks, _ = run_mocked(program, [backend], config={"polyvm:sshPrivateKey": KEY})
     names = [n for _t, n, _i, _c, _id in mocks.resources if n.startswith("db1-baseline")]
-    assert names == ["db1-baseline", "db1-baseline-00-guest-firewall-rules-firewall-nft",
+    # vSphere injects the host key through guestinfo: it is rotated first (provisioners.pulumi.RotateHostKey).
+    assert names == ["db1-baseline", "db1-baseline-host-key", "db1-baseline-00-guest-firewall-rules-firewall-nft",
                      "db1-baseline-01-guest-firewall", "db1-baseline-02-data-disk-pgdata"]
+    _, kept, _ = run_mocked(program, [backend], config={"polyvm:sshPrivateKey": KEY,
+                                                        "polyvm:rotateHostKey": "false"})
+    assert "db1-baseline-host-key" not in [n for _t, n, _i, _c, _id in kept.resources]
 
     # Without a way to log in, that is a clear error, not an unfiltered VM.
     from polyvm.errors import ConfigError
