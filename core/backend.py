@@ -236,6 +236,12 @@ class Backend(ABC):
     #: mock_calls as the image lookup would answer after a newer image appeared. Empty when no input
     #: depends on a lookup that can change (image families and slugs resolved by the cloud).
     newer_image_calls: ClassVar[dict[str, Any]] = {}
+    #: Settings a new project's ``Pulumi.<name>.yaml`` starts from (``polyvm new``): values for the
+    #: required fields and the ones a first VM needs (a region), as a user would write them. The
+    #: scaffold test plans every backend's generated stack file with them.
+    example_settings: ClassVar[dict[str, Any]] = {}
+    #: Provider config the same stack file sets outside the polyvm namespace (``{"aws:region": ...}``).
+    example_provider_config: ClassVar[dict[str, str]] = {}
 
     # --- validation ----------------------------------------------------------------------------------
     def unsupported(self, spec: VmSpec) -> list[str]:

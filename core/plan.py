@@ -161,7 +161,7 @@ class Plan:
 
     @property
     def roots(self) -> list[PlannedResource]:
-        return [r for r in self.resources if r.parent is None]
+        return sorted((r for r in self.resources if r.parent is None), key=lambda r: (r.type, r.name))
 
     def by_type(self, typ: str) -> list[PlannedResource]:
         return [r for r in self.resources if r.type == typ]
@@ -224,6 +224,32 @@ def run_mocked(program: Callable[[], Any], backends: Sequence[Backend] = (), *, 
     return result.get("value"), mocks, monitor
 
 
+def close_event_loop() -> None:
+    """Close the asyncio loop the mock runtime ran on (Pulumi's ``_sync_await`` makes one and never closes
+    it): cancel what is still pending, then close. Without this, the loop is collected at interpreter exit
+    and ``BaseEventLoop.__del__`` may print a traceback on stderr when it runs after the modules it needs
+    are torn down. The next plan in the same process gets a new loop."""
+    import asyncio
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            loop = asyncio.get_event_loop_policy().get_event_loop()
+        except RuntimeError:
+            return
+    if loop.is_running() or loop.is_closed():
+        return
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for t in pending:
+        t.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
+    asyncio.set_event_loop(None)
+
+
 def _resolve(value: Any) -> Any:
     """Plain value of an Output (or nested structure of them) after a mocked run."""
     from pulumi.runtime.sync_await import _sync_await
@@ -238,14 +264,17 @@ def _resolve(value: Any) -> Any:
 
 
 def plan(backend: Backend, specs: Sequence[VmSpec], settings: Mapping[str, Any] | None = None,
-         backends: Sequence[Backend] = (), *, calls: Mapping[str, Any] | None = None) -> Plan:
+         backends: Sequence[Backend] = (), *, calls: Mapping[str, Any] | None = None,
+         after: Callable[[VmSpec, Any], None] | None = None) -> Plan:
     """Declare ``specs`` through ``backend`` under mocks and return the recorded resource tree and outputs.
-    ``calls`` overrides invoke results (e.g. a lookup answering with a newer image)."""
+    ``calls`` overrides invoke results (e.g. a lookup answering with a newer image); ``after`` is what the
+    program declares after each VM (``polyvm.program.declare(after=...)``, e.g. a recipe's resources).
+    Resources are in URN order and children in (type, name) order: two plans of the same inputs are equal."""
     from .backend import OUTPUT_NAMES
     from .program import declare
 
     def program() -> Any:
-        vms = declare(backend, specs, settings, export=False)
+        vms = declare(backend, specs, settings, export=False, after=after)
         return {name: {k: getattr(vm, k) for k in OUTPUT_NAMES} for name, vm in vms.items()}
 
     value, mocks, monitor = run_mocked(program, list(backends) or [backend], calls=calls)
@@ -254,7 +283,8 @@ def plan(backend: Backend, specs: Sequence[VmSpec], settings: Mapping[str, Any] 
     planned: list[PlannedResource] = []
     by_urn: dict[str, PlannedResource] = {}
     stack_urn_marker = "pulumi:pulumi:Stack"
-    for urn, parent, typ, name, custom in monitor.registered:
+    # Registration order depends on when each Output resolves: sort, so plans are deterministic.
+    for urn, parent, typ, name, custom in sorted(monitor.registered, key=lambda r: r[0]):
         inp, rid = inputs.get((typ, name), ({}, None))
         parent_urn = parent if parent and _urn_type(parent) != stack_urn_marker else None
         res = PlannedResource(urn=urn, type=typ, name=name, inputs=inp, custom=custom, parent=parent_urn,
@@ -265,6 +295,8 @@ def plan(backend: Backend, specs: Sequence[VmSpec], settings: Mapping[str, Any] 
     for res in planned:
         if res.parent and res.parent in by_urn:
             by_urn[res.parent].children.append(res)
+    for res in planned:
+        res.children.sort(key=lambda c: (c.type, c.name))
     return Plan(backend=backend.name, resources=planned, calls=mocks.calls, outputs=outputs)
 
 

@@ -24,10 +24,18 @@ def specs_from_config(cfg: pulumi.Config) -> tuple[str, list[VmSpec], Mapping[st
     backend = cfg.get("backend")
     if not backend:
         raise ConfigError("Pulumi config polyvm:backend is not set: pulumi config set polyvm:backend aws")
-    vm, vms = cfg.get_object("vm"), cfg.get_object("vms")
+    specs = specs_from_values(cfg.get_object("vm"), cfg.get_object("vms"), source="Pulumi config")
+    return backend, specs, cfg.get_object(backend) or {}
+
+
+def specs_from_values(vm: Any, vms: Any, *, source: str) -> list[VmSpec]:
+    """The specs of ``polyvm:vm`` (one) and ``polyvm:vms`` (a list), all problems at once, each with its key.
+    Shared by the Pulumi program and the CLI reading a Pulumi.<stack>.yaml."""
     if vm is None and vms is None:
-        raise ConfigError("Pulumi config has neither polyvm:vm (one VM) nor polyvm:vms (a list); "
-                          "see examples/postgres-vm/Pulumi.aws.yaml")
+        raise ConfigError(f"{source} has neither polyvm:vm (one VM) nor polyvm:vms (a list); "
+                          "see docs/spec.md")
+    if vms is not None and not isinstance(vms, list):
+        raise SpecError(["polyvm:vms: expected a list of VM specs"], source=source)
     raw = ([vm] if vm is not None else []) + list(vms or [])
     specs, problems = [], []
     for i, item in enumerate(raw):
@@ -37,15 +45,13 @@ def specs_from_config(cfg: pulumi.Config) -> tuple[str, list[VmSpec], Mapping[st
             where = "polyvm:vm" if (vm is not None and i == 0) else f"polyvm:vms[{i - (vm is not None)}]"
             problems += [f"{where}.{p}" for p in exc.problems]
     if problems:
-        raise SpecError(problems, source="Pulumi config")
-    settings = cfg.get_object(backend) or {}
-    return backend, specs, settings
+        raise SpecError(problems, source=source)
+    return specs
 
 
-def declare(backend: Backend | str, specs: Sequence[VmSpec], settings: Mapping[str, Any] | None = None,
-            *, after: AfterVm | None = None, export: bool = True) -> dict[str, Any]:
-    """Validate every spec against the backend, then declare them. Returns {vm name: component}."""
-    be = get_backend(backend) if isinstance(backend, str) else backend
+def check(be: Backend, specs: Sequence[VmSpec], settings: Mapping[str, Any] | None) -> tuple[Any, list[str]]:
+    """(parsed settings or None, every problem) of declaring ``specs`` through ``be`` with ``settings``:
+    what :func:`declare` refuses, and what ``polyvm validate --backend`` reports."""
     problems: list[str] = []
     parsed = None
     try:
@@ -60,6 +66,14 @@ def declare(backend: Backend | str, specs: Sequence[VmSpec], settings: Mapping[s
         problems += [f"{spec.name}: {p}" for p in _unsupported(be, spec)]
         if parsed is not None:
             problems += [f"{spec.name}: {p}" for p in be.settings_problems(spec, parsed)]
+    return parsed, problems
+
+
+def declare(backend: Backend | str, specs: Sequence[VmSpec], settings: Mapping[str, Any] | None = None,
+            *, after: AfterVm | None = None, export: bool = True) -> dict[str, Any]:
+    """Validate every spec against the backend, then declare them. Returns {vm name: component}."""
+    be = get_backend(backend) if isinstance(backend, str) else backend
+    parsed, problems = check(be, specs, settings)
     if problems:
         raise SpecError(problems)
     vms = {}

@@ -79,6 +79,7 @@ class DigitalOceanBackend(Backend):
     settings_model = DigitalOceanSettings
     sdk_modules = ("pulumi_digitalocean", "pulumi_tls")
     extra = "digitalocean"
+    example_settings = {"region": "fra1"}
     mock_outputs = {
         "digitalocean:index/droplet:Droplet": lambda name, inputs: {
             "id": _numeric_id(name),
