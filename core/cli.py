@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         if type(exc).__name__ == "NoArgsIsHelpError":  # plain `polyvm`: its help (click >= 8.2)
             click.echo(exc.format_message())
             return 0
-        where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        where = f" (see {exc.ctx.command_path if exc.ctx is not None else 'polyvm'} --help)"
         click.echo(f"polyvm: error: {exc.format_message().rstrip('.')}{where}", err=True)
         return exc.exit_code
     except click.ClickException as exc:

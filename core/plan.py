@@ -10,6 +10,7 @@ import copy
 import hashlib
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -126,6 +127,28 @@ class PlanMocks(pulumi.runtime.Mocks):
         return fn(dict(args.args)) if fn else {}
 
 
+#: asyncio loops made for the mock monitor's executor threads (closed by close_event_loop).
+_WORKER_LOOPS: list[Any] = []
+_WORKER_LOCK = threading.Lock()
+
+
+def _worker_loop() -> None:
+    """Give a mock-monitor executor thread an event loop that close_event_loop() will close."""
+    import asyncio
+
+    if threading.current_thread() is threading.main_thread():
+        return
+    try:
+        asyncio.get_event_loop_policy().get_event_loop()
+        return
+    except RuntimeError:
+        pass
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    with _WORKER_LOCK:
+        _WORKER_LOOPS.append(loop)
+
+
 class RecordingMonitor(_mocks.MockMonitor):
     """The mock monitor, also remembering each resource's URN and parent URN (for the tree)."""
 
@@ -137,7 +160,18 @@ class RecordingMonitor(_mocks.MockMonitor):
         #: (type, name) -> alias names, recorded by the stack transformation before it drops them.
         self.aliases: dict[tuple[str, str], list[str]] = {}
 
+    # Pulumi's MockMonitor gives each executor thread its own asyncio loop (_ensure_event_loop) and never
+    # closes it: make that loop here instead, so close_event_loop() can close it after the plan.
+    def Invoke(self, request):
+        _worker_loop()
+        return super().Invoke(request)
+
+    def ReadResource(self, request):
+        _worker_loop()
+        return super().ReadResource(request)
+
     def RegisterResource(self, request):
+        _worker_loop()
         resp = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             self.registered.append((resp.urn, request.parent, request.type, request.name, bool(request.custom)))
@@ -225,10 +259,11 @@ def run_mocked(program: Callable[[], Any], backends: Sequence[Backend] = (), *, 
 
 
 def close_event_loop() -> None:
-    """Close the asyncio loop the mock runtime ran on (Pulumi's ``_sync_await`` makes one and never closes
-    it): cancel what is still pending, then close. Without this, the loop is collected at interpreter exit
-    and ``BaseEventLoop.__del__`` may print a traceback on stderr when it runs after the modules it needs
-    are torn down. The next plan in the same process gets a new loop."""
+    """Close the asyncio loops the mock runtime ran on: the main thread's (Pulumi's ``_sync_await`` makes one
+    and never closes it) and one per executor thread of the mock monitor (Pulumi's MockMonitor makes those,
+    :func:`_worker_loop` here). Left open, they are collected at interpreter exit and
+    ``BaseEventLoop.__del__`` warns "unclosed event loop" -- a traceback on stderr when that runs while the
+    interpreter is tearing modules down. The next plan in the same process gets new loops."""
     import asyncio
     import warnings
 
@@ -246,8 +281,13 @@ def close_event_loop() -> None:
     if pending:
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
     loop.run_until_complete(loop.shutdown_asyncgens())
+    # Joins the executor threads the mock monitor ran in; then their loops can go too.
+    loop.run_until_complete(loop.shutdown_default_executor())
     loop.close()
     asyncio.set_event_loop(None)
+    with _WORKER_LOCK:
+        while _WORKER_LOOPS:
+            _WORKER_LOOPS.pop().close()
 
 
 def _resolve(value: Any) -> Any:
