@@ -6,7 +6,10 @@ line and exits non-zero (``exit_code``) without a traceback. Messages never cont
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 class PolyvmError(Exception):
@@ -52,6 +55,17 @@ class UnknownBackendError(PluginError):
         )
 
 
+class UnknownRecipeError(PluginError):
+    """No recipe of that name is registered."""
+
+    exit_code = 2
+
+    def __init__(self, name: str, available: Iterable[str]) -> None:
+        self.name = name
+        self.available = sorted(available)
+        super().__init__(f"unknown recipe {name!r}; available recipes: {', '.join(self.available) or '(none)'}")
+
+
 class MissingDependencyError(PolyvmError):
     """A backend's cloud SDK (or another optional package) is not installed."""
 
@@ -70,7 +84,26 @@ class UnsupportedFeatureError(SpecError):
 
 
 class ProvisionError(PolyvmError):
-    """Something failed while reaching or changing a VM over SSH."""
+    """Something failed while reaching or changing a VM over SSH.
+
+    ``host``: the host it happened on (when known); ``step``: the name of the step that failed and
+    ``results``: the step results completed before it, when raised while running steps.
+    """
+
+    def __init__(self, message: str = "", *, host: str = "", step: str | None = None,
+                 results: Sequence[Any] = ()) -> None:
+        self.host = host
+        self.step = step
+        self.results: list[Any] = list(results)
+        super().__init__(message)
+
+    def with_context(self, *, step: str | None = None, results: Sequence[Any] | None = None) -> Self:
+        """This error with the failed step's name and the results before it filled in; returns itself."""
+        if step is not None:
+            self.step = step
+        if results is not None:
+            self.results = list(results)
+        return self
 
 
 class HostKeyError(ProvisionError):
@@ -86,22 +119,31 @@ class ConnectTimeoutError(ProvisionError):
 
 
 class CommandError(ProvisionError):
-    """A remote command exited non-zero, timed out or lost its connection."""
+    """A remote command exited non-zero, timed out or lost its connection.
+
+    ``exit_status`` is None when there was none (timeout, lost connection); ``copy_flags``: for a command run
+    right after a copy in the same channel, the per-file "changed" flags of that copy (which did go through).
+    """
+
+    #: With ``put_files_and_run``: which copies went through before the command failed (None: not known).
+    copy_flags: list[bool] | None = None
 
     def __init__(self, message: str, *, host: str = "", command: str = "", exit_code: int | None = None,
-                 stderr_tail: str = "") -> None:
-        self.host = host
+                 stderr_tail: str = "", copy_flags: Sequence[bool] | None = None, step: str | None = None,
+                 results: Sequence[Any] = ()) -> None:
         self.command = command
         self.exit_status = exit_code
         self.stderr_tail = stderr_tail
-        super().__init__(message)
+        self.copy_flags: list[bool] | None = None if copy_flags is None else list(copy_flags)
+        super().__init__(message, host=host, step=step, results=results)
 
 
 class FanoutError(ProvisionError):
-    """Steps failed on one or more hosts of a fan-out run."""
+    """Steps failed on one or more hosts of a fan-out run. ``result``: the whole run's result, when known."""
 
-    def __init__(self, failed: dict[str, BaseException]) -> None:
+    def __init__(self, failed: dict[str, BaseException], result: Any = None) -> None:
         self.failed = failed
+        self.result = result
         # Provisioning errors usually name their host already; do not say it twice.
         detail = "; ".join(str(e) if h in str(e) else f"{h}: {e}" for h, e in failed.items())
         super().__init__(f"{len(failed)} host(s) failed: {', '.join(failed)} ({detail})")

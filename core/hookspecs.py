@@ -6,9 +6,13 @@ or through the ``polyvm`` entry-point group. Built-ins use exactly the same hook
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pluggy
+
+if TYPE_CHECKING:
+    from .backend import Backend
+    from .recipe import Recipe
 
 PROJECT = "polyvm"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -16,7 +20,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def polyvm_register_backends(register: Callable[[Any], None]) -> None:
+def polyvm_register_backends(register: Callable[["Backend"], None]) -> None:
     """Register backends.
 
     Called once, when the plugin manager first needs the list of backends.
@@ -33,4 +37,16 @@ def polyvm_register_commands(cli: Any) -> None:
     Called once when the CLI starts.
 
     :param cli: the top-level :class:`click.Group`; call ``cli.add_command(...)`` or use ``@cli.command()``.
+    """
+
+
+@hookspec
+def polyvm_register_recipes(register: Callable[["Recipe"], None]) -> None:
+    """Register recipes (what turns a VM into a server: PostgreSQL, nginx, ...).
+
+    Called once, when the plugin manager first needs the list of recipes.
+
+    :param register: call it with a :class:`polyvm.recipe.Recipe` instance (or subclass) for each recipe the
+        plugin provides; one plugin may register several. Registering two recipes with the same name is an
+        error.
     """

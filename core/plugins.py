@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any, Iterable
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError, UnknownBackendError
+from .errors import PluginError, UnknownBackendError, UnknownRecipeError
 
 if TYPE_CHECKING:
     import click
 
     from .backend import Backend
+    from .recipe import Recipe
 
 ENTRY_POINT_GROUP = "polyvm"
 
@@ -35,6 +36,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "polyvm.commands",
     "polyvm.provisioners.cli",
     "polyvm.recipes.postgres.cli",
+    "polyvm.recipes.nginx.cli",
 )
 
 
@@ -53,6 +55,7 @@ class Plugins:
         self._group = entry_point_group
         self._loaded = False
         self._backends: dict[str, Backend] | None = None
+        self._recipes: dict[str, Recipe] | None = None
         self.failed: dict[str, str] = {}
 
     # --- loading -------------------------------------------------------------------------------------
@@ -93,24 +96,25 @@ class Plugins:
         self.pm.register(plugin, name)
         self.pm.check_pending()
         self._backends = None
+        self._recipes = None
 
-    # --- backends --------------------------------------------------------------------------------------
-    def _collect_backends(self) -> dict[str, "Backend"]:
-        from .backend import Backend
-
-        found: dict[str, Backend] = {}
-
-        for impl in self.pm.hook.polyvm_register_backends.get_hookimpls():
+    # --- backends and recipes ---------------------------------------------------------------------------
+    def _collect(self, hook: Any, base: type, kind: str) -> dict[str, Any]:
+        """Call a ``register``-style hook on every plugin; each registered object must be a ``base``."""
+        found: dict[str, Any] = {}
+        for impl in hook.get_hookimpls():
             plugin_name = self.pm.get_name(impl.plugin) or repr(impl.plugin)
 
-            def register(backend: Any, _plugin: str = plugin_name) -> None:
-                if isinstance(backend, type) and issubclass(backend, Backend):
-                    backend = backend()
-                if not isinstance(backend, Backend):
-                    raise PluginError(f"plugin {_plugin!r} registered {backend!r}, which is not a polyvm Backend")
-                if backend.name in found:
-                    raise PluginError(f"backend {backend.name!r} is registered twice (again by {_plugin!r})")
-                found[backend.name] = backend
+            def register(obj: Any, _plugin: str = plugin_name) -> None:
+                if isinstance(obj, type) and issubclass(obj, base):
+                    obj = obj()
+                if not isinstance(obj, base):
+                    raise PluginError(f"plugin {_plugin!r} registered {obj!r}, which is not a polyvm {base.__name__}")
+                if not getattr(obj, "name", ""):
+                    raise PluginError(f"plugin {_plugin!r} registered a {kind} without a name ({obj!r})")
+                if obj.name in found:
+                    raise PluginError(f"{kind} {obj.name!r} is registered twice (again by {_plugin!r})")
+                found[obj.name] = obj
 
             try:
                 impl.function(register=register)
@@ -119,6 +123,11 @@ class Plugins:
             except Exception as exc:  # noqa: BLE001
                 self._warn(plugin_name, exc)
         return dict(sorted(found.items()))
+
+    def _collect_backends(self) -> dict[str, "Backend"]:
+        from .backend import Backend
+
+        return self._collect(self.pm.hook.polyvm_register_backends, Backend, "backend")
 
     def backends(self) -> dict[str, "Backend"]:
         """All registered backends by name."""
@@ -134,6 +143,23 @@ class Plugins:
             return backends[name]
         except KeyError:
             raise UnknownBackendError(name, backends) from None
+
+    def recipes(self) -> dict[str, "Recipe"]:
+        """All registered recipes by name."""
+        from .recipe import Recipe
+
+        self.load()
+        if self._recipes is None:
+            self._recipes = self._collect(self.pm.hook.polyvm_register_recipes, Recipe, "recipe")
+        return self._recipes
+
+    def get_recipe(self, name: str) -> "Recipe":
+        """The recipe called ``name``, or UnknownRecipeError listing the available ones."""
+        recipes = self.recipes()
+        try:
+            return recipes[name]
+        except KeyError:
+            raise UnknownRecipeError(name, recipes) from None
 
     # --- other hooks -----------------------------------------------------------------------------------
     def register_commands(self, cli: "click.Group") -> None:
@@ -164,3 +190,11 @@ def get_backend(name: str) -> "Backend":
 
 def list_backends() -> dict[str, "Backend"]:
     return get_plugins().backends()
+
+
+def get_recipe(name: str) -> "Recipe":
+    return get_plugins().get_recipe(name)
+
+
+def list_recipes() -> dict[str, "Recipe"]:
+    return get_plugins().recipes()

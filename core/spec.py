@@ -74,7 +74,7 @@ _PUBKEY_TYPES = (
     "sk-ssh-ed25519@openssh.com",
     "sk-ecdsa-sha2-nistp256@openssh.com",
 )
-_RESERVED_USERS = {"root", "daemon", "bin", "sys", "nobody", "postgres", "sshd"}
+_RESERVED_USERS = {"root", "daemon", "bin", "sys", "nobody", "sshd"}
 
 
 def _check_cidr(value: str) -> str:

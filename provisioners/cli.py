@@ -21,8 +21,13 @@ from typing import Any, Mapping, Sequence
 
 import click
 
+from typing import TYPE_CHECKING
+
 from polyvm.errors import ConfigError, FanoutError
 from polyvm.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from polyvm.host import Host
 
 
 def parse_target(text: str) -> dict[str, Any]:
@@ -52,6 +57,13 @@ def parse_target(text: str) -> dict[str, Any]:
     if not out["host"]:
         raise ConfigError(f"bad host {text!r}")
     return out
+
+
+def host_of(conn: Any, **baseline: Any) -> "Host":
+    """The Host a command-line target stands for (``baseline``: disks, firewall, ingress for the guest baseline)."""
+    from polyvm.host import Host
+
+    return Host(address=conn.host, user=conn.user, port=conn.port, host_key=None, name=conn.name, **baseline)
 
 
 def load_inventory(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -98,7 +110,7 @@ def load_inventory(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any
 
 def build_connections(hosts: Sequence[str], inventory: str | None, options: Mapping[str, Any]) -> list:
     """Connections for ``-H`` targets and/or an inventory; command-line options override inventory defaults."""
-    from .ssh import Connection
+    from .connection import Connection
 
     defaults: dict[str, Any] = {}
     entries: list[dict[str, Any]] = []
@@ -131,6 +143,9 @@ def _connection_options(f):  # noqa: ANN001, ANN202 - click decorator stack
                      help="DANGEROUS: do not verify host keys at all (throw-away hosts only)."),
         click.option("-J", "--jump", "bastion", default=None, metavar="[USER@]HOST[:PORT]",
                      help="Jump host (bastion) to connect through."),
+        click.option("--allow-legacy-algorithms", is_flag=True, default=None,
+                     help="INSECURE: also accept CBC/3DES ciphers, MD5/SHA-1 MACs and SHA-1 key exchanges "
+                          "(old hosts only; warns on every connection)."),
         click.option("--sudo/--no-sudo", default=None, help="Run through sudo -n (default: when user is not root)."),
         click.option("--deadline", type=float, default=None, help="Seconds to wait for hosts to come up (300)."),
         click.option("-p", "--parallel", type=click.IntRange(1, 512), default=16, show_default=True,
@@ -144,7 +159,8 @@ def _connection_options(f):  # noqa: ANN001, ANN202 - click decorator stack
 
 def _options(kw: dict[str, Any]) -> dict[str, Any]:
     return {k: kw.pop(k) for k in ("user", "private_key_path", "host_key", "known_hosts",
-                                   "insecure_accept_any_host_key", "bastion", "sudo", "deadline")}
+                                   "insecure_accept_any_host_key", "allow_legacy_algorithms", "bastion", "sudo",
+                                   "deadline")}
 
 
 def _run_fanout(conns, steps, parallel: int, quiet: bool):  # noqa: ANN001, ANN202
@@ -214,7 +230,172 @@ def copy_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, quiet
         raise FanoutError(result.failed)
 
 
-#: Public names for other plugins' commands that take the same connection options (the postgres recipe).
+def _input_value(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` for ``--set``: VALUE parsed as YAML (numbers, true/false, [lists], {maps}), else text."""
+    import yaml
+
+    if "=" not in text:
+        raise ConfigError(f"--set expects NAME=VALUE, not {text!r}")
+    name, _, value = text.partition("=")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return name.strip(), parsed
+
+
+def load_inputs_file(path: str | None) -> dict[str, Any]:
+    """A recipe's inputs from a YAML file (empty without one); ConfigError when it is not a mapping."""
+    if not path:
+        return {}
+    from polyvm.spec import load_yaml
+
+    loaded = load_yaml(path) or {}
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of recipe inputs")
+    return dict(loaded)
+
+
+def baseline_options(spec_path: str | None, disks: Sequence[str], guest_firewall: bool) -> dict[str, Any]:
+    """What the guest baseline does on every host: ``--spec`` gives the ingress rules (applied in the guest
+    with ``--guest-firewall``) and the data disks' mount points; ``--disk NAME=DEVICE`` each disk's device."""
+    from polyvm.host import HostDisk
+
+    if not spec_path:
+        if disks or guest_firewall:
+            raise ConfigError("--disk and --guest-firewall need --spec (the VM spec with the disks and ingress rules)")
+        return {}
+    from polyvm.spec import load_spec_file
+
+    specs = load_spec_file(spec_path)
+    if len(specs) != 1:
+        raise ConfigError(f"{spec_path}: --spec takes one VM spec, not {len(specs)}")
+    spec = specs[0]
+    devices = {}
+    for d in disks:
+        name, sep, dev = d.partition("=")
+        if not sep or not dev.startswith("/dev/"):
+            raise ConfigError(f"--disk expects NAME=/dev/DEVICE, not {d!r}")
+        devices[name] = dev
+    unknown = sorted(set(devices) - {d.name for d in spec.data_disks})
+    if unknown:
+        raise ConfigError(f"--disk {', '.join(unknown)}: not a data disk of {spec_path}")
+    out: dict[str, Any] = {"ingress": tuple(spec.ingress),
+                           "disks": tuple(HostDisk(d.name, devices[d.name], d.mount_point)
+                                          for d in spec.data_disks if d.name in devices)}
+    if guest_firewall:
+        out["firewall"] = tuple(spec.ingress)
+    return out
+
+
+def apply_recipe(recipe_name: str | None, hosts: Sequence[str], inventory: str | None, parallel: int, quiet: bool,
+                 inputs_path: str | None, sets: Sequence[str], secrets_file: str | None, as_json: bool,
+                 baseline: Mapping[str, Any], conn_opts: Mapping[str, Any],
+                 extra_inputs: Mapping[str, Any] | None = None) -> None:
+    """The body of ``polyvm apply`` (and of recipe commands such as ``polyvm nginx``)."""
+    import json
+
+    from polyvm.plugins import get_recipe
+
+    from .fanout import run_recipe
+
+    recipe = get_recipe(recipe_name) if recipe_name else None
+    data = load_inputs_file(inputs_path)
+    data.update(extra_inputs or {})
+    data.update(dict(_input_value(t) for t in sets))
+    if recipe is None and data:
+        raise ConfigError("recipe inputs (--inputs, --set) need --recipe")
+    conns = build_connections(hosts, inventory, conn_opts)
+    targets = [host_of(c, **baseline) for c in conns]
+    generated: list[str] = []
+    inputs = None
+    path = None
+    if recipe is not None:
+        # Inputs are the same for every host; host-dependent defaults come from the first one.
+        inputs = recipe.parse_inputs(recipe.defaults_for(targets[0], data), source=inputs_path or "command line")
+        if recipe.secrets_needed(inputs):
+            path = secrets_file or f"{recipe.name}-secrets.json"
+            inputs, generated = recipe.ensure_secrets(inputs, path)
+        if generated and not as_json:
+            click.echo(f"generated password(s) for {', '.join(generated)} in {Path(path).resolve()} (0600)", err=True)
+    result = run_recipe(targets, recipe, inputs, connections=conns, parallel=parallel,
+                        progress=not quiet and not as_json, raise_on_failure=False)
+    if as_json:
+        out = {name: {"ok": hr.ok, "changed": any(r.changed for r in hr.results),
+                      "changes": [f"{r.name}: {r.detail}" for r in hr.results if r.changed],
+                      "error": str(hr.error) if hr.error else None, "duration": round(hr.duration, 2),
+                      "outputs": recipe.outputs(inputs, t) if recipe is not None and hr.ok else {}}
+               for (name, hr), t in zip(result.hosts.items(), targets)}
+        extra = {"secrets_file": str(Path(path).resolve())} if path else {}
+        click.echo(json.dumps({"hosts": out, "generated": generated, **extra}, indent=2, default=str))
+    else:
+        for (name, hr), t in zip(result.hosts.items(), targets):
+            if not hr.ok:
+                continue
+            changed = [r for r in hr.results if r.changed]
+            click.echo(f"{name}: {'changed' if changed else 'no change'} ({hr.duration:.1f}s)")
+            for r in changed:
+                click.echo(f"  - {r.name}: {r.detail or 'changed'}")
+            if recipe is not None:
+                for k, v in recipe.outputs(inputs, t).items():
+                    click.echo(f"  {k}: {v}")
+    if not result.ok:
+        raise FanoutError(result.failed)
+
+
+def recipe_options(f):  # noqa: ANN001, ANN202 - click decorator stack
+    opts = [
+        click.option("--inputs", "inputs_path", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="YAML file of the recipe's inputs."),
+        click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
+                     help="One recipe input (VALUE as YAML: 8080, true, [a, b]); repeatable; wins over --inputs."),
+        click.option("--spec", "spec_path", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="The VM spec: its ingress rules and data disks for the guest baseline."),
+        click.option("--disk", "disks", multiple=True, metavar="NAME=DEVICE",
+                     help="Device of a data disk of --spec (formatted only when blank, mounted at its mount_point)."),
+        click.option("--guest-firewall", is_flag=True,
+                     help="Apply --spec's ingress rules as an nftables firewall in the guest (no cloud firewall)."),
+        click.option("--secrets-file", type=click.Path(dir_okay=False), default=None,
+                     help="JSON file (0600) where generated secrets are kept (default: <recipe>-secrets.json)."),
+        click.option("--json", "as_json", is_flag=True, help="Machine-readable result."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+@click.command("apply")
+@_connection_options
+@click.option("--recipe", "recipe_name", default=None, metavar="NAME",
+              help="The recipe to apply (polyvm recipes lists them); without it, the guest baseline only.")
+@recipe_options
+def apply_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, quiet: bool, recipe_name: str | None,
+              inputs_path: str | None, sets: tuple[str, ...], spec_path: str | None, disks: tuple[str, ...],
+              guest_firewall: bool, secrets_file: str | None, as_json: bool, **kw: Any) -> None:
+    """The guest baseline (firewall, data disks from --spec), then a recipe, on every host; prints what changed."""
+    conn_opts = _options(kw)
+    apply_recipe(recipe_name, hosts, inventory, parallel, quiet, inputs_path, sets, secrets_file, as_json,
+                 baseline_options(spec_path, disks, guest_firewall), conn_opts)
+
+
+@click.command("recipes")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable list.")
+def recipes_cmd(as_json: bool) -> None:
+    """List the registered recipes (built-in and plugins)."""
+    import json
+
+    from polyvm.plugins import list_recipes
+
+    rows = [{"name": r.name, "description": r.description, "plugin": type(r).__module__}
+            for r in list_recipes().values()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['name']:<12} {r['description']}")
+
+
+#: Public names for other plugins' commands that take the same connection options (recipe commands).
 connection_options = _connection_options
 connection_settings = _options
 
@@ -223,6 +404,8 @@ connection_settings = _options
 def polyvm_register_commands(cli: click.Group) -> None:
     cli.add_command(exec_cmd)
     cli.add_command(copy_cmd)
+    cli.add_command(apply_cmd)
+    cli.add_command(recipes_cmd)
 
 
 if __name__ == "__main__":  # pragma: no cover

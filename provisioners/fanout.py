@@ -1,7 +1,8 @@
 """Run steps on many hosts at once: bounded parallelism, a live progress display, a per-host summary.
 
 One host's failure never stops the others; when all are done, :class:`FanoutError` lists every host that
-failed (with the partial :class:`FanoutResult` attached as ``exc.result``).
+failed (with the whole :class:`FanoutResult` as its ``result``). :func:`run_recipe` is the one way to run a
+recipe over SSH: per host, the guest baseline and then the recipe's steps, batched by apply_steps.
 """
 
 from __future__ import annotations
@@ -10,14 +11,47 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 
 from polyvm.errors import FanoutError
 
-from .ssh import Connection
+from .connection import Connection
 from .steps import Step, StepResult, apply_steps
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from polyvm.host import Facts, Host
+    from polyvm.recipe import Recipe
+
 StepsFor = Sequence[Step] | Callable[[Connection], Sequence[Step]]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def parallel_map(fn: Callable[[T], R], items: Sequence[T], *, parallel: int = 16,
+                 names: Sequence[str] | None = None) -> tuple[dict[str, R], dict[str, BaseException]]:
+    """``fn`` on every item, at most ``parallel`` at a time; one item's failure never stops the others.
+    Returns (results, failures), both keyed by ``names`` (default: the items' str), in item order."""
+    if parallel < 1:
+        raise ValueError("parallel must be at least 1")
+    keys = list(names) if names is not None else [str(i) for i in items]
+    done: dict[str, R] = {}
+    failed: dict[str, BaseException] = {}
+
+    def one(key: str, item: T) -> None:
+        try:
+            done[key] = fn(item)
+        except Exception as exc:  # noqa: BLE001 - collected and reported together
+            failed[key] = exc
+
+    if len(items) == 1:
+        one(keys[0], items[0])
+    else:
+        with ThreadPoolExecutor(max_workers=min(parallel, max(1, len(items))),
+                                thread_name_prefix="polyvm-fanout") as pool:
+            list(pool.map(lambda ki: one(*ki), zip(keys, items)))
+    return ({k: done[k] for k in keys if k in done}, {k: failed[k] for k in keys if k in failed})
 
 
 @dataclass
@@ -88,8 +122,6 @@ def fanout(targets: Sequence[Connection], steps: StepsFor, *, parallel: int = 16
     Shows a live progress display and a per-host summary on ``console`` (stderr by default) when
     ``progress``; raises FanoutError after all hosts finished if any failed (unless ``raise_on_failure``).
     """
-    if parallel < 1:
-        raise ValueError("parallel must be at least 1")
     names = _unique_names(targets)
     results: dict[str, HostResult] = {n: HostResult(n, connection=c) for n, c in zip(names, targets)}
     start = time.monotonic()
@@ -107,7 +139,8 @@ def fanout(targets: Sequence[Connection], steps: StepsFor, *, parallel: int = 16
                         TimeElapsedColumn(), console=console, transient=True)
         overall = live.add_task(f"{len(targets)} host(s)", total=len(targets))
 
-    def one(name: str, conn: Connection) -> None:
+    def one(item: tuple[str, Connection]) -> None:
+        name, conn = item
         hr = results[name]
         t0 = time.monotonic()
         task = None
@@ -123,8 +156,9 @@ def fanout(targets: Sequence[Connection], steps: StepsFor, *, parallel: int = 16
                     hr.results.append(res)
                     if live is not None and task is not None:
                         live.update(task, description=f"  {name}: {step.name} done", advance=1)
-        except Exception as exc:  # noqa: BLE001 - one host's failure must not stop the others
+        except BaseException as exc:
             hr.error = exc
+            raise
         finally:
             hr.duration = time.monotonic() - t0
             if live is not None:
@@ -138,9 +172,7 @@ def fanout(targets: Sequence[Connection], steps: StepsFor, *, parallel: int = 16
     if live is not None:
         live.start()
     try:
-        with ThreadPoolExecutor(max_workers=min(parallel, max(1, len(targets))),
-                                thread_name_prefix="polyvm-fanout") as pool:
-            list(pool.map(lambda nc: one(*nc), zip(names, targets)))
+        parallel_map(one, list(zip(names, targets)), parallel=parallel, names=names)
     finally:
         if live is not None:
             live.stop()
@@ -148,7 +180,61 @@ def fanout(targets: Sequence[Connection], steps: StepsFor, *, parallel: int = 16
     if progress and console is not None:
         console.print(result.table())
     if raise_on_failure and not result.ok:
-        err = FanoutError(result.failed)
-        err.result = result  # type: ignore[attr-defined]
-        raise err
+        raise FanoutError(result.failed, result=result)
     return result
+
+
+def detect_facts(conn: Connection) -> "Facts":
+    """The host's OS (from /etc/os-release) and RAM, in one command."""
+    from polyvm.host import FACTS_COMMAND, parse_facts
+
+    return parse_facts(conn.run(FACTS_COMMAND, name="detect OS", sudo=False).stdout)
+
+
+def recipe_steps(host: "Host", conn: Connection, recipe: "Recipe | None" = None, inputs: "BaseModel | None" = None,
+                 *, source: str | None = None) -> list[Step]:
+    """What provisioning ``host`` means: the guest baseline, then the recipe's steps (if a recipe is given).
+    The OS facts come from the Host when known, else one command on ``conn``."""
+    from .baseline import baseline_steps
+
+    facts = host.facts
+    if recipe is None and not host.disks:
+        return baseline_steps(host, facts, source=source)  # the firewall needs no facts
+    if facts is None or (recipe is not None and facts.memory_mb is None):
+        found = detect_facts(conn)
+        facts = found if facts is None else facts
+        if facts.memory_mb is None:
+            from dataclasses import replace
+
+            facts = replace(facts, memory_mb=found.memory_mb)
+    steps = baseline_steps(host, facts, source=source)
+    if recipe is not None:
+        steps += list(recipe.steps(inputs if inputs is not None else recipe.parse_inputs({}), host, facts))
+    return steps
+
+
+def run_recipe(hosts: Sequence["Host"], recipe: "Recipe | None" = None,
+               inputs: "BaseModel | Callable[[Host], BaseModel] | None" = None, *,
+               credentials: Mapping[str, Any] | None = None, connections: Sequence[Connection] | None = None,
+               source: str | None = None, parallel: int = 16, progress: bool = True, console: Any = None,
+               raise_on_failure: bool = True) -> FanoutResult:
+    """Provision ``hosts``: on each, the guest baseline then ``recipe``'s steps (``inputs``: validated inputs,
+    or a function of the Host returning them), over one connection per host, batched, in parallel.
+
+    ``credentials``: Connection settings added to each Host's own (private_key_path, known_hosts, bastion,
+    deadline, ...); or give ready ``connections`` (one per host, same order). ``source``: the address the
+    hosts see this machine connect from, for the guest firewall's lock-out check.
+    """
+    if connections is None:
+        connections = [h.connect(**dict(credentials or {})) for h in hosts]
+    if len(connections) != len(hosts):
+        raise ValueError("run_recipe: one connection per host")
+    by_conn = {id(c): h for c, h in zip(connections, hosts)}
+
+    def steps(conn: Connection) -> list[Step]:
+        host = by_conn[id(conn)]
+        values = inputs(host) if callable(inputs) else inputs
+        return recipe_steps(host, conn, recipe, values, source=source)
+
+    return fanout(connections, steps, parallel=parallel, progress=progress, console=console,
+                  raise_on_failure=raise_on_failure)

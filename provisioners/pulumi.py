@@ -1,7 +1,7 @@
 """Pulumi dynamic resources on the SSH layer: ``CopyFile`` (a file on a host) and ``RemoteExec`` (a command).
 
 Both take ``connection`` inputs (host, port, user, private_key (made secret), host_key, bastion, ...; see
-:meth:`polyvm.provisioners.ssh.Connection.from_mapping`), ``triggers`` (any value; a change forces a re-run),
+:meth:`polyvm.provisioners.connection.ConnectionArgs.from_mapping`), ``triggers`` (any value; a change forces a re-run),
 and re-run on update when their content or commands change. ``RemoteExec`` exposes the tails of stdout and
 stderr, secret whenever any command, stdin or environment input was secret.
 
@@ -17,14 +17,13 @@ from typing import Any, Mapping, Sequence
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
 
-from .ssh import Connection, tail
+from .connection import Connection, ConnectionArgs
+from .exec import tail
 
 OUTPUT_TAIL_CHARS = 4096
 #: Connection settings whose change means "another machine": the resource is replaced, not updated.
 _IDENTITY_KEYS = ("host", "port", "user")
-_CONNECTION_KEYS = ("host", "port", "user", "private_key", "private_key_path", "private_key_password",
-                    "host_key", "known_hosts", "bastion", "connect_timeout", "deadline", "sudo",
-                    "insecure_accept_any_host_key")
+_CONNECTION_KEYS = ConnectionArgs.keys()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -271,3 +270,207 @@ def _q(path: Any) -> str:
 
 
 __all__: Sequence[str] = ["CopyFile", "CopyFileProvider", "RemoteExec", "RemoteExecProvider", "connection_from_props"]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Any steps (the guest baseline, a recipe) as resources
+# --------------------------------------------------------------------------------------------------------
+
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "step"
+
+
+def _declared_value(steps: Sequence[Any], index: int, part: int | None) -> tuple[Any, Any]:
+    """(content or command, stdin) of step ``index`` (upload ``part`` of a copy step) in ``steps``."""
+    from .steps import DeclaredExec
+
+    d = steps[index].declared()
+    if isinstance(d, DeclaredExec):
+        return d.command, d.stdin
+    up = d[part or 0]
+    return up.data().decode(), None
+
+
+def _placeholder_secret(name: str) -> str:
+    return "polyvm-pending-" + hashlib.sha256(name.encode()).hexdigest()[:20]
+
+
+class RecipeResource(pulumi.ComponentResource):
+    """The guest baseline and a recipe on one VM, as resources: type ``polyvm:provisioners:Recipe``.
+
+    Every step becomes resources the same way, whatever the recipe: copy steps one ``CopyFile`` per file,
+    command and script steps one ``RemoteExec`` (re-run when an earlier file of this component changes).
+    Values known only after the VM exists (data disk devices) or secret (generated passwords) are filled in
+    by building the same steps again inside an ``apply`` with the real values.
+
+    :param vm: a ``polyvm:<backend>:VirtualMachine`` component.
+    :param recipe: a recipe name (``polyvm_register_recipes``), a Recipe, or None for the baseline only.
+    :param inputs: the recipe's inputs (a mapping, e.g. Pulumi config, or the inputs model).
+    :param private_key: the SSH private key (made secret); or ``private_key_path``.
+    :param secrets: values (str or Output) for secrets the recipe needs (:meth:`Recipe.secrets_needed`);
+        missing ones are generated (``pulumi_random.RandomPassword``, secret).
+    :param connection: extra connection settings (bastion, known_hosts, ...).
+    """
+
+    outputs: pulumi.Output[Mapping[str, Any]]
+    secrets: pulumi.Output[Mapping[str, str]]
+    host: pulumi.Output[Any]
+
+    def __init__(self, name: str, *, vm: Any, recipe: Any = None, inputs: Any = None, private_key: Any = None,
+                 private_key_path: str | None = None, secrets: Mapping[str, Any] | None = None,
+                 connection: Mapping[str, Any] | None = None, spec: Any = None, guest_firewall: bool | None = None,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("polyvm:provisioners:Recipe", name, None, opts)
+        from polyvm.host import Host, guest_firewall_of, host_output
+        from polyvm.plugins import get_recipe
+
+        from .baseline import baseline_steps
+
+        spec = spec or vm.spec
+        if isinstance(recipe, str):
+            recipe = get_recipe(recipe)
+        if guest_firewall is None:
+            guest_firewall = guest_firewall_of(vm)
+        pending = {d.name: f"/dev/polyvm-pending-{d.name}" for d in spec.data_disks}
+        pending_address = "polyvm-pending-address"
+        static_host = Host.from_spec(spec, address=pending_address, data_disk_devices=pending,
+                                     guest_firewall=guest_firewall)
+        parsed = None
+        if recipe is not None:
+            data = inputs if not isinstance(inputs, Mapping) else recipe.defaults_for(static_host, inputs)
+            parsed = recipe.parse_inputs(data, source=f"{name} inputs")
+        self.recipe = recipe
+        self.inputs = parsed
+
+        # Secrets: given > generated (secret).
+        secret_outputs: dict[str, pulumi.Output[str]] = {}
+        for n in (recipe.secrets_needed(parsed) if recipe is not None else []):
+            given = (secrets or {}).get(n)
+            secret_outputs[n] = pulumi.Output.secret(given if given is not None else _random(f"{name}-{n}-password", self))
+        self.secrets = pulumi.Output.secret(pulumi.Output.all(**secret_outputs) if secret_outputs else {})
+
+        def build(host: Any, values: Mapping[str, str]) -> list[Any]:
+            facts = host.facts
+            steps = baseline_steps(host, facts)
+            if recipe is not None:
+                filled = recipe.with_secrets(parsed, values) if values else parsed
+                steps += list(recipe.steps(filled, host, facts))
+            return steps
+
+        tokens = {n: _placeholder_secret(f"{name}/{n}") for n in secret_outputs}
+        static = build(static_host, tokens)
+        markers = [pending_address, *pending.values(), *tokens.values()]
+        host_out = host_output(vm, spec=spec, guest_firewall=guest_firewall)
+        self.host = host_out
+        live = pulumi.Output.all(host_out, pulumi.Output.all(**secret_outputs) if secret_outputs else {})
+
+        no_secrets = pulumi.Output.all(host_out, {})
+
+        def value(index: int, part: int | None, which: int, text: Any, secret: bool) -> Any:
+            if text is None or not any(m in text for m in markers):
+                return pulumi.Output.secret(text) if secret and text is not None else text
+            uses_secret = any(t in text for t in tokens.values())
+
+            def pick(a: list[Any]) -> Any:
+                # (a mock runtime may leave a generated secret unknown: None)
+                steps = build(a[0], {k: v or "" for k, v in a[1].items()} if uses_secret else tokens)
+                if len(steps) != len(static):
+                    raise RuntimeError(f"{name}: the steps changed shape once the VM's values were known")
+                return _declared_value(steps, index, part)[which]
+
+            # Only values that hold a secret depend on the secrets (a dependency on them makes an output secret).
+            out = (live if uses_secret else no_secrets).apply(pick)
+            return pulumi.Output.secret(out) if secret or uses_secret else out
+
+        conn = host_out.apply(lambda h: {**h.connection_settings(), "private_key_path": private_key_path,
+                                         **dict(connection or {})})
+        conn = conn.apply(lambda c: {k: v for k, v in c.items() if v is not None and k != "name"})
+        if private_key is not None:
+            conn = pulumi.Output.all(conn, pulumi.Output.secret(private_key)).apply(
+                lambda cp: {**cp[0], "private_key": cp[1]})
+
+        from .steps import DeclaredExec
+
+        prev: list[pulumi.Resource] = []
+        file_hashes: list[str] = []
+        for i, step in enumerate(static):
+            slug = f"{name}-{i:02d}-{_slug(step.name)}"
+            ropts = pulumi.ResourceOptions(parent=self, depends_on=list(prev))
+            declared = step.declared()
+            if isinstance(declared, DeclaredExec):
+                prev = [RemoteExec(slug, connection=conn, name=step.name,
+                                   create=value(i, None, 0, declared.command, False),
+                                   stdin=value(i, None, 1, declared.stdin, declared.secret),
+                                   triggers=(list(file_hashes) or None) if declared.follows_files else None,
+                                   opts=ropts)]
+                continue
+            made = []
+            for k, up in enumerate(declared):
+                text = up.data().decode()
+                made.append(CopyFile(f"{slug}-{_slug(up.remote_path.rsplit('/', 1)[-1])}", connection=conn,
+                                     remote_path=up.remote_path, content=value(i, k, 0, text, False), mode=up.mode,
+                                     owner=up.owner, group=up.group, opts=ropts))
+                file_hashes.append(hashlib.sha256(text.encode()).hexdigest())
+            prev = made
+        self.outputs = host_out.apply(lambda h: recipe.outputs(parsed, h) if recipe is not None
+                                      else {"address": h.address})
+        self.register_outputs({"outputs": self.outputs, "secrets": self.secrets})
+
+
+def _random(name: str, parent: pulumi.Resource) -> pulumi.Output[str]:
+    try:
+        import pulumi_random
+    except ImportError:
+        from polyvm.errors import MissingDependencyError
+
+        raise MissingDependencyError("generated recipe secrets", "recipes", "pulumi_random") from None
+    return pulumi_random.RandomPassword(name, length=32, special=False,
+                                        opts=pulumi.ResourceOptions(parent=parent)).result
+
+
+__all__ = [*__all__, "RecipeResource"]
+
+
+def provision_vm(spec: Any, vm: Any) -> "RecipeResource | None":
+    """For :func:`polyvm.program.run` (examples/postgres-vm): the guest baseline on every VM that needs it
+    (a guest-firewall backend, or data disks with a mount point), and the recipe named in Pulumi config.
+
+    Config: the recipe's inputs in ``polyvm:<recipe name>`` (``polyvm:recipe`` names the recipe when several
+    have inputs, or one without inputs); the SSH private key in ``polyvm:sshPrivateKey``
+    (secret) or the file ``polyvm:sshPrivateKeyPath``. Exports ``<vm>-<recipe>``: the recipe's outputs and
+    its secrets (secret)."""
+    from polyvm.errors import ConfigError
+    from polyvm.host import guest_firewall_of
+    from polyvm.plugins import list_recipes
+
+    cfg = pulumi.Config("polyvm")
+    recipes = list_recipes()
+    name = cfg.get("recipe")
+    if name is None:
+        configured = [n for n in recipes if cfg.get_object(n) is not None]
+        if len(configured) > 1:
+            raise ConfigError(f"Pulumi config has inputs for several recipes ({', '.join(configured)}); "
+                              "choose one with polyvm:recipe")
+        name = configured[0] if configured else None
+    guest_firewall = guest_firewall_of(vm)
+    needs_baseline = guest_firewall or any(d.mount_point for d in spec.data_disks)
+    if name is None and not needs_baseline:
+        return None
+    key = cfg.get_secret("sshPrivateKey")
+    key_path = cfg.get("sshPrivateKeyPath")
+    if key is None and key_path is None:
+        why = f"recipe {name!r}" if name else ("the guest firewall" if guest_firewall else "mounting the data disks")
+        raise ConfigError(f"{spec.name}: {why} needs SSH: set polyvm:sshPrivateKeyPath (or the secret "
+                          "polyvm:sshPrivateKey) to the private half of polyvm:vm.ssh.public_key")
+    label = name or "baseline"
+    res = RecipeResource(f"{spec.name}-{label}", vm=vm, spec=spec, recipe=name,
+                         inputs=cfg.get_object(name) if name else None, private_key=key,
+                         private_key_path=key_path, guest_firewall=guest_firewall,
+                         opts=pulumi.ResourceOptions(depends_on=[vm]))
+    pulumi.export(f"{spec.name}-{label}", {"outputs": res.outputs, "secrets": res.secrets})
+    return res
+
+
+__all__ = [*__all__, "provision_vm"]

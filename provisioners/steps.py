@@ -15,7 +15,9 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 from polyvm.errors import CommandError, ConfigError, ProvisionError
 
-from .ssh import Connection, RunResult, Upload, mask
+from .connection import Connection
+from .exec import RunResult, mask
+from .transfer import Upload
 
 
 @dataclass(frozen=True)
@@ -39,19 +41,60 @@ class Combined:
     finish: Callable[[RunResult], StepResult]
 
 
+@dataclass(frozen=True)
+class DeclaredExec:
+    """A step as one command to declare as a Pulumi ``RemoteExec``: the same text on every declaration (a
+    changed command means "run again"); ``stdin`` may hold secrets (the resource keeps it secret)."""
+
+    command: str
+    stdin: str | None = None
+    secret: bool = False
+    #: Run again when a file copied by an earlier step of the same resource group changes (a reload).
+    follows_files: bool = True
+
+
+Declared = list[Upload] | DeclaredExec
+
+
 class Step:
-    """Base class: ``apply(conn)`` brings one thing to the wanted state and returns a StepResult."""
+    """Base class: ``apply(conn)`` brings one thing to the wanted state and returns a StepResult.
+
+    ``declared()`` is the same step for Pulumi (provisioners/pulumi.py): the files to copy (a list of
+    Upload) or one command (DeclaredExec). Copy steps also implement ``uploads()``/``result(flags)``,
+    which is how apply_steps batches consecutive copies into one channel.
+    """
 
     name: str = "step"
 
     def apply(self, conn: Connection) -> StepResult:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def declared(self) -> Declared:
+        raise NotImplementedError(f"{type(self).__name__} has no Pulumi form")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
 
-class CopyFile(Step):
+class _Copies(Step):
+    """A step that only copies files: ``uploads()`` -> (uploads, directories to make) and ``result(flags)``
+    (one changed flag per upload) are the batching protocol apply_steps uses."""
+
+    def uploads(self) -> tuple[list[Upload], list[str]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def result(self, flags: Sequence[bool]) -> StepResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def apply(self, conn: Connection) -> StepResult:
+        uploads, dirs = self.uploads()
+        return self.result(conn.put_files(uploads, make_dirs=dirs))
+
+    def declared(self) -> Declared:
+        return self.uploads()[0]
+
+
+class CopyFile(_Copies):
     """Copy one file (bytes, text or a local Path) to ``remote_path``; unchanged when the remote already matches."""
 
     def __init__(self, content_or_path: bytes | str | Path, remote_path: str, *, mode: int = 0o644,
@@ -66,15 +109,38 @@ class CopyFile(Step):
     def uploads(self) -> tuple[list[Upload], list[str]]:
         return [Upload(self.content, self.remote_path, self.mode, self.owner, self.group)], []
 
-    def apply(self, conn: Connection) -> StepResult:
-        uploads, dirs = self.uploads()
-        return self.result(conn.put_files(uploads, make_dirs=dirs))
-
     def result(self, flags: Sequence[bool]) -> StepResult:
         return StepResult(self.name, flags[0], "updated" if flags[0] else "already up to date")
 
 
-class CopyDir(Step):
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a :class:`FilesStep`."""
+
+    remote_path: str
+    content: str | bytes
+    mode: int = 0o644
+    owner: str | None = None
+    group: str | None = None
+
+
+class FilesStep(_Copies):
+    """Several files copied atomically in one round trip as one step; unchanged files are not sent (content,
+    mode and owner compared). Batched with neighbouring copies by apply_steps like CopyFile."""
+
+    def __init__(self, name: str, files: Sequence[RemoteFile]) -> None:
+        self.name = name
+        self.files = list(files)
+
+    def uploads(self) -> tuple[list[Upload], list[str]]:
+        return [Upload(f.content, f.remote_path, f.mode, f.owner, f.group) for f in self.files], []
+
+    def result(self, flags: Sequence[bool]) -> StepResult:
+        changed = [f.remote_path for f, c in zip(self.files, flags) if c]
+        return StepResult(self.name, bool(changed), ("updated " + ", ".join(changed)) if changed else "")
+
+
+class CopyDir(_Copies):
     """Copy a local directory tree to ``remote_dir`` in one channel and one tar stream (changed files only).
 
     File modes are copied from the local files unless ``mode`` is given. Remote files that do not exist
@@ -114,10 +180,6 @@ class CopyDir(Step):
 
     def _excluded(self, rel: Path) -> bool:
         return any(rel.match(pat) for pat in self.exclude)
-
-    def apply(self, conn: Connection) -> StepResult:
-        uploads, dirs = self.uploads()
-        return self.result(conn.put_files(uploads, make_dirs=dirs))
 
     def result(self, flags: Sequence[bool]) -> StepResult:
         n = sum(flags)
@@ -159,6 +221,17 @@ class RunCommand(Step):
             guards.append(f"if ( {self.unless} ) >/dev/null 2>&1 </dev/null; then echo {marker}u; exit 0; fi")
         return ("; ".join(guards + [self.command]) if guards else self.command), marker
 
+    def declared(self) -> Declared:
+        guards = []
+        if self.creates:
+            guards.append(f"if [ -e {shlex.quote(self.creates)} ]; then exit 0; fi")
+        if self.unless:
+            guards.append(f"if ( {self.unless} ) >/dev/null 2>&1 </dev/null; then exit 0; fi")
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
+        command = "; ".join(guards + [f"export {env}; {self.command}" if env else self.command])
+        stdin = self.stdin.decode() if isinstance(self.stdin, bytes) else self.stdin
+        return DeclaredExec(command, stdin, secret=bool(self.secrets))
+
     def _finish(self, r: RunResult, marker: str) -> StepResult:
         out = r.stdout.strip()
         if out in (marker + "c", marker + "u"):
@@ -184,12 +257,16 @@ class Script(Step):
     """Upload a script and run it with ``interpreter`` in one channel; the temporary file is removed after.
 
     With ``changed_marker``, the step counts as changed only if the script prints that line on stdout.
+    ``detail``: "summary" (exit status, time, last line) or "output" (the script's lines but the marker).
     """
 
     def __init__(self, content: str | bytes, *, name: str = "script", stdin: bytes | str | None = None,
                  interpreter: str = "/bin/sh", changed_marker: str | None = None,
                  env: Mapping[str, str] | None = None, args: Sequence[str] = (), secrets: Sequence[str] = (),
-                 sudo: bool | None = None, timeout: float | None = None) -> None:
+                 sudo: bool | None = None, timeout: float | None = None, detail: str = "summary") -> None:
+        if detail not in ("summary", "output"):
+            raise ConfigError(f"detail must be 'summary' or 'output', not {detail!r}")
+        self.detail = detail
         self.content = content.encode() if isinstance(content, str) else bytes(content)
         self.name = name
         self.stdin = stdin
@@ -215,11 +292,22 @@ class Script(Step):
                f'{self.interpreter} "$__polyvm_t" {args}' + ("" if user_stdin else " </dev/null"))
         return cmd, self.content + user_stdin
 
+    def declared(self) -> Declared:
+        """The script arrives first on stdin, then the step's own stdin: the command is the same on every
+        declaration, the script's content is in stdin."""
+        user_stdin = self.stdin.decode() if isinstance(self.stdin, bytes) else (self.stdin or "")
+        take = f"head -c {len(self.content)}" if user_stdin else "cat"
+        args = " ".join(shlex.quote(a) for a in self.args)
+        env = "".join(f"{k}={shlex.quote(v)} " for k, v in self.env.items())
+        command = (f"t=$(mktemp) || exit 1; trap 'rm -f \"$t\"' EXIT; {take} > \"$t\" || exit 1; "
+                   f"{env}{self.interpreter} \"$t\" {args}".rstrip() + ("" if user_stdin else " </dev/null"))
+        return DeclaredExec(command, self.content.decode() + user_stdin, secret=bool(self.secrets))
+
     def _finish(self, r: RunResult) -> StepResult:
-        if self.changed_marker is None:
-            changed = True
-        else:
-            changed = any(line.strip() == self.changed_marker for line in r.stdout.splitlines())
+        lines = [ln.strip() for ln in r.stdout.splitlines() if ln.strip()]
+        changed = True if self.changed_marker is None else self.changed_marker in lines
+        if self.detail == "output":  # the script's own lines (but the marker) say what it did
+            return StepResult(self.name, changed, "; ".join(ln for ln in lines if ln != self.changed_marker), r)
         return StepResult(self.name, changed, _summary(r), r)
 
     def combined(self, conn: Connection) -> Combined | None:
@@ -236,6 +324,11 @@ class Script(Step):
         r = conn.run(cmd, stdin=data, env=self.env or None, timeout=self.timeout, sudo=self.sudo, name=self.name,
                      secrets=self.secrets)
         return self._finish(r)
+
+
+#: Steps that only copy files: apply_steps sends consecutive ones together.
+COPY_STEPS = (_Copies,)
+CopyStep = _Copies
 
 
 def _changed(rule: ChangedWhen, r: RunResult) -> bool:
@@ -256,14 +349,14 @@ def apply_steps(conn: Connection, steps: Sequence[Step]) -> Iterator[tuple[Step,
 
     Consecutive copy steps (CopyFile, CopyDir) travel together: one channel and one tar stream for all
     of them, each still reporting its own result; a RunCommand or Script right after them (without stdin)
-    runs in that same channel once the copies succeeded. A failure raises with ``exc.step`` (the failed
-    step's name) and ``exc.results`` (what completed before) attached.
+    runs in that same channel once the copies succeeded. A failure raises the ProvisionError with its
+    declared ``step`` (the failed step's name) and ``results`` (what completed before) set.
     """
     done: list[StepResult] = []
     i = 0
     while i < len(steps):
-        batch: list[CopyFile | CopyDir] = []
-        while i + len(batch) < len(steps) and isinstance(steps[i + len(batch)], (CopyFile, CopyDir)):
+        batch: list[CopyStep] = []
+        while i + len(batch) < len(steps) and isinstance(steps[i + len(batch)], COPY_STEPS):
             batch.append(steps[i + len(batch)])  # type: ignore[arg-type]
         follow = steps[i + len(batch)] if i + len(batch) < len(steps) else None
         combined = follow.combined(conn) if batch and isinstance(follow, (RunCommand, Script)) else None
@@ -282,7 +375,7 @@ def apply_steps(conn: Connection, steps: Sequence[Step]) -> Iterator[tuple[Step,
                             env=combined.env, timeout=combined.timeout, name=combined.name,
                             secrets=combined.secrets)
                     except CommandError as exc:
-                        flags = getattr(exc, "copy_flags", None)
+                        flags = exc.copy_flags
                         if flags is not None:  # the copies went through; the command after them failed
                             failed_step = follow  # type: ignore[assignment]
                             k = 0
@@ -302,21 +395,19 @@ def apply_steps(conn: Connection, steps: Sequence[Step]) -> Iterator[tuple[Step,
                 results = [(step, step.apply(conn))]
                 i += 1
         except ProvisionError as exc:
-            exc.results = list(done)  # type: ignore[attr-defined]
-            exc.step = failed_step.name  # type: ignore[attr-defined]
-            raise
+            raise exc.with_context(step=failed_step.name, results=done)
         for pair in results:
             done.append(pair[1])
             yield pair
 
 
-def _distinct_targets(batch: Sequence[CopyFile | CopyDir]) -> bool:
+def _distinct_targets(batch: Sequence["CopyStep"]) -> bool:
     paths = [u.remote_path for b in batch for u in b.uploads()[0]]
     return len(paths) == len(set(paths))
 
 
 def run_steps(conn: Connection, steps: Sequence[Step]) -> list[StepResult]:
     """Apply ``steps`` in order on one connection (opened for the duration); stop at the first failure,
-    raising it with the results so far attached as ``exc.results``."""
+    raising it with the results so far in its ``results``."""
     with conn:
         return [r for _, r in apply_steps(conn, list(steps))]

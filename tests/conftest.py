@@ -19,6 +19,8 @@ from typing import Any, Sequence
 
 import pytest
 
+from polyvm.backends.local import recipe_leftovers
+
 from polyvm.backends.local import engine as local_engine
 
 
@@ -108,7 +110,7 @@ class TestHosts:
         self.key = key
         self.hosts: list[TestHost] = []
 
-    def up(self, count: int = 1, *, disk_mb: int = 0, disks_mb: Sequence[int] = (), pg: str = "keep",
+    def up(self, count: int = 1, *, disk_mb: int = 0, disks_mb: Sequence[int] = (), fresh: bool = False,
            sshd_delay: float = 0.0, user: str | None = None, firewall: Any = None,
            bastion: bool = False) -> list[TestHost]:
         """Start ``count`` hosts. ``firewall``: an nftables ruleset (str) or a list of IngressRule (or
@@ -125,7 +127,8 @@ class TestHosts:
                                         for r in firewall])
 
         def one(_: int) -> TestHost:
-            rec = self.engine.up(authorized_keys=self.key.public_key, user=user, disks_mb=sizes, pg=pg,
+            rec = self.engine.up(authorized_keys=self.key.public_key, user=user, disks_mb=sizes,
+                                 scrub=recipe_leftovers() if fresh else (),
                                  sshd_delay=sshd_delay, firewall=firewall, bastion=bastion,
                                  labels={"owner": "pytest", "owner_pid": str(os.getpid())})
             th = TestHost(name=rec.name, address=rec.guest_ip, host_key=rec.host_key, user=rec.user,
@@ -171,3 +174,31 @@ def testhosts(_local_engine: local_engine.Engine, client_key: ClientKey):
         yield factory
     finally:
         factory.close()
+
+
+# --- worked plugin examples installed from outside the repository (tests/*/test_third_party_*.py) ------------
+def subprocess_env(*paths: Path) -> dict[str, str]:
+    """This environment with ``paths`` first on PYTHONPATH: only subprocesses see what is installed there."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.pop("PYTEST_ADDOPTS", None)
+    return env
+
+
+def run_subprocess(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+def install_example(example: Path, root: Path, module: str) -> tuple[Path, Path]:
+    """Build ``example`` from a copy (nothing is left in the repository) and pip-install it into
+    ``root/site``; returns (site dir, the copy of the source tree)."""
+    import sys
+
+    src = root / "src"
+    shutil.copytree(example, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    site = root / "site"
+    r = run_subprocess([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                        "--disable-pip-version-check", "--target", str(site), str(src)], dict(os.environ))
+    assert r.returncode == 0, f"pip install of {example.name} failed:\n{r.stdout}\n{r.stderr}"
+    assert (site / module / "__init__.py").is_file()
+    return site, src

@@ -8,7 +8,7 @@ Creating one needs root and openssh-server, nftables, iproute2 (see docs/local.m
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Mapping, Sequence
 
 from pydantic import Field
 
@@ -30,9 +30,17 @@ class LocalSettings(BackendSettings):
 
     state_dir: str | None = Field(default=None, description="Where host records live (default "
                                   "/var/lib/polyvm/local, mode 0700).")
-    postgres: Literal["fresh", "keep"] = Field(default="fresh", description=(
-        "'fresh': this machine's PostgreSQL clusters are removed inside the host (server installed, no "
-        "cluster, as on a new VM); 'keep': left as they are."))
+    fresh: bool = Field(default=True, description=(
+        "Remove inside the host what the registered recipes name as leftovers of their packages on this "
+        "machine (e.g. a database cluster created at package install), so the host looks like a new VM; "
+        "false: keep this machine's copy as it is."))
+
+
+def recipe_leftovers() -> list[str]:
+    """What every registered recipe says a new VM would not have (``Recipe.leftovers``), for ``fresh`` hosts."""
+    from polyvm.plugins import list_recipes
+
+    return sorted({p for r in list_recipes().values() for p in r.leftovers})
 
 
 def _mock_host(name: str, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -82,6 +90,18 @@ class LocalBackend(Backend):
                        f"{HOST_FAMILY} {HOST_VERSION})")
         return out
 
+    def create_host(self, spec: VmSpec, settings: BackendSettings, *, extra_authorized_keys: Sequence[str] = (),
+                    labels: Mapping[str, str] | None = None) -> Any:
+        """Start a host for ``spec`` now, without Pulumi (``polyvm sandbox``): the same inputs and engine call
+        as the Pulumi resource. ``labels`` are added to the spec's tags. Returns the engine's host record."""
+        assert isinstance(settings, LocalSettings)
+        self.check(spec)
+        props = m.host_props(spec, scrub=recipe_leftovers() if settings.fresh else ())
+        if extra_authorized_keys:
+            props["authorized_keys"] = "\n".join([props["authorized_keys"], *extra_authorized_keys])
+        props["tags"] = {**props["tags"], **dict(labels or {})}
+        return start_host(props, settings.state_dir)
+
     def create(self, spec: VmSpec, settings: BackendSettings, opts: Any = None) -> Any:
         from .component import LocalVirtualMachine
 
@@ -106,6 +126,29 @@ class LocalBackend(Backend):
 
     def planned_tags(self, plan: Any) -> dict[str, str]:
         return dict(self._host(plan).get("tags") or {})
+
+
+def start_host(props: dict[str, Any], state_dir: str | None) -> Any:
+    """Start the host ``props`` (:func:`mapping.host_props`) describe: the engine's host record. The Pulumi
+    provider and :meth:`LocalBackend.create_host` both start hosts through here."""
+    from .engine import Engine
+
+    disks = list(props.get("disks") or [])
+    return Engine(state_dir or None).up(
+        authorized_keys=props["authorized_keys"], name=props["hostname"], user=props.get("ssh_user"),
+        disks_mb=[d["size_mb"] for d in disks], scrub=props.get("scrub") or (), firewall=props.get("firewall"),
+        root_mb=props.get("root_mb"), labels=dict(props.get("tags") or {}))
+
+
+def host_of(record: Any, spec: VmSpec) -> Any:
+    """The :class:`polyvm.host.Host` of a local host record started for ``spec`` (the guest enforces the
+    firewall: ``capabilities.firewall == "guest"``)."""
+    from polyvm.host import Host
+
+    return Host.from_spec(spec, address=record.guest_ip, host_key=record.host_key,
+                          data_disk_devices=m.device_map(m.disks_mb(spec), record.disks),
+                          guest_firewall=LocalBackend.capabilities.firewall == "guest", user=record.user,
+                          labels=record.labels)
 
 
 @hookimpl

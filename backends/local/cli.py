@@ -1,4 +1,4 @@
-"""``polyvm sandbox up / status / ssh / down``: a locked-down PostgreSQL on a fresh local host in seconds."""
+"""``polyvm sandbox up / status / ssh / down``: a recipe (default: PostgreSQL) on a fresh local host in seconds."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def _sandbox(state_dir: str):
 
 @click.group("sandbox")
 def sandbox_group() -> None:
-    """PostgreSQL on a fresh local host (network namespace + own sshd), no cloud account. Needs root."""
+    """A recipe (default postgres) on a fresh local host (network namespace + own sshd), no cloud account.
+    Needs root."""
 
 
 @sandbox_group.command("up")
@@ -32,45 +33,49 @@ def sandbox_group() -> None:
               help="VM spec YAML (one VM or vms: [...]); default: a small built-in sample.")
 @click.option("--count", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Hosts per spec (named <name>-1..N when more than one).")
-@click.option("--postgres", "inputs_path", type=click.Path(exists=True, dir_okay=False),
-              help="PostgreSQL recipe inputs YAML overriding the sandbox defaults (user and database 'app').")
+@click.option("--recipe", "recipe", default="postgres", show_default=True, metavar="NAME",
+              help="The recipe to apply (polyvm recipes lists them); 'none': the guest baseline only.")
+@click.option("--inputs", "inputs_path", type=click.Path(exists=True, dir_okay=False),
+              help="Recipe inputs YAML overriding the sandbox defaults (postgres: user and database 'app').")
 @click.option("--show-password", is_flag=True, help="Print the generated database password.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (no progress display).")
 @_STATE_OPTION
-def up_cmd(spec_path: str | None, count: int, inputs_path: str | None, show_password: bool, as_json: bool,
-           state_dir: str) -> None:
-    """Create the host(s), run the PostgreSQL recipe over SSH, check a login, print how to connect.
+def up_cmd(spec_path: str | None, count: int, recipe: str, inputs_path: str | None, show_password: bool,
+           as_json: bool, state_dir: str) -> None:
+    """Create the host(s), apply the guest baseline and the recipe over SSH, use the service once from this
+    machine (a database login, an HTTPS request), print how to connect.
 
     Running it again reuses the running hosts (nothing changes) and replaces hosts that died."""
     from rich.console import Console
 
     from polyvm.spec import load_spec_file
 
-    from .sandbox import json_dump, load_postgres_overrides
+    from .sandbox import json_dump, load_inputs
 
     started = time.monotonic()
     sb = _sandbox(state_dir)
     specs = load_spec_file(spec_path) if spec_path else None
-    overrides = load_postgres_overrides(inputs_path)
+    overrides = load_inputs(inputs_path)
+    the_recipe = None if recipe == "none" else recipe
     err = Console(stderr=True)
     if as_json or not err.is_terminal:
         def say(name: str, what: str) -> None:
             if not as_json:
                 err.print(f"[dim]{time.monotonic() - started:5.1f}s[/] {name}: {what}")
-        vms = sb.up(specs, count=count, postgres=overrides, progress=say, started=started)
+        vms = sb.up(specs, count=count, recipe=the_recipe, inputs=overrides, progress=say, started=started)
     else:
         with err.status("starting") as status:
             def say(name: str, what: str) -> None:
                 status.update(f"{name}: {what}")
                 err.print(f"[dim]{time.monotonic() - started:5.1f}s[/] {name}: {what}")
-            vms = sb.up(specs, count=count, postgres=overrides, progress=say, started=started)
+            vms = sb.up(specs, count=count, recipe=the_recipe, inputs=overrides, progress=say, started=started)
     total = time.monotonic() - started
     passwords = sb.passwords()
     if as_json:
         out: dict[str, Any] = {"vms": [v.to_json() for v in vms], "seconds": round(total, 3),
                                "passwords_file": str(sb.passwords_path), "state_dir": str(sb.state_dir)}
         if show_password:
-            out["passwords"] = {v.db_user: passwords.get(v.db_user) for v in vms if v.db_user}
+            out["passwords"] = passwords
         click.echo(json_dump(out))
         return
     _print_up(vms, total, sb, passwords if show_password else None)
@@ -79,18 +84,19 @@ def up_cmd(spec_path: str | None, count: int, inputs_path: str | None, show_pass
 def _print_up(vms: list, total: float, sb: Any, passwords: dict[str, str] | None) -> None:
     # Plain lines, never wrapped or truncated: people copy these.
     for v in vms:
-        login = f", database login after {v.login_seconds:.1f}s" if v.login_seconds is not None else ""
-        click.echo(f"{v.name}: {v.address} ({'created' if v.created else 'reused'}{login})")
+        used = f", {v.checked} after {v.login_seconds:.1f}s" if v.login_seconds is not None else ""
+        click.echo(f"{v.name}: {v.address} ({'created' if v.created else 'reused'}{used})")
         click.echo(f"  ssh:        polyvm sandbox ssh {v.name}")
-        if v.dsn:
-            click.echo(f"  postgresql: {v.dsn}")
+        for key in ("dsn", "url"):
+            if v.outputs.get(key):
+                click.echo(f"  {v.recipe + ':':<11} {v.outputs[key]}")
         if v.note:
             click.echo(f"  note:       {v.note}")
-    for u in sorted({v.db_user for v in vms if v.db_user}):
+    for name in sorted(sb.passwords()):
         if passwords is not None:
-            click.echo(f"password of {u}: {passwords.get(u)}")
+            click.echo(f"password of {name}: {passwords.get(name)}")
         else:
-            click.echo(f"password of {u}: in {sb.passwords_path} (mode 0600; --show-password prints it)")
+            click.echo(f"password of {name}: in {sb.passwords_path} (mode 0600; --show-password prints it)")
     created = sum(1 for v in vms if v.created)
     click.echo(f"{len(vms)} sandbox VM(s) ready ({created} created, {len(vms) - created} reused) in {total:.1f}s")
 
@@ -99,7 +105,7 @@ def _print_up(vms: list, total: float, sb: Any, passwords: dict[str, str] | None
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_STATE_OPTION
 def status_cmd(as_json: bool, state_dir: str) -> None:
-    """List the sandbox VMs and whether sshd and PostgreSQL answer."""
+    """List the sandbox VMs and whether sshd and the recipe's service answer."""
     from rich.console import Console
     from rich.table import Table
 
@@ -113,12 +119,12 @@ def status_cmd(as_json: bool, state_dir: str) -> None:
         click.echo("no sandbox VMs (polyvm sandbox up creates one)")
         return
     table = Table(show_edge=False, box=None, pad_edge=False)
-    for col in ("name", "host", "address", "running", "sshd", "postgresql", "disks"):
+    for col in ("name", "host", "address", "running", "sshd", "recipe", "service", "disks"):
         table.add_column(col)
-    yes = {True: "yes", False: "no"}
+    yes = {True: "yes", False: "no", None: "-"}
     for r in rows:
         table.add_row(r["name"], r["host_id"], r["address"], yes[r["running"]], yes[bool(r["sshd"])],
-                      yes[bool(r["postgresql"])], ", ".join(r["disks"]) or "-")
+                      r["recipe"] or "-", yes[r["service"]], ", ".join(r["disks"]) or "-")
     Console().print(table)
 
 

@@ -10,7 +10,7 @@ import pulumi.dynamic
 from polyvm.component import VirtualMachine
 from polyvm.spec import VmSpec
 
-from . import LocalSettings
+from . import LocalSettings, recipe_leftovers
 from . import mapping as m
 from .provider import LocalHostProvider
 
@@ -32,7 +32,7 @@ class LocalHost(pulumi.dynamic.Resource, module="local", name="Host"):
 class LocalVirtualMachine(VirtualMachine):
     def __init__(self, spec: VmSpec, settings: LocalSettings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("local", spec, opts)
-        props = m.host_props(spec, pg=settings.postgres)
+        props = m.host_props(spec, scrub=recipe_leftovers() if settings.fresh else ())
         if settings.state_dir:
             props["state_dir"] = settings.state_dir
         host = LocalHost(f"{spec.name}-host", props, opts=self.child_opts())

@@ -8,8 +8,8 @@ A host is
 * its own mount, UTS and PID namespaces whose root is an overlay of this machine's ``/`` with an
   in-memory (tmpfs) upper layer, so nothing written inside reaches the real filesystem;
 * its own sshd (PID 1 inside) with a freshly generated ed25519 host key, known before the host starts;
-* optionally: a login user with password-less sudo, loop-device data disks, PostgreSQL clusters removed
-  ("fresh"), an nftables ruleset applied inside the namespace before sshd starts.
+* optionally: a login user with password-less sudo, loop-device data disks, paths removed inside (``scrub``:
+  what a new VM would not have), an nftables ruleset applied inside the namespace before sshd starts.
 
 Index ``i`` is allocated atomically by ``ip netns add pvm-<i>`` (it fails when the name is taken), so
 several processes (pytest runs, ``polyvm sandbox``) can create hosts at the same time.
@@ -112,11 +112,12 @@ install -m 600 "$PVM_DIR/authorized_keys" "$R/root/.ssh/authorized_keys"
 for f in bashrc profile; do
   if [ -f "/usr/share/base-files/dot.$f" ]; then install -m 644 "/usr/share/base-files/dot.$f" "$R/root/.$f"; fi
 done
-if [ "$PVM_PG" = fresh ]; then
-  rm -rf "$R"/var/lib/postgresql/*/* "$R"/etc/postgresql/*/*
-fi
-mkdir -p "$R/run/sshd" "$R/run/postgresql"
-chown postgres:postgres "$R/run/postgresql" 2>/dev/null || true
+# What this machine has but a new VM would not (e.g. a package's generated state; the caller names it):
+# globs relative to /, removed in the host's own layer.
+printf '%s\n' "$PVM_SCRUB" | while IFS= read -r p; do
+  if [ -n "$p" ]; then rm -rf "$R"/$p; fi
+done
+mkdir -p "$R/run/sshd"
 if [ -n "$PVM_USER" ]; then
   chroot "$R" useradd -m -s /bin/bash -p '*' "$PVM_USER"
   u=$(chroot "$R" id -u "$PVM_USER"); g=$(chroot "$R" id -g "$PVM_USER")
@@ -151,7 +152,7 @@ class Host:
     veth_ifindex: int | None = None         # of this machine's veth end (names are reused, indexes are not)
     disks: list[str] = field(default_factory=list)        # loop devices, in order
     disk_images: list[str] = field(default_factory=list)  # their backing files
-    pg: str = "keep"
+    scrub: list[str] = field(default_factory=list)
     sshd_delay: float = 0.0
     root_mb: int | None = None
     firewall: bool = False
@@ -479,7 +480,7 @@ class Engine:
         raise SandboxError("no free local host slot (all 198.19.0.0/16 links are taken)")
 
     def up(self, *, authorized_keys: str, name: str | None = None, user: str | None = None,
-           disks_mb: Iterable[int] = (), pg: str = "keep", sshd_delay: float = 0.0,
+           disks_mb: Iterable[int] = (), scrub: Iterable[str] = (), sshd_delay: float = 0.0,
            firewall: str | None = None, labels: Mapping[str, str] | None = None,
            root_mb: int | None = None, timeout: float = 15.0, bastion: bool = False) -> Host:
         """Start one host and return once it is usable: sshd listening (or, with ``sshd_delay``, once
@@ -489,8 +490,10 @@ class Engine:
         of RAM). ``bastion``: the host is a jump host (its sshd allows local TCP forwarding; otherwise
         no forwarding of any kind)."""
         disks_mb = [int(d) for d in disks_mb]
-        if pg not in ("keep", "fresh"):
-            raise ValueError("pg must be 'keep' or 'fresh'")
+        scrub = [str(p) for p in scrub]
+        bad = [p for p in scrub if p.startswith("/") or ".." in p.split("/") or not p.strip() or "\n" in p]
+        if bad:
+            raise ValueError(f"scrub paths must be globs relative to /, without '..': {bad}")
         if any(d <= 0 for d in disks_mb):
             raise ValueError("disk sizes must be positive (MiB)")
         check_prerequisites(firewall=firewall is not None, disks=bool(disks_mb), user=user not in (None, "root"))
@@ -507,7 +510,7 @@ class Engine:
         st = os.stat(f"/run/netns/{ns}")
         host = Host(id=ns, index=index, name=name or ns, guest_ip=guest_ip, host_ip=host_ip,
                     veth=f"pvm{index}", host_key="", user=user or "root", state_dir=str(self.state_dir),
-                    netns_inode=[st.st_dev, st.st_ino], pg=pg, sshd_delay=float(sshd_delay),
+                    netns_inode=[st.st_dev, st.st_ino], scrub=scrub, sshd_delay=float(sshd_delay),
                     root_mb=int(root_mb) if root_mb else None,
                     firewall=firewall is not None, bastion=bool(bastion), labels=dict(labels or {}),
                     created=time.time(),
@@ -556,7 +559,7 @@ class Engine:
         env = {
             "PATH": _SBIN_PATH, "LANG": "C.UTF-8",
             "PVM_DIR": str(hdir), "PVM_HIDE": "\n".join(hidden_dirs(self.state_dir.resolve())),
-            "PVM_HOSTNAME": host.name, "PVM_GUEST_IP": host.guest_ip, "PVM_PG": host.pg,
+            "PVM_HOSTNAME": host.name, "PVM_GUEST_IP": host.guest_ip, "PVM_SCRUB": "\n".join(host.scrub),
             "PVM_USER": host.user if host.user != "root" else "",
             "PVM_SSHD_DELAY": f"{host.sshd_delay:g}",
             "PVM_ROOT_MB": str(host.root_mb or ""),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from polyvm.backend import FirewallRule
 from polyvm.firewall import render_nftables, rules_of
@@ -52,7 +52,7 @@ def firewall_ruleset(spec: VmSpec) -> str:
     return render_nftables(spec.ingress)
 
 
-def host_props(spec: VmSpec, *, pg: str) -> dict[str, Any]:
+def host_props(spec: VmSpec, *, scrub: Sequence[str] = ()) -> dict[str, Any]:
     """Inputs of the ``polyvm:local`` host resource (no secrets: only public keys and rules)."""
     return {
         "hostname": spec.name,
@@ -61,7 +61,7 @@ def host_props(spec: VmSpec, *, pg: str) -> dict[str, Any]:
         "disks": disks_mb(spec),
         "root_mb": spec.root_disk_gb * 1024,
         "firewall": firewall_ruleset(spec),
-        "pg": pg,
+        "scrub": list(scrub),
         "tags": spec.all_tags(),
     }
 

@@ -14,7 +14,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvide
 #: Inputs that can change on a running host; any other change replaces it.
 UPDATABLE = ("firewall", "tags")
 #: Inputs whose change needs a new host.
-REPLACING = ("hostname", "ssh_user", "authorized_keys", "disks", "root_mb", "pg", "state_dir")
+REPLACING = ("hostname", "ssh_user", "authorized_keys", "disks", "root_mb", "scrub", "state_dir")
 #: Outputs the provider adds to the inputs.
 OUTPUTS = ("host_id", "guest_ip", "host_ip", "host_key", "disk_devices")
 
@@ -47,12 +47,9 @@ class LocalHostProvider(ResourceProvider):
         return props.get("state_dir") or self.state_dir
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        eng = _engine(self._state_dir(props))
-        disks = list(props.get("disks") or [])
-        host = eng.up(authorized_keys=props["authorized_keys"], name=props["hostname"],
-                      user=props.get("ssh_user"), disks_mb=[d["size_mb"] for d in disks],
-                      pg=props.get("pg", "fresh"), firewall=props.get("firewall"),
-                      root_mb=props.get("root_mb"), labels=dict(props.get("tags") or {}))
+        from polyvm.backends.local import start_host
+
+        host = start_host(props, self._state_dir(props))
         return CreateResult(id_=host.id, outs=_outs(props, host))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:

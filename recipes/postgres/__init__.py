@@ -6,8 +6,8 @@ Public API:
 * :func:`apply_postgres(conn, inputs)`: detect the OS, run every step over one SSH connection, verify,
   return a :class:`RecipeResult` saying what changed.
 * :func:`build_steps(inputs, layout)`: the steps for a known OS (pure), with :func:`layout_for`.
-* :func:`steps_for(inputs)`: per-connection step builder for ``fanout(conns, steps_for(inputs))``;
-  :class:`PostgresRecipe(inputs)`: the whole recipe as one step.
+* :class:`PostgresRecipe`: the recipe as a plugin (``polyvm_register_recipes``), which is how the sandbox,
+  ``polyvm apply --recipe postgres``, ``run_recipe`` and the generic Pulumi ``RecipeResource`` use it.
 * :func:`ensure_passwords(inputs, path)`: generate missing passwords into a 0600 file.
 * ``polyvm.recipes.postgres.pulumi.PostgresServer``: the Pulumi form (imports Pulumi; not imported here).
 * ``polyvm postgres`` on the command line (``cli.py``).
@@ -16,11 +16,10 @@ Public API:
 from .inputs import Database, DbUser, PostgresInputs, default_memory_settings, parse_inputs
 from .passwords import ensure_passwords
 from .platform import Layout, OsRelease, layout_for, parse_os_release
-from .recipe import PostgresRecipe, RecipeResult, StepResult, apply_postgres, build_steps, detect, layout_for_inputs, \
-    steps_for
+from .recipe import PostgresRecipe, RecipeResult, apply_postgres, build_steps, layout_for_inputs
 
 __all__ = [
-    "Database", "DbUser", "Layout", "OsRelease", "PostgresInputs", "RecipeResult", "StepResult",
-    "apply_postgres", "build_steps", "default_memory_settings", "detect", "ensure_passwords", "layout_for",
-    "layout_for_inputs", "parse_inputs", "parse_os_release", "PostgresRecipe", "steps_for",
+    "Database", "DbUser", "Layout", "OsRelease", "PostgresInputs", "RecipeResult",
+    "apply_postgres", "build_steps", "default_memory_settings", "ensure_passwords", "layout_for",
+    "layout_for_inputs", "parse_inputs", "parse_os_release", "PostgresRecipe",
 ]

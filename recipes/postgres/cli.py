@@ -10,13 +10,11 @@ win. Passwords are never options: put them in the inputs file, or let the recipe
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import click
 
-from polyvm.errors import ConfigError, FanoutError
+from polyvm.errors import ConfigError
 from polyvm.hookspecs import hookimpl
 
 DEFAULT_PASSWORD_FILE = "postgres-passwords.json"
@@ -36,14 +34,9 @@ def _setting(text: str) -> tuple[str, Any]:
 
 def gather_inputs(inputs_path: str | None, options: dict[str, Any]) -> dict[str, Any]:
     """The recipe's inputs as plain data: the YAML file, then the command-line options on top."""
-    data: dict[str, Any] = {}
-    if inputs_path:
-        from polyvm.spec import load_yaml
+    from polyvm.provisioners.cli import load_inputs_file
 
-        loaded = load_yaml(inputs_path) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{inputs_path}: expected a mapping of recipe inputs (docs/postgres.md)")
-        data.update(loaded)
+    data = load_inputs_file(inputs_path)
     if options.get("allowed_cidrs"):
         data["allowed_cidrs"] = list(options["allowed_cidrs"])
     if options.get("db_users"):
@@ -57,14 +50,29 @@ def gather_inputs(inputs_path: str | None, options: dict[str, Any]) -> dict[str,
         data["databases"] = list(data.get("databases", [])) + dbs
     if options.get("settings"):
         data["settings"] = {**data.get("settings", {}), **dict(_setting(s) for s in options["settings"])}
-    if options.get("ssh_cidrs"):
-        data["ssh_cidrs"] = list(options["ssh_cidrs"])
-    for key in ("data_device", "mount_point", "version", "port", "memory_mb"):
+    for key in ("version", "port", "memory_mb"):
         if options.get(key) is not None:
             data[key] = options[key]
-    if options.get("guest_firewall"):
-        data["guest_firewall"] = True
+    if options.get("data_device"):
+        data["mount_point"] = options.get("mount_point") or "/srv/postgresql"
     return data
+
+
+def baseline_of(inputs: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """What the guest baseline does on every host, from --data-device/--mount-point and --guest-firewall/--ssh-cidr."""
+    from polyvm.host import HostDisk
+    from polyvm.spec import SSH_PORT, IngressRule
+
+    out: dict[str, Any] = {}
+    if options.get("data_device"):
+        out["disks"] = (HostDisk("data", options["data_device"], options.get("mount_point") or "/srv/postgresql"),)
+    if options.get("guest_firewall"):
+        rules = [inputs.ingress_rule()]
+        if options.get("ssh_cidrs"):
+            rules.append(IngressRule(protocol="tcp", port=SSH_PORT, cidrs=list(options["ssh_cidrs"]), description="ssh"))
+        out["firewall"] = tuple(rules)
+        out["ingress"] = tuple(rules)
+    return out
 
 
 def _connection_options(f):  # noqa: ANN001, ANN202
@@ -96,42 +104,31 @@ def _connection_options(f):  # noqa: ANN001, ANN202
 def postgres_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, quiet: bool, inputs_path: str | None,
                  password_file: str, as_json: bool, **kw: Any) -> None:
     """Turn each host into a locked-down PostgreSQL server (idempotent; prints what changed)."""
-    from polyvm.provisioners.cli import _options, build_connections
-    from polyvm.provisioners.fanout import fanout
+    from polyvm.errors import SpecError
+    from polyvm.provisioners.baseline import lockout_problems
+    from polyvm.provisioners.cli import _options, apply_recipe
 
     from .inputs import parse_inputs
-    from .passwords import ensure_passwords
-    from .recipe import steps_for
 
     conn_opts = _options(kw)
     data = gather_inputs(inputs_path, kw)
     inputs = parse_inputs(data, source=inputs_path or "command line")
-    inputs, generated = ensure_passwords(inputs, password_file)
-    if generated and not as_json:
-        click.echo(f"generated password(s) for {', '.join(generated)} in {Path(password_file).resolve()} (0600)",
-                   err=True)
-    conns = build_connections(hosts, inventory, conn_opts)
-    result = fanout(conns, steps_for(inputs), parallel=parallel, progress=not quiet and not as_json,
-                    raise_on_failure=False)
-    if as_json:
-        out = {name: {"ok": hr.ok, "changed": any(r.changed for r in hr.results),
-                      "changes": [f"{r.name}: {r.detail}" for r in hr.results if r.changed],
-                      "error": str(hr.error) if hr.error else None, "duration": round(hr.duration, 2)}
-               for name, hr in result.hosts.items()}
-        click.echo(json.dumps({"hosts": out, "password_file": str(Path(password_file).resolve()),
-                               "generated": generated}, indent=2))
-    else:
-        for name, hr in result.hosts.items():
-            if not hr.ok:
-                continue
-            changed = [r for r in hr.results if r.changed]
-            click.echo(f"{name}: {'changed' if changed else 'no change'} ({hr.duration:.1f}s)")
-            for r in changed:
-                click.echo(f"  - {r.name}: {r.detail or 'changed'}")
-    if not result.ok:
-        raise FanoutError(result.failed)
+    extra = baseline_of(inputs, kw)
+    if extra.get("firewall"):
+        problems = lockout_problems(extra["firewall"])
+        if problems:
+            raise SpecError([p + " (give --ssh-cidr)" for p in problems], source="--guest-firewall")
+    apply_recipe("postgres", hosts, inventory, parallel, quiet, None, (), password_file, as_json, extra, conn_opts,
+                 extra_inputs=data)
 
 
 @hookimpl
 def polyvm_register_commands(cli: click.Group) -> None:
     cli.add_command(postgres_cmd)
+
+
+@hookimpl
+def polyvm_register_recipes(register) -> None:  # noqa: ANN001 - Callable[[Recipe], None]
+    from .recipe import PostgresRecipe
+
+    register(PostgresRecipe())

@@ -11,12 +11,12 @@ import ipaddress
 import math
 import re
 import secrets
-from typing import Any, Literal, Mapping, Union
+from typing import Any, Mapping, Union
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from polyvm.errors import ConfigError, SpecError
-from polyvm.spec import SSH_PORT, Cidr, IngressRule, format_validation_error
+from polyvm.spec import Cidr, IngressRule, format_validation_error
 
 #: PostgreSQL major version each distribution ships (used when no version is asked for).
 DEFAULT_VERSIONS: dict[tuple[str, str], str] = {
@@ -153,13 +153,9 @@ class PostgresInputs(_Model):
     settings: dict[str, SettingValue] = Field(default_factory=dict)
     memory_mb: int | None = Field(default=None, ge=128,
                                   description="VM RAM for memory defaults; detected on the host when unset.")
-    data_device: str | None = Field(default=None, description="Data disk device path from the backend output.")
-    mount_point: str = "/srv/postgresql"
-    guest_firewall: bool = Field(default=False, description="Apply nftables in the guest (backends with "
-                                 "capabilities.firewall == 'guest').")
-    ingress: list[IngressRule] = Field(default_factory=list, description="With guest_firewall: the VM spec's "
-                                       "ingress rules (default: PostgreSQL from allowed_cidrs, SSH from ssh_cidrs).")
-    ssh_cidrs: list[Cidr] = Field(default_factory=list, description="With guest_firewall and no ingress: who may SSH in.")
+    mount_point: str | None = Field(default=None, description="Where the data disk is mounted (the guest "
+                                    "baseline mounts it); the cluster lives below it. Default: the host's first "
+                                    "data disk with a mount point, else the distribution's data directory.")
 
     @field_validator("version", mode="before")
     @classmethod
@@ -215,17 +211,12 @@ class PostgresInputs(_Model):
 
     @field_validator("mount_point")
     @classmethod
-    def _mount(cls, v: str) -> str:
+    def _mount(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         if not re.fullmatch(r"/[A-Za-z0-9._/-]+", v) or v == "/" or "/../" in f"{v}/" or "//" in v:
             raise ValueError(f"{v!r} must be an absolute path other than / (letters, digits, . _ - /)")
         return v.rstrip("/")
-
-    @field_validator("data_device")
-    @classmethod
-    def _device(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"/dev/[A-Za-z0-9._:/+-]+", v):
-            raise ValueError(f"{v!r} is not a device path under /dev")
-        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> "PostgresInputs":
@@ -247,9 +238,6 @@ class PostgresInputs(_Model):
                 problems.append(f"database {d.name!r}: owner {d.owner!r} is not one of the users")
         if self.databases and not self.users:
             problems.append("databases need at least one user to own them")
-        if self.guest_firewall and not any(r.covers(SSH_PORT) for r in self.firewall_rules()):
-            problems.append("guest_firewall without any rule allowing SSH (22) would lock the provisioner out; "
-                            "give ingress rules or ssh_cidrs")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -258,15 +246,10 @@ class PostgresInputs(_Model):
     def owner_of(self, db: Database) -> str:
         return db.owner or self.users[0].name
 
-    def firewall_rules(self) -> list[IngressRule]:
-        """Inbound rules for the guest firewall: the spec's, else PostgreSQL + SSH from the inputs."""
-        if self.ingress:
-            return list(self.ingress)
-        rules = [IngressRule(protocol="tcp", port=self.port, cidrs=list(self.allowed_cidrs),
-                             allow_public=self.allow_public, description="postgresql")]
-        if self.ssh_cidrs:
-            rules.append(IngressRule(protocol="tcp", port=SSH_PORT, cidrs=list(self.ssh_cidrs), description="ssh"))
-        return rules
+    def ingress_rule(self) -> IngressRule:
+        """The inbound rule PostgreSQL needs: its port from ``allowed_cidrs``."""
+        return IngressRule(protocol="tcp", port=self.port, cidrs=list(self.allowed_cidrs),
+                           allow_public=self.allow_public, description="postgresql")
 
     def missing_passwords(self) -> list[str]:
         return [u.name for u in self.users if u.password is None]

@@ -1,78 +1,22 @@
 """Where PostgreSQL lives on each OS family: packages, paths and how the server is started.
 
-Pure: :func:`parse_os_release` reads /etc/os-release text, :func:`layout_for` returns a
+Pure: :func:`parse_os_release` (polyvm.host's) reads /etc/os-release text, :func:`layout_for` returns a
 :class:`Layout` for a family, OS version and PostgreSQL major version. No host is contacted here.
 """
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 
 from polyvm.errors import RecipeError
+from polyvm.host import Facts
+from polyvm.host import parse_os_release as _parse_os_release
 
 from .inputs import DEFAULT_VERSIONS, default_version
 
-#: /etc/os-release ID (and ID_LIKE) -> polyvm image family.
-_FAMILY_BY_ID = {
-    "debian": "debian",
-    "ubuntu": "ubuntu",
-    "amzn": "amazon-linux",
-    "rhel": "rhel",
-    "rocky": "rhel",
-    "almalinux": "rhel",
-    "centos": "rhel",
-    "ol": "rhel",
-}
-
-
-@dataclass(frozen=True)
-class OsRelease:
-    family: str          # debian | ubuntu | amazon-linux | rhel
-    version: str         # polyvm image version: "12", "22.04", "2023", "9"
-    id: str              # os-release ID as found (rocky, almalinux, ...)
-    pretty: str = ""
-
-
-def _parse_kv(text: str) -> dict[str, str]:
-    out = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        k, _, v = line.partition("=")
-        try:
-            parts = shlex.split(v)
-        except ValueError:
-            parts = [v]
-        out[k] = parts[0] if parts else ""
-    return out
-
-
-def parse_os_release(text: str) -> OsRelease:
-    """The OS family and version from /etc/os-release; RecipeError for unsupported systems."""
-    kv = _parse_kv(text)
-    os_id = kv.get("ID", "").lower()
-    family = _FAMILY_BY_ID.get(os_id)
-    if family is None:
-        for like in kv.get("ID_LIKE", "").lower().split():
-            if like in ("rhel", "fedora", "centos"):
-                family = "rhel"
-                break
-            if like in ("debian", "ubuntu"):
-                family = "debian" if like == "debian" else "ubuntu"
-                break
-    version_id = kv.get("VERSION_ID", "")
-    pretty = kv.get("PRETTY_NAME", os_id)
-    if family is None:
-        raise RecipeError(f"unsupported operating system {pretty!r}: the PostgreSQL recipe supports "
-                          "Debian, Ubuntu, Amazon Linux 2023 and RHEL-family 9")
-    version = version_id
-    if family == "rhel":
-        version = version_id.split(".")[0]
-    if family == "debian":
-        version = version_id.split(".")[0]
-    return OsRelease(family=family, version=version, id=os_id, pretty=pretty)
+#: What the recipe knows of the OS: polyvm's hand-over facts (family, version, pretty name, RAM).
+OsRelease = Facts
+parse_os_release = _parse_os_release
 
 
 @dataclass(frozen=True)

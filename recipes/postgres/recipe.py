@@ -17,45 +17,41 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from polyvm.errors import CommandError, RecipeError
-from polyvm.provisioners.steps import Script, Step, StepResult
+from polyvm.host import Facts, Host
+from polyvm.provisioners.steps import DeclaredExec, FilesStep, RemoteFile, Script, Step, StepResult, apply_steps
+from polyvm.recipe import Recipe
 
 from .inputs import PostgresInputs
-from .platform import Layout, OsRelease, layout_for, parse_os_release
+from .platform import Layout, OsRelease, layout_for
 from .render import (
     CHANGED_MARKER,
     pgpass_line,
     render_apply_script,
     render_cluster_script,
-    render_datadisk_script,
+    render_datadir_script,
     render_install_script,
     render_pg_hba,
     render_postgresql_conf,
-    render_template,
     render_verify_script,
 )
 from .roles import parse_current, query_current_sql, roles_sql
 
 if TYPE_CHECKING:
-    from polyvm.provisioners.ssh import Connection
+    from pydantic import BaseModel
 
-__all__ = ["PostgresRecipe", "RecipeResult", "apply_postgres", "build_steps", "detect", "layout_for_inputs",
-           "steps_for"]
+    from polyvm.provisioners.connection import Connection
 
-FIREWALL_RULES_PATH = "/etc/polyvm/firewall.nft"
-PSQL_AS_POSTGRES = ("cd / && runuser -u postgres -- psql -X -At -v ON_ERROR_STOP=1 -h /var/run/postgresql "
+__all__ = ["PostgresRecipe", "RecipeResult", "apply_postgres", "build_steps", "layout_for_inputs"]
+
+PSQL_AS_POSTGRES = ("cd / && runuser -u postgres -- psql -X -q -At -v ON_ERROR_STOP=1 -h /var/run/postgresql "
                     "-p {port} -d postgres -f -")
 
 
-@dataclass(frozen=True)
-class RemoteFile:
-    remote_path: str
-    content: str
-    mode: int = 0o640
-    owner: str | None = "postgres"
-    group: str | None = "postgres"
+def _pg_file(remote_path: str, content: str) -> RemoteFile:
+    return RemoteFile(remote_path, content, mode=0o640, owner="postgres", group="postgres")
 
 
 class ScriptStep(Script):
@@ -63,58 +59,38 @@ class ScriptStep(Script):
     something; its other output lines are the step's detail. ``stdin`` may hold secrets (never argv)."""
 
     def __init__(self, name: str, script: str, *, stdin: str | None = None, secrets: Sequence[str] = ()) -> None:
-        super().__init__(script, name=name, stdin=stdin, changed_marker=CHANGED_MARKER, secrets=secrets)
+        super().__init__(script, name=name, stdin=stdin, changed_marker=CHANGED_MARKER, secrets=secrets,
+                         detail="output")
         self.script = script
-
-    def declared_command(self) -> str:
-        """A command that is the same on every declaration (for Pulumi's RemoteExec, where a changed command
-        means "run again"): the script arrives first on stdin, then the step's own stdin, if any."""
-        take = f"head -c {len(self.content)}" if self.stdin is not None else "cat"
-        return (f"t=$(mktemp) || exit 1; trap 'rm -f \"$t\"' EXIT; {take} > \"$t\" || exit 1; "
-                f"/bin/sh \"$t\"" + ("" if self.stdin is not None else " </dev/null"))
-
-    def apply(self, conn: "Connection") -> StepResult:
-        cmd, data = self.command()
-        r = conn.run(cmd, stdin=data, name=self.name, secrets=self.secrets, timeout=self.timeout)
-        lines = [ln.strip() for ln in r.stdout.splitlines() if ln.strip()]
-        return StepResult(self.name, CHANGED_MARKER in lines, "; ".join(ln for ln in lines if ln != CHANGED_MARKER))
-
-
-class FilesStep(Step):
-    """Files copied atomically in one round trip; unchanged files are not sent (content, mode and owner compared)."""
-
-    def __init__(self, name: str, files: Sequence[RemoteFile]) -> None:
-        self.name = name
-        self.files = list(files)
-
-    def apply(self, conn: "Connection") -> StepResult:
-        from polyvm.provisioners.ssh import Upload
-
-        flags = conn.put_files([Upload(f.content, f.remote_path, f.mode, f.owner, f.group) for f in self.files])
-        changed = [f.remote_path for f, c in zip(self.files, flags) if c]
-        return StepResult(self.name, bool(changed), ("updated " + ", ".join(changed)) if changed else "")
 
 
 class RolesStep(Step):
     """Roles and databases. Reads the stored SCRAM verifiers, sets a password only when it differs, and
-    sends verifiers (never the password) through psql's stdin."""
+    sends verifiers (never the password) through psql's stdin. Its Pulumi form sends the statements with
+    the passwords (secret stdin) in one command."""
 
     def __init__(self, name: str, inputs: PostgresInputs) -> None:
         self.name = name
         self.inputs = inputs
+
+    def _secrets(self) -> list[str]:
+        return [u.password.get_secret_value() for u in self.inputs.users if u.password]
 
     def apply(self, conn: "Connection") -> StepResult:
         inputs = self.inputs
         if not inputs.users:
             return StepResult(self.name, False, "no users")
         cmd = PSQL_AS_POSTGRES.format(port=inputs.port)
-        secrets = [u.password.get_secret_value() for u in inputs.users if u.password]
-        cur = conn.run(cmd, stdin=query_current_sql(inputs), name="read roles", secrets=secrets)
+        cur = conn.run(cmd, stdin=query_current_sql(inputs), name="read roles", secrets=self._secrets())
         sql, changes = roles_sql(inputs, parse_current(cur.stdout))
         if not sql:
             return StepResult(self.name, False, "")
-        conn.run(cmd, stdin=sql, name="create roles and databases", secrets=secrets)
+        conn.run(cmd, stdin=sql, name="create roles and databases", secrets=self._secrets())
         return StepResult(self.name, bool(changes), "; ".join(changes))
+
+    def declared(self) -> DeclaredExec:
+        sql = roles_sql(self.inputs, None, plaintext=True)[0] if self.inputs.users else "select 1;"
+        return DeclaredExec(PSQL_AS_POSTGRES.format(port=self.inputs.port), sql, secret=True, follows_files=False)
 
 
 @dataclass
@@ -151,32 +127,25 @@ class RecipeResult:
 # Building the steps (pure)
 # --------------------------------------------------------------------------------------------------------
 
-def layout_for_inputs(inputs: PostgresInputs, os_release: OsRelease) -> Layout:
-    return layout_for(os_release.family, os_release.version, inputs.version,
-                      data_mount=inputs.mount_point if inputs.data_device else None)
+def layout_for_inputs(inputs: PostgresInputs, os_release: OsRelease | Facts) -> Layout:
+    return layout_for(os_release.family, os_release.version, inputs.version, data_mount=inputs.mount_point)
 
 
 def build_steps(inputs: PostgresInputs, layout: Layout, *, memory_mb: int | None = None) -> list[Step]:
-    """Every step of the recipe for one host whose OS layout is known. Passwords must all be set."""
+    """Every step of the recipe for one host whose OS layout is known. Passwords must all be set. The data
+    disk (mounted) and the guest firewall are the guest baseline's, applied before these steps."""
     missing = inputs.missing_passwords()
     if missing:
         raise RecipeError(f"users without a password: {', '.join(missing)} (generate them first: "
                           "polyvm.recipes.postgres.ensure_passwords)")
     steps: list[Step] = [ScriptStep("install PostgreSQL", render_install_script(layout))]
-    if inputs.data_device:
-        steps.append(ScriptStep("data disk", render_datadisk_script(inputs, layout)))
+    if inputs.mount_point:
+        steps.append(ScriptStep("data directory", render_datadir_script(inputs, layout)))
     steps.append(ScriptStep("cluster", render_cluster_script(inputs, layout)))
     steps.append(FilesStep("configuration", [
-        RemoteFile(layout.dropin_path, render_postgresql_conf(inputs, layout, memory_mb=memory_mb)),
-        RemoteFile(layout.hba_path, render_pg_hba(inputs, layout)),
+        _pg_file(layout.dropin_path, render_postgresql_conf(inputs, layout, memory_mb=memory_mb)),
+        _pg_file(layout.hba_path, render_pg_hba(inputs, layout)),
     ]))
-    if inputs.guest_firewall:
-        from polyvm.firewall import render_nftables
-
-        steps.append(FilesStep("firewall rules", [
-            RemoteFile(FIREWALL_RULES_PATH, render_nftables(inputs.firewall_rules()), mode=0o600,
-                       owner="root", group="root")]))
-        steps.append(ScriptStep("firewall", render_template("firewall.sh.j2", rules_path=FIREWALL_RULES_PATH)))
     steps.append(ScriptStep("server", render_apply_script(inputs, layout)))
     steps.append(RolesStep("roles and databases", inputs))
     steps.append(verify_step(inputs, layout))
@@ -196,60 +165,118 @@ def verify_step(inputs: PostgresInputs, layout: Layout) -> ScriptStep:
     return ScriptStep("verify", render_verify_script(inputs, layout), stdin=stdin, secrets=secrets)
 
 
+class PostgresRecipe(Recipe):
+    """PostgreSQL as a polyvm recipe (registered as ``postgres``)."""
+
+    name = "postgres"
+    description = "a locked-down PostgreSQL server: TLS, scram-sha-256, only the allowed client networks"
+    inputs_model = PostgresInputs
+    # Debian's postgresql package creates a cluster at install time; a new VM installs the server itself.
+    leftovers = ("var/lib/postgresql/*/*", "etc/postgresql/*/*")
+
+    def defaults_for(self, host: Host, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Allowed clients from the spec's ingress rules for the PostgreSQL port (never a world default);
+        the data directory on the host's first data disk that has a mount point."""
+        out = dict(data or {})
+        if "allowed_cidrs" not in out:
+            port = int(out.get("port", 5432))
+            cidrs = [c for r in host.ingress if r.covers(port) for c in r.cidrs]
+            if cidrs:
+                out["allowed_cidrs"] = list(dict.fromkeys(cidrs))
+        if "mount_point" not in out:
+            mounted = [d.mount_point for d in host.disks if d.mount_point]
+            if mounted:
+                out["mount_point"] = mounted[0]
+        if "memory_mb" not in out and host.facts is not None and host.facts.memory_mb:
+            out["memory_mb"] = max(128, host.facts.memory_mb)
+        return out
+
+    def sandbox_inputs(self, host: Host, client: str) -> dict[str, Any]:
+        """Clients from ``client`` only; a user and a database called app (password generated)."""
+        return {"allowed_cidrs": [f"{client}/32"], "users": [{"name": "app"}], "databases": [{"name": "app"}]}
+
+    def secrets_needed(self, inputs: "BaseModel") -> list[str]:
+        assert isinstance(inputs, PostgresInputs)
+        return inputs.missing_passwords()
+
+    def with_secrets(self, inputs: "BaseModel", secrets: Mapping[str, str]) -> PostgresInputs:
+        assert isinstance(inputs, PostgresInputs)
+        return inputs.with_passwords(secrets)
+
+    def ensure_secrets(self, inputs: "BaseModel", path: Any) -> tuple[PostgresInputs, list[str]]:
+        from .passwords import ensure_passwords
+
+        assert isinstance(inputs, PostgresInputs)
+        return ensure_passwords(inputs, path)
+
+    def steps(self, inputs: "BaseModel", host: Host, facts: Facts) -> list[Step]:
+        assert isinstance(inputs, PostgresInputs)
+        if host.user == "postgres":
+            raise RecipeError(f"{host.label}: the SSH login user 'postgres' is the server's own system account; "
+                              "log in as another user")
+        return build_steps(inputs, layout_for_inputs(inputs, facts), memory_mb=facts.memory_mb)
+
+    def ports(self, inputs: "BaseModel") -> list[int]:
+        assert isinstance(inputs, PostgresInputs)
+        return [inputs.port]
+
+    def outputs(self, inputs: "BaseModel", host: Host) -> dict[str, Any]:
+        assert isinstance(inputs, PostgresInputs)
+        out: dict[str, Any] = {"address": host.address, "port": inputs.port}
+        target = inputs.verify_target()
+        if target:
+            user, db = target
+            out.update(user=user, database=db,
+                       dsn=f"postgresql://{user}@{host.address}:{inputs.port}/{db}?sslmode=require")
+        return out
+
+    def check(self, inputs: "BaseModel", host: Host, *, timeout: float = 10.0) -> str:
+        """Log in over TCP with TLS and SCRAM from this machine as the first user."""
+        from .login import check_login
+
+        assert isinstance(inputs, PostgresInputs)
+        target = inputs.verify_target()
+        if not target:
+            return ""
+        user, db = target
+        pw = next(u.password for u in inputs.users if u.name == user)
+        assert pw is not None
+        check_login(host.address, inputs.port, user, db, pw.get_secret_value(), timeout=timeout)
+        return f"database login as {user}"
+
+
 # --------------------------------------------------------------------------------------------------------
 # Running against a host
 # --------------------------------------------------------------------------------------------------------
 
-_FACTS = ("cat /etc/os-release; echo @@polyvm@@; sed -n 's/^MemTotal: *\\([0-9]*\\) kB/\\1/p' /proc/meminfo")
+def apply_postgres(conn: "Connection", inputs: PostgresInputs, *, host: Host | None = None,
+                   os_release: OsRelease | Facts | None = None, memory_mb: int | None = None) -> RecipeResult:
+    """Bring the host behind ``conn`` to the state ``inputs`` describe and verify it; returns what changed.
+    With ``host``, the guest baseline (firewall, data disks) runs first, as in ``run_recipe``."""
+    from dataclasses import replace
 
+    from polyvm.provisioners.baseline import baseline_steps
+    from polyvm.provisioners.fanout import detect_facts
 
-def detect(conn: "Connection") -> tuple[OsRelease, int | None]:
-    """(OS from /etc/os-release, RAM in MB) of the host, in one command."""
-    r = conn.run(_FACTS, name="detect OS", sudo=False)
-    text, _, mem = r.stdout.partition("@@polyvm@@")
-    mem = mem.strip()
-    return parse_os_release(text), (int(mem) // 1024 if mem.isdigit() else None)
-
-
-def apply_postgres(conn: "Connection", inputs: PostgresInputs, *, os_release: OsRelease | None = None,
-                   memory_mb: int | None = None) -> RecipeResult:
-    """Bring the host behind ``conn`` to the state ``inputs`` describe and verify it. Returns what changed."""
     start = time.monotonic()
-    if os_release is None or memory_mb is None:
-        found_os, found_mem = detect(conn)
-        os_release = os_release or found_os
-        memory_mb = memory_mb or found_mem
-    layout = layout_for_inputs(inputs, os_release)
-    steps = build_steps(inputs, layout, memory_mb=memory_mb)
-    result = RecipeResult(host=getattr(conn, "name", "") or getattr(conn, "host", ""), os=os_release.pretty,
-                          pg_version=layout.pg_version, data_dir=layout.data_dir)
-    for step in steps:
-        t0 = time.monotonic()
-        try:
-            result.steps.append(step.apply(conn))
+    if host is None:
+        host = Host(address=conn.host, user=conn.user, port=conn.port, name=getattr(conn, "name", "") or "")
+    facts = (Facts(os_release.family, os_release.version, os_release.pretty, memory_mb) if os_release is not None
+             else host.facts)
+    if facts is None:
+        facts = detect_facts(conn)
+    if memory_mb is not None or facts.memory_mb is None:
+        facts = replace(facts, memory_mb=memory_mb or detect_facts(conn).memory_mb)
+    layout = layout_for_inputs(inputs, facts)
+    steps = baseline_steps(host, facts) + build_steps(inputs, layout, memory_mb=facts.memory_mb)
+    result = RecipeResult(host=host.label, os=facts.pretty, pg_version=layout.pg_version, data_dir=layout.data_dir)
+    t0 = time.monotonic()
+    try:
+        for step, res in apply_steps(conn, steps):
+            result.steps.append(res)
             result.durations[step.name] = time.monotonic() - t0
-        except CommandError as exc:
-            raise RecipeError(f"postgres recipe, step {step.name!r}: {exc}") from None
+            t0 = time.monotonic()
+    except CommandError as exc:
+        raise RecipeError(f"postgres recipe, step {exc.step!r}: {exc}") from None
     result.duration = time.monotonic() - start
     return result
-
-
-
-def steps_for(inputs: PostgresInputs) -> "Callable[[Connection], list[Step]]":
-    """For ``fanout(conns, steps_for(inputs))``: per host, detect the OS and RAM, then build the steps."""
-    def build(conn: "Connection") -> list[Step]:
-        os_release, memory_mb = detect(conn)
-        return build_steps(inputs, layout_for_inputs(inputs, os_release), memory_mb=memory_mb)
-    return build
-
-
-class PostgresRecipe(Step):
-    """The whole recipe as one step (detect, then every step), e.g. for ``fanout(hosts, [PostgresRecipe(inputs)])``."""
-
-    def __init__(self, inputs: PostgresInputs, *, name: str = "postgres") -> None:
-        self.inputs = inputs
-        self.name = name
-
-    def apply(self, conn: "Connection") -> StepResult:
-        result = apply_postgres(conn, self.inputs)
-        return StepResult(self.name, result.changed, "; ".join(result.changes) or "no change")

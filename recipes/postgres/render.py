@@ -89,10 +89,11 @@ def render_install_script(layout: Layout) -> str:
     return render_template("install.sh.j2", layout=layout)
 
 
-def render_datadisk_script(inputs: PostgresInputs, layout: Layout) -> str:
-    assert inputs.data_device, "no data disk"
-    return render_template("datadisk.sh.j2", layout=layout, device=inputs.data_device,
-                           mount_point=inputs.mount_point, data_parent=posixpath.dirname(layout.data_dir))
+def render_datadir_script(inputs: PostgresInputs, layout: Layout) -> str:
+    """The cluster's parent directory on the mounted data disk (owned by postgres, SELinux-labelled)."""
+    assert inputs.mount_point, "no data disk"
+    return render_template("datadir.sh.j2", mount_point=inputs.mount_point,
+                           data_parent=posixpath.dirname(layout.data_dir))
 
 
 def render_cluster_script(inputs: PostgresInputs, layout: Layout) -> str:

@@ -11,7 +11,7 @@ import paramiko
 import pytest
 
 from polyvm.backend import spec_ingress_rules
-from polyvm.backends.local import HOST_TYPE, LocalBackend
+from polyvm.backends.local import HOST_TYPE, LocalBackend, recipe_leftovers
 from polyvm.backends.local import mapping as m
 from polyvm.backends.local.provider import LocalHostProvider
 from polyvm.errors import UnsupportedFeatureError
@@ -48,7 +48,7 @@ def test_host_os(tmp_path, text, want):
 
 def test_host_props_carry_no_secret_and_exact_firewall(client_key):
     spec = make_spec(client_key.public_key)
-    props = m.host_props(spec, pg="fresh")
+    props = m.host_props(spec, scrub=recipe_leftovers())
     assert props["disks"] == [{"name": "pgdata", "size_mb": 1024}]
     assert m.planned_ingress(props) == spec_ingress_rules(spec)
     assert "PRIVATE" not in repr(props)
@@ -81,7 +81,7 @@ def test_provider_pickles_and_loads_in_a_fresh_process(tmp_path):
 
 def test_diff_replaces_or_updates(client_key):
     p = LocalHostProvider()
-    olds = {**m.host_props(make_spec(client_key.public_key), pg="fresh"), "guest_ip": "198.19.0.6"}
+    olds = {**m.host_props(make_spec(client_key.public_key)), "guest_ip": "198.19.0.6"}
     same = p.diff("pvm-1", olds, dict(olds))
     assert not same.changes
     fw = p.diff("pvm-1", olds, {**olds, "firewall": m.firewall_ruleset(make_spec(client_key.public_key,
@@ -127,7 +127,7 @@ def _tcp_open(addr: str, port: int) -> bool:
 def test_provider_lifecycle_on_a_real_host(_local_engine, client_key):
     spec = make_spec(client_key.public_key)
     provider = LocalHostProvider(str(_local_engine.state_dir))
-    props = m.host_props(spec, pg="fresh")
+    props = m.host_props(spec, scrub=recipe_leftovers())
     created = provider.create(dict(props))
     hid, outs = created.id, created.outs
     try:

@@ -80,7 +80,7 @@ def test_data_disks_are_block_devices_of_the_asked_size(testhosts):
 
 @pytest.mark.e2e
 def test_sudo_user_and_fresh_postgres(testhosts):
-    (host,) = testhosts.up(user="admin", pg="fresh")
+    (host,) = testhosts.up(user="admin", fresh=True)
     assert host.user == "admin"
     status, out = ssh(host, "id -un; sudo -n id -u; ls -A /etc/postgresql/15 /var/lib/postgresql/15 | grep -v : ")
     assert status in (0, 1)  # grep exits 1 when nothing is left, which is the point

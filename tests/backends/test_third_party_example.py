@@ -9,43 +9,25 @@ these tests see (PYTHONPATH): the main environment is never changed.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import install_example, run_subprocess, subprocess_env
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "third-party-backend"
 
 
-def _env(*paths: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.pop("PYTEST_ADDOPTS", None)
-    return env
-
-
-def _run(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+_env = subprocess_env
+_run = run_subprocess
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> tuple[Path, Path]:
     """(site dir holding the installed plugin, a copy of the example's source tree)."""
-    root = tmp_path_factory.mktemp("third-party")
-    src = root / "src"
-    # Build from a copy so the build leaves nothing (build/, *.egg-info) in the repository.
-    shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    site = root / "site"
-    r = _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-              "--disable-pip-version-check", "--target", str(site), str(src)], dict(os.environ))
-    assert r.returncode == 0, f"pip install of the example failed:\n{r.stdout}\n{r.stderr}"
-    assert (site / "polyvm_fakecloud" / "__init__.py").is_file()
-    return site, src
+    return install_example(EXAMPLE, tmp_path_factory.mktemp("polyvm_fakecloud"), "polyvm_fakecloud")
 
 
 def test_example_is_not_importable_in_the_main_environment():

@@ -184,7 +184,9 @@ def test_every_hookspec_is_documented_and_implemented():
     plugins.load()
     names = [n for n in dir(hookspecs) if n.startswith("polyvm_")]
     assert names, "no hookspecs found"
+    tests = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
     for name in names:
+        assert f"def test_{name}(" in tests, f"{name} has no test named test_{name}"
         assert f"`{name}" in docs, f"{name} is not documented in docs/plugins.md"
         assert getattr(hookspecs, name).__doc__, f"{name} has no docstring"
         assert getattr(plugins.pm.hook, name).get_hookimpls(), f"no built-in plugin implements {name}"
@@ -198,3 +200,85 @@ def test_loading_every_plugin_imports_no_cloud_sdk():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_polyvm_register_backends():
+    plugins = Plugins(default_plugins=(), entry_point_group=None)
+
+    class P:
+        @hookimpl
+        def polyvm_register_backends(self, register):
+            register(_Fake())
+
+    plugins.register(P(), "p")
+    assert list(plugins.backends()) == ["fake"]
+
+
+def test_polyvm_register_commands():
+    import click
+
+    plugins = Plugins(default_plugins=(), entry_point_group=None)
+
+    class P:
+        @hookimpl
+        def polyvm_register_commands(self, cli):
+            cli.add_command(click.Command("hello", callback=lambda: None))
+
+    plugins.register(P(), "p")
+    group = click.Group("polyvm")
+    plugins.register_commands(group)
+    assert "hello" in group.commands
+
+
+def test_polyvm_register_recipes():
+    from pydantic import BaseModel
+
+    from polyvm.errors import UnknownRecipeError
+    from polyvm.recipe import Recipe
+
+    class Inputs(BaseModel):
+        text: str = "hi"
+
+    class Motd(Recipe):
+        name = "motd"
+        inputs_model = Inputs
+
+        def steps(self, inputs, host, facts):
+            return []
+
+    plugins = Plugins(default_plugins=(), entry_point_group=None)
+
+    class P:
+        @hookimpl
+        def polyvm_register_recipes(self, register):
+            register(Motd)  # a class is instantiated
+
+    plugins.register(P(), "p")
+    assert isinstance(plugins.get_recipe("motd"), Motd)
+    with pytest.raises(UnknownRecipeError, match="unknown recipe 'nope'; available recipes: motd") as ei:
+        plugins.get_recipe("nope")
+    assert ei.value.exit_code == 2
+
+    class Twice:
+        @hookimpl
+        def polyvm_register_recipes(self, register):
+            register(Motd())
+
+    plugins.register(Twice(), "twice")
+    with pytest.raises(PluginError, match="recipe 'motd' is registered twice"):
+        plugins.recipes()
+
+    class NotARecipe:
+        @hookimpl
+        def polyvm_register_recipes(self, register):
+            register(object())
+
+    bad = Plugins(default_plugins=(), entry_point_group=None)
+    bad.register(NotARecipe(), "bad")
+    with pytest.raises(PluginError, match="not a polyvm Recipe"):
+        bad.recipes()
+
+
+def test_builtin_recipes_register_through_the_public_hook():
+    plugins = Plugins(entry_point_group=None)
+    assert {"postgres", "nginx"} <= set(plugins.recipes())

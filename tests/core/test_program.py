@@ -59,7 +59,7 @@ def test_example_stack_declares_one_vm_component(stack):
     assert types.count(f"polyvm:{backend}:VirtualMachine") == n_vms
     # With polyvm:postgres set, each VM also gets the recipe, as SSH steps after the VM exists.
     assert "polyvm:postgres" in cfg
-    assert types.count("polyvm:postgres:PostgresServer") == n_vms
+    assert types.count("polyvm:provisioners:Recipe") == n_vms
     assert "pulumi-python:dynamic/polyvm:RemoteExec" in types
 
 

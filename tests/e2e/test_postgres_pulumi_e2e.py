@@ -51,7 +51,7 @@ def declared(host, key_text, settings):
 
     def program():
         vm = FakeVm(spec, host)
-        db = PostgresServer("db1-postgres", vm=vm, settings=settings, private_key=key_text)
+        db = PostgresServer("db1-postgres", vm=vm, settings=settings, private_key=key_text, guest_firewall=False)
         return db.passwords
 
     class RandomMocks:
@@ -69,7 +69,7 @@ def declared(host, key_text, settings):
 
 
 def test_pulumi_form_brings_up_a_working_server_and_rerun_diffs_to_nothing(testhosts):
-    (host,) = testhosts.up(pg="fresh", disk_mb=128)
+    (host,) = testhosts.up(fresh=True, disk_mb=128)
     key_text = host.private_key_path.read_text()
     # log_statement=all: the password the Pulumi form sends on stdin must still not reach the server log.
     settings = {"users": [{"name": "app"}], "databases": [{"name": "app"}], "settings": {"log_statement": "all"}}
@@ -105,4 +105,5 @@ def test_pulumi_form_brings_up_a_working_server_and_rerun_diffs_to_nothing(testh
     changed = declared(host, key_text, {**settings, "settings": {"log_statement": "all", "work_mem": "12MB"}})
     rerun = [name for name, kind, inputs in changed
              if providers[kind].diff(name, state[name], providers[kind].check(state[name], inputs).inputs).changes]
-    assert rerun == ["db1-postgres-03-configuration-50-polyvm.conf", "db1-postgres-04-server", "db1-postgres-06-verify"]
+    assert rerun == ["db1-postgres-04-configuration-50-polyvm-conf", "db1-postgres-05-server",
+                     "db1-postgres-07-verify"]

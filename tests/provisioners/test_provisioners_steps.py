@@ -13,7 +13,7 @@ from rich.console import Console
 
 from polyvm.errors import CommandError, FanoutError
 from polyvm.provisioners import CopyDir, CopyFile, RunCommand, RunResult, Script, fanout, run_steps
-from polyvm.provisioners.ssh import Connection, Upload
+from polyvm.provisioners import Connection, Upload
 
 
 class LocalConnection(Connection):
@@ -38,7 +38,7 @@ class LocalConnection(Connection):
     def run(self, command, *, stdin=None, env=None, timeout=None, sudo=None, check=True, name=None, secrets=()):
         self.commands.append(command)
         wire = self._wrap(command, sudo=False, env=env)
-        from polyvm.provisioners.ssh import encode_env
+        from polyvm.provisioners import encode_env
 
         data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
         if env:

@@ -11,19 +11,16 @@ import threading
 from pathlib import Path
 
 import paramiko
+import pydantic
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from polyvm.errors import AuthenticationError, ConfigError, ConnectTimeoutError, HostKeyError
 from polyvm.provisioners import Connection, HostKeyPolicy, KnownHosts, backoff_delays, fingerprint, mask
-from polyvm.provisioners.ssh import (
-    _is_retryable,
-    encode_env,
-    load_private_key,
-    parse_public_keys,
-    tail,
-)
+from polyvm.provisioners import ConnectionArgs, encode_env, tail
+from polyvm.provisioners.connection import LEGACY_ALGORITHMS, _is_retryable
+from polyvm.provisioners.trust import load_private_key, parse_public_keys, preferred_key_types
 
 
 def openssh_private(key) -> str:
@@ -190,10 +187,113 @@ def test_refused_port_is_retried_until_the_deadline_then_explained(tmp_path):
 def test_pinned_key_type_is_negotiated_first(tmp_path):
     rsa_pub = openssh_public(rsa.generate_private_key(65537, 2048))
     ec_pub = openssh_public(ec.generate_private_key(ec.SECP256R1()))
+    def preferred(c: Connection) -> list[str]:
+        return preferred_key_types(c.pinned_keys, c.known_hosts, c.host, c.port, c.host_key_policy)
+
     c = Connection("192.0.2.9", host_key=[rsa_pub, ec_pub], known_hosts=tmp_path / "kh")
-    assert c._preferred_key_types() == ["rsa-sha2-512", "rsa-sha2-256", "ecdsa-sha2-nistp256"]
+    assert preferred(c) == ["rsa-sha2-512", "rsa-sha2-256", "ecdsa-sha2-nistp256"]
     # without a pin, the type already recorded for the host is preferred
     (tmp_path / "kh").write_text(f"[192.0.2.9]:2222 {ec_pub}\n")
-    assert Connection("192.0.2.9", port=2222, known_hosts=tmp_path / "kh")._preferred_key_types() == \
-        ["ecdsa-sha2-nistp256"]
-    assert Connection("192.0.2.9", known_hosts=tmp_path / "kh")._preferred_key_types() == []
+    assert preferred(Connection("192.0.2.9", port=2222, known_hosts=tmp_path / "kh")) == ["ecdsa-sha2-nistp256"]
+    assert preferred(Connection("192.0.2.9", known_hosts=tmp_path / "kh")) == []
+
+
+# --------------------------------------------------------------------------------------------------------
+# ConnectionArgs: typed, validated, frozen; one list of keys
+# --------------------------------------------------------------------------------------------------------
+
+def test_connection_args_report_every_bad_field_once_without_secrets():
+    secret_key = "-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0\n"
+    with pytest.raises(ConfigError) as ei:
+        ConnectionArgs.from_mapping({"host": "h1", "port": 70000, "connect_timeout": -1, "keepalive": "often",
+                                     "private_key": ["not", "text"], "host_key": "garbage here"})
+    msg = str(ei.value)
+    assert msg.startswith("invalid connection settings for h1 (5 problems): ")
+    for field in ("'port'", "'connect_timeout'", "'keepalive'", "'private_key'", "'host_key'"):
+        assert msg.count(field) == 1, (field, msg)
+    assert "70000" in msg and "not an SSH public key" in msg and "'not'" not in msg
+    with pytest.raises(ConfigError) as ei:
+        ConnectionArgs.from_mapping({"host": "h", "private_key": 12345678})
+    assert "12345678" not in str(ei.value)  # a secret field's value is never echoed
+    with pytest.raises(ConfigError, match="bastion: connection setting 'port'"):
+        ConnectionArgs.from_mapping({"host": "h", "bastion": {"host": "b", "port": 0}})
+    with pytest.raises(ConfigError, match="retry_max .1. must not be below retry_initial .5."):
+        ConnectionArgs.from_mapping({"host": "h", "retry_initial": 5, "retry_max": 1})
+    with pytest.raises(ConfigError, match="'host': must be one word"):
+        ConnectionArgs.from_mapping({"host": "-oProxyCommand=x"})
+    assert "secret" not in repr(ConnectionArgs(host="h", private_key=secret_key, secrets=("s3cr3t",)))
+
+
+def test_connection_args_are_frozen_and_build_connections_both_ways(tmp_path):
+    key = openssh_private(ed25519.Ed25519PrivateKey.generate())
+    args = ConnectionArgs.from_mapping({"host": "192.0.2.5", "user": "admin", "port": 2222,
+                                        "private_key": key, "known_hosts": str(tmp_path / "kh"),
+                                        "keepalive": 2, "keepalive_count_max": 4})
+    with pytest.raises(pydantic.ValidationError):
+        args.port = 22  # type: ignore[misc]
+    assert args.dead_peer_timeout == 8 and args.private_key.get_secret_value() == key
+    by_args = Connection(args)
+    by_kw = Connection("192.0.2.5", "admin", port=2222, private_key=key, known_hosts=tmp_path / "kh",
+                       keepalive=2, keepalive_count_max=4)
+    assert by_args.args == by_kw.args and by_args.label == "admin@192.0.2.5:2222"
+    with pytest.raises(TypeError):
+        Connection(args, "root")
+    with pytest.raises(ConfigError, match="'port'"):
+        Connection("192.0.2.5", port="ssh")
+    assert ConnectionArgs(host="h").dead_peer_timeout == 15  # the documented default bound: 5 s × 3
+
+
+def test_one_list_of_connection_keys_for_inventories_and_pulumi():
+    from polyvm.provisioners import pulumi as provisioner_pulumi
+
+    assert provisioner_pulumi._CONNECTION_KEYS == ConnectionArgs.keys()
+    assert set(ConnectionArgs.keys()) >= {"host", "port", "user", "private_key", "private_key_path",
+                                          "private_key_password", "host_key", "known_hosts", "bastion",
+                                          "connect_timeout", "deadline", "sudo", "keepalive", "retry_initial",
+                                          "retry_max", "insecure_accept_any_host_key", "allow_legacy_algorithms"}
+    # every key is accepted by from_mapping (no second list that can drift)
+    sample = {"host": "h", "port": 22, "user": "u", "private_key": None, "private_key_path": "/k",
+              "private_key_password": "pw", "host_key": None, "known_hosts": "/kh", "host_key_policy": "known_only",
+              "bastion": {"host": "b"}, "connect_timeout": 5, "deadline": 10, "sudo": True, "keepalive": 3,
+              "keepalive_count_max": 2, "retry_initial": 0.5, "retry_max": 2, "allow_legacy_algorithms": False,
+              "secrets": ["x"], "name": "n", "insecure_accept_any_host_key": False}
+    assert set(sample) == set(ConnectionArgs.keys())
+    assert ConnectionArgs.from_mapping(sample).host_key_policy is HostKeyPolicy.KNOWN_ONLY
+
+
+def test_legacy_algorithms_are_not_offered_unless_allowed():
+    a, b = socket.socketpair()
+    try:
+        strict = paramiko.Transport(a, disabled_algorithms=dict(LEGACY_ALGORITHMS))
+        legacy = paramiko.Transport(b)
+        weak = {n for names in LEGACY_ALGORITHMS.values() for n in names}
+        offered = {*strict.preferred_ciphers, *strict.preferred_macs, *strict.preferred_kex, *strict.preferred_keys}
+        assert not offered & weak
+        assert {"3des-cbc", "aes128-cbc", "hmac-md5", "hmac-sha1-96"} <= {*legacy.preferred_ciphers,
+                                                                          *legacy.preferred_macs}
+        assert strict.preferred_ciphers and strict.preferred_macs and strict.preferred_kex
+    finally:
+        a.close()
+        b.close()
+
+
+def test_cli_bad_connection_option_is_one_line_exit_2():
+    from click.testing import CliRunner
+
+    from polyvm.cli import build_cli
+
+    r = CliRunner().invoke(build_cli(), ["exec", "-q", "-H", "192.0.2.1", "--deadline", "-1", "true"])
+    assert r.exit_code == 2 and "'deadline'" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_provision_errors_declare_their_context_fields():
+    from polyvm.errors import CommandError, FanoutError, ProvisionError
+
+    e = ProvisionError("x")
+    assert (e.host, e.step, e.results) == ("", None, [])
+    assert e.with_context(step="s", results=[1]) is e and (e.step, e.results) == ("s", [1])
+    c = CommandError("boom", host="h", command="c", exit_code=3, stderr_tail="t", copy_flags=(True, False))
+    assert (c.host, c.command, c.exit_status, c.stderr_tail, c.copy_flags) == ("h", "c", 3, "t", [True, False])
+    assert CommandError("boom").copy_flags is None
+    f = FanoutError({"h": c}, result="r")
+    assert f.result == "r" and f.failed == {"h": c}

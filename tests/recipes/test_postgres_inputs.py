@@ -38,7 +38,10 @@ def test_managed_settings_and_bad_names_are_refused():
     assert any("owner 'nobody' is not one of the users" in x
                for x in problems({**BASE, "databases": [{"name": "app", "owner": "nobody"}]}))
     assert any("shorter than 12" in x for x in problems({**BASE, "users": [{"name": "app", "password": "short"}]}))
-    assert any("not a device path" in x for x in problems({**BASE, "data_device": "sdb"}))
+    assert any("absolute path" in x for x in problems({**BASE, "mount_point": "srv/pg"}))
+    # the guest firewall and the data disk device are the guest baseline's, not the recipe's
+    assert any("guest_firewall" in x for x in problems({**BASE, "guest_firewall": True}))
+    assert any("data_device" in x for x in problems({**BASE, "data_device": "/dev/sdb"}))
 
 
 def test_password_is_secret_in_repr_and_errors():
@@ -46,11 +49,10 @@ def test_password_is_secret_in_repr_and_errors():
     assert "s3cret-password-value" not in repr(i) and "s3cret-password-value" not in str(i.model_dump())
 
 
-def test_guest_firewall_must_keep_ssh_open():
-    assert any("lock the provisioner out" in p for p in problems({**BASE, "guest_firewall": True}))
-    i = parse_inputs({**BASE, "guest_firewall": True, "ssh_cidrs": ["192.0.2.0/24"], "port": 6432})
-    ports = {(r.port, tuple(r.cidrs)) for r in i.firewall_rules()}
-    assert ports == {(6432, ("10.0.0.0/16",)), (22, ("192.0.2.0/24",))}
+def test_ingress_rule_is_the_postgres_port_from_the_allowed_cidrs():
+    i = parse_inputs({**BASE, "port": 6432})
+    r = i.ingress_rule()
+    assert (r.port, r.cidrs, r.protocol) == (6432, ["10.0.0.0/16"], "tcp")
 
 
 def test_memory_defaults_follow_ram_and_user_settings_win():

@@ -67,27 +67,29 @@ def test_aws_vm_gets_the_recipe_steps_in_order_with_secrets_kept_secret():
     value, resources = declare("aws", settings)
     mine = [(t, n, i) for t, n, i in resources if n.startswith("db1-postgres")]
     names = [n for _t, n, _i in mine]
-    assert names[0] == "db1-postgres" and mine[0][0] == "polyvm:postgres:PostgresServer"
+    assert names[0] == "db1-postgres" and mine[0][0] == "polyvm:provisioners:Recipe"
     assert "db1-postgres-app-password" in names and "db1-postgres-ops-password" not in names
     steps = [n for t, n, _i in mine if t.startswith("pulumi-python:dynamic")]
-    assert steps == ["db1-postgres-00-install-postgresql", "db1-postgres-01-data-disk", "db1-postgres-02-cluster",
-                     "db1-postgres-03-configuration-50-polyvm.conf", "db1-postgres-03-configuration-pg_hba.conf",
-                     "db1-postgres-04-server", "db1-postgres-05-roles-and-databases", "db1-postgres-06-verify"]
+    # The guest baseline (the data disk) first, then the recipe's own steps.
+    assert steps == ["db1-postgres-00-data-disk-pgdata", "db1-postgres-01-install-postgresql",
+                     "db1-postgres-02-data-directory", "db1-postgres-03-cluster",
+                     "db1-postgres-04-configuration-50-polyvm-conf", "db1-postgres-04-configuration-pg-hba-conf",
+                     "db1-postgres-05-server", "db1-postgres-06-roles-and-databases", "db1-postgres-07-verify"]
     by_name = {n: i for _t, n, i in mine}
-    conf = by_name["db1-postgres-03-configuration-50-polyvm.conf"]
+    conf = by_name["db1-postgres-04-configuration-50-polyvm-conf"]
     assert conf["remote_path"] == "/etc/postgresql/16/main/conf.d/50-polyvm.conf"
     assert "work_mem = '8MB'" in conf["content"] and "shared_buffers = '1024MB'" in conf["content"]
-    hba = by_name["db1-postgres-03-configuration-pg_hba.conf"]["content"]
+    hba = by_name["db1-postgres-04-configuration-pg-hba-conf"]["content"]
     assert "hostssl all       all       10.0.0.0/8" in hba and "203.0.113.0/24" not in hba  # from the 5432 rule only
-    disk = by_name["db1-postgres-01-data-disk"]
+    disk = by_name["db1-postgres-00-data-disk-pgdata"]
     assert "nvme-Amazon_Elastic_Block_Store_vol" in disk["stdin"] and "mp=/var/lib/postgresql" in disk["stdin"]
-    assert _secret(by_name["db1-postgres-00-install-postgresql"]["connection"])  # carries the private key
-    roles = by_name["db1-postgres-05-roles-and-databases"]
-    assert _secret(roles["stdin"]) and _secret(by_name["db1-postgres-06-verify"]["stdin"])
-    assert "given-password-42" not in json.dumps([i for _t, n, i in mine if n != "db1-postgres-05-roles-and-databases"
-                                                   and n != "db1-postgres-06-verify"], default=str)
+    assert _secret(by_name["db1-postgres-01-install-postgresql"]["connection"])  # carries the private key
+    roles = by_name["db1-postgres-06-roles-and-databases"]
+    assert _secret(roles["stdin"]) and _secret(by_name["db1-postgres-07-verify"]["stdin"])
+    assert "given-password-42" not in json.dumps([i for _t, n, i in mine if n != "db1-postgres-06-roles-and-databases"
+                                                   and n != "db1-postgres-07-verify"], default=str)
     assert "given-password-42" not in roles["create"]
-    assert by_name["db1-postgres-04-server"]["triggers"]  # re-run when a config file's hash changes
+    assert by_name["db1-postgres-05-server"]["triggers"]  # re-run when a config file's hash changes
     assert not any("firewall" in n for n in names)  # aws has a cloud firewall
     from polyvm.plan import _resolve
 
@@ -99,10 +101,14 @@ def test_aws_vm_gets_the_recipe_steps_in_order_with_secrets_kept_secret():
 def test_guest_firewall_backend_gets_nftables_from_the_spec_ingress():
     _, resources = declare("vsphere", {"users": [{"name": "app", "password": "given-password-42"}]})
     by_name = {n: i for _t, n, i in resources}
-    rules = next(i for n, i in by_name.items() if n.startswith("db1-postgres") and n.endswith("firewall.nft"))
+    rules = next(i for n, i in by_name.items() if n.startswith("db1-postgres") and n.endswith("firewall-nft"))
     assert "tcp dport 22 accept" in rules["content"] and "tcp dport 5432 accept" in rules["content"]
     assert "203.0.113.0/24" in rules["content"] and rules["mode"] == 0o600
-    assert any(n.startswith("db1-postgres") and n.endswith("-firewall") for n in by_name)
+    assert any(n.startswith("db1-postgres") and n.endswith("-guest-firewall") for n in by_name)
+    # the baseline's steps come before the recipe's
+    names = [n for n in by_name if n.startswith("db1-postgres-")]
+    assert names.index(next(n for n in names if n.endswith("-guest-firewall"))) < names.index(
+        next(n for n in names if n.endswith("-install-postgresql")))
 
 
 def test_allowed_cidrs_required_when_the_spec_has_no_postgres_rule():
@@ -112,7 +118,7 @@ def test_allowed_cidrs_required_when_the_spec_has_no_postgres_rule():
 
 
 def test_after_vm_hook_reads_pulumi_config():
-    from polyvm.recipes.postgres.pulumi import after_vm
+    from polyvm.provisioners.pulumi import provision_vm as after_vm
 
     backend = get_backend("aws")
     spec = parse_spec(spec_data())
@@ -125,7 +131,7 @@ def test_after_vm_hook_reads_pulumi_config():
               "polyvm:sshPrivateKey": KEY}
     _, mocks, _ = run_mocked(program, [backend, RandomMocks], config=config)
     names = [n for _t, n, _i, _c, _id in mocks.resources]
-    assert "db1-postgres-06-verify" in names
+    assert "db1-postgres-07-verify" in names
 
 
 def test_declaring_twice_gives_identical_inputs_so_an_unchanged_up_runs_nothing():
@@ -135,3 +141,25 @@ def test_declaring_twice_gives_identical_inputs_so_an_unchanged_up_runs_nothing(
     strip = lambda rs: [(n, {k: v for k, v in i.items() if k != "__provider"}) for _t, n, i in rs  # noqa: E731
                         if n.startswith("db1-postgres-0")]
     assert strip(first) == strip(second)
+
+
+def test_a_guest_firewall_vm_without_a_recipe_still_gets_the_baseline():
+    from polyvm.provisioners.pulumi import provision_vm
+
+    backend = get_backend("vsphere")
+    spec = parse_spec(spec_data())
+
+    def program():
+        vm = backend.declare(spec, VSPHERE_SETTINGS)
+        return provision_vm(spec, vm)
+
+    _, mocks, _ = run_mocked(program, [backend], config={"polyvm:sshPrivateKey": KEY})
+    names = [n for _t, n, _i, _c, _id in mocks.resources if n.startswith("db1-baseline")]
+    assert names == ["db1-baseline", "db1-baseline-00-guest-firewall-rules-firewall-nft",
+                     "db1-baseline-01-guest-firewall", "db1-baseline-02-data-disk-pgdata"]
+
+    # Without a way to log in, that is a clear error, not an unfiltered VM.
+    from polyvm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="the guest firewall needs SSH"):
+        run_mocked(program, [backend], config={})

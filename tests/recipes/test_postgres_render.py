@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,7 +23,7 @@ FAMILIES = [("debian", "12"), ("ubuntu", "22.04"), ("ubuntu", "24.04"), ("amazon
 
 def make_inputs(**extra):
     data = {"allowed_cidrs": ["10.1.0.0/16", "2001:db8::/32"], "users": [{"name": "app", "password": "p" * 16}],
-            "databases": [{"name": "app"}], "data_device": "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0abc",
+            "databases": [{"name": "app"}], "mount_point": "/srv/postgresql",
             "memory_mb": 2048}
     data.update(extra)
     return parse_inputs(data)
@@ -74,7 +73,7 @@ def test_pg_hba_has_no_trust_and_only_hostssl_scram_for_allowed_networks(family,
 
 def test_steps_per_family_name_the_right_tools():
     deb = {s.name: s for s in build_steps(make_inputs(), layout("debian", "12"))}
-    assert list(deb) == ["install PostgreSQL", "data disk", "cluster", "configuration", "server",
+    assert list(deb) == ["install PostgreSQL", "data directory", "cluster", "configuration", "server",
                          "roles and databases", "verify"]
     assert "pg_createcluster --start-conf=auto -d \"$data\"" in deb["cluster"].script
     assert "apt-get -o DPkg::Lock::Timeout=300 install" in deb["install PostgreSQL"].script
@@ -90,21 +89,21 @@ def test_steps_per_family_name_the_right_tools():
     assert "dnf -y -q module enable postgresql:16" in rh["install PostgreSQL"].script
     assert "include_dir = 'conf.d'" in rh["cluster"].script
     assert "systemctl restart postgresql" in rh["server"].script
-    assert "mkfs.\"$fs\"" in rh["data disk"].script and "fs=xfs" in rh["data disk"].script
-    assert "postgresql_db_t" in rh["data disk"].script
+    assert "mkfs" not in rh["data directory"].script  # the guest baseline formats and mounts
+    assert "postgresql_db_t" in rh["data directory"].script
 
     al = {s.name: s for s in build_steps(make_inputs(), layout("amazon-linux", "2023"))}
     assert "for p in postgresql16-server openssl" in al["install PostgreSQL"].script
     assert "module" not in al["install PostgreSQL"].script
 
 
-def test_no_data_disk_no_disk_step_and_firewall_steps_when_asked():
-    i = make_inputs(data_device=None, guest_firewall=True, ssh_cidrs=["192.0.2.0/24"])
-    steps = build_steps(i, layout_for("debian", "12"))
-    names = [s.name for s in steps]
-    assert "data disk" not in names and names.index("firewall") < names.index("server")
-    rules = next(s for s in steps if s.name == "firewall rules").files[0]
-    assert rules.mode == 0o600 and "tcp dport 5432 accept" in rules.content and "tcp dport 22 accept" in rules.content
+def test_no_data_disk_no_directory_step_and_never_a_firewall_or_disk_step():
+    i = make_inputs(mount_point=None)
+    names = [s.name for s in build_steps(i, layout_for("debian", "12"))]
+    assert "data directory" not in names
+    with_disk = [s.name for s in build_steps(make_inputs(), layout("debian", "12"))]
+    assert with_disk.index("data directory") < with_disk.index("cluster")
+    assert not [n for n in names + with_disk if "firewall" in n or "disk" in n]  # the guest baseline's
 
 
 def test_secrets_only_on_stdin():
@@ -127,7 +126,7 @@ def test_missing_password_is_refused_before_anything_runs():
 @pytest.mark.parametrize("family,version", FAMILIES)
 def test_every_script_is_valid_posix_shell(family, version):
     sh = shutil.which("dash") or shutil.which("sh")
-    steps = build_steps(make_inputs(guest_firewall=True, ssh_cidrs=["192.0.2.0/24"]), layout(family, version))
+    steps = build_steps(make_inputs(), layout(family, version))
     for s in steps:
         if isinstance(s, ScriptStep):
             r = subprocess.run([sh, "-n"], input=s.script, text=True, capture_output=True)

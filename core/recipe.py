@@ -1,0 +1,106 @@
+"""The recipe contract: what turns a VM into a server (PostgreSQL, nginx, a plugin's own).
+
+A recipe is registered through the ``polyvm_register_recipes`` hook (docs/plugins.md) and says:
+
+* ``inputs_model``: a pydantic model of what it is asked for (validated before any host is touched);
+* :meth:`Recipe.steps`: the provisioner steps that bring one :class:`~polyvm.host.Host` (whose OS facts are
+  known) to that state, idempotently. Steps are the SSH layer's (CopyFile, FilesStep, RunCommand, Script, ...):
+  the same list runs over SSH (batched, ``polyvm.provisioners.fanout.run_recipe``) and becomes Pulumi resources
+  (``polyvm.provisioners.pulumi.RecipeResource``); nothing ever looks a step up by its name;
+* :meth:`Recipe.outputs`: what a user needs afterwards (URL, port, ...), never secrets in clear.
+
+The guest firewall and data disks are not a recipe's business: the guest baseline applies them to every VM
+that needs them before any recipe runs. A recipe that needs secrets (generated passwords) names them in
+:meth:`Recipe.secrets_needed`; the CLI keeps them in a 0600 file, Pulumi generates them as secrets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import ConfigError, SpecError
+
+if TYPE_CHECKING:
+    from polyvm.provisioners.steps import Step
+
+    from .host import Facts, Host
+
+
+class Recipe:
+    """Base class of every recipe. Subclasses set ``name``, ``description``, ``inputs_model`` and implement
+    :meth:`steps`; the other methods have sensible defaults."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    inputs_model: ClassVar[type[BaseModel]]
+    #: Globs relative to / that a machine with the recipe's packages installed may hold but a new VM would not
+    #: (generated state); the local backend removes them in its hosts, which are copies of this machine.
+    leftovers: ClassVar[tuple[str, ...]] = ()
+
+    # --- inputs ----------------------------------------------------------------------------------------
+    def parse_inputs(self, data: Mapping[str, Any] | BaseModel | None, *, source: str | None = None) -> BaseModel:
+        """``data`` validated into ``inputs_model``; SpecError listing every problem (with field paths)."""
+        from .spec import format_validation_error
+
+        if isinstance(data, self.inputs_model):
+            return data
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{self.name} inputs{' in ' + source if source else ''}: expected a mapping")
+        try:
+            return self.inputs_model.model_validate(dict(data))
+        except ValidationError as exc:
+            raise SpecError(format_validation_error(exc, prefix=self.name), source=source) from None
+
+    def defaults_for(self, host: "Host", data: Mapping[str, Any]) -> dict[str, Any]:
+        """Input defaults that depend on the host (e.g. allowed clients from its firewall rules), applied
+        under the user's ``data`` before validation. Default: none."""
+        return dict(data)
+
+    def sandbox_inputs(self, host: "Host", client: str) -> dict[str, Any]:
+        """Inputs for trying the recipe on a fresh host used from the address ``client`` (``polyvm sandbox
+        up``); the user's overrides go on top. Default: none."""
+        return {}
+
+    # --- secrets ---------------------------------------------------------------------------------------
+    def secrets_needed(self, inputs: BaseModel) -> list[str]:
+        """Names of secrets the inputs lack and that must be generated (e.g. user passwords). Default: none."""
+        return []
+
+    def with_secrets(self, inputs: BaseModel, secrets: Mapping[str, str]) -> BaseModel:
+        """``inputs`` with the named secrets filled in. Must be overridden when :meth:`secrets_needed` is."""
+        if secrets:
+            raise NotImplementedError(f"recipe {self.name!r} needs secrets but does not take them")
+        return inputs
+
+    def ensure_secrets(self, inputs: BaseModel, path: str | Path) -> tuple[BaseModel, list[str]]:
+        """Fill missing secrets from (or generate them into) the 0600 file ``path``; returns the inputs and
+        the names generated now. Must be overridden when :meth:`secrets_needed` can name any."""
+        if self.secrets_needed(inputs):
+            raise NotImplementedError(f"recipe {self.name!r} needs secrets but cannot keep them")
+        return inputs, []
+
+    # --- steps and outputs -----------------------------------------------------------------------------
+    def steps(self, inputs: BaseModel, host: "Host", facts: "Facts") -> "Sequence[Step]":
+        """The steps that bring ``host`` (OS and RAM in ``facts``) to the state ``inputs`` describe."""
+        raise NotImplementedError
+
+    def outputs(self, inputs: BaseModel, host: "Host") -> dict[str, Any]:
+        """What a user needs to use the server (no secrets). Default: the host's address."""
+        return {"address": host.address}
+
+    def ports(self, inputs: BaseModel) -> list[int]:
+        """TCP ports the service listens on (the sandbox checks its spec opens them)."""
+        return []
+
+    def check(self, inputs: BaseModel, host: "Host", *, timeout: float = 10.0) -> str:
+        """Use the service from this machine once (a login, a request); return what was checked or raise
+        a PolyvmError. Default: nothing to check."""
+        return ""
+
+    def __repr__(self) -> str:
+        return f"<recipe {self.name}>"
