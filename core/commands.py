@@ -212,8 +212,9 @@ def _plan(backend: str | None, spec_path: str, settings_path: str | None, as_jso
             if problems:
                 raise SpecError(problems, source=what)
         old = run_plan(be, old_inputs.specs, old_inputs.settings.get(be.name), backends=everything,
-                       after=_recipe_after(old_inputs))
-        new = run_plan(be, inputs.specs, inputs.settings.get(be.name), backends=everything, after=after)
+                       after=_recipe_after(old_inputs), config=_pulumi_config(old_inputs))
+        new = run_plan(be, inputs.specs, inputs.settings.get(be.name), backends=everything, after=after,
+                       config=_pulumi_config(inputs))
         _report_changes(be, against_path, spec_path, old, new, as_json=as_json, allow_data_loss=allow_data_loss)
         return
     # The same checks validate runs, before anything is declared: same inputs, same verdicts.
@@ -221,8 +222,8 @@ def _plan(backend: str | None, spec_path: str, settings_path: str | None, as_jso
     refused = {k: v for k, v in verdicts.items() if v}
     if len(chosen) == 1 and refused:
         raise SpecError(refused[chosen[0].name], source=spec_path)
-    results = [run_plan(be, inputs.specs, inputs.settings.get(be.name), backends=everything, after=after)
-               for be in chosen if be.name not in refused]
+    results = [run_plan(be, inputs.specs, inputs.settings.get(be.name), backends=everything, after=after,
+                        config=_pulumi_config(inputs)) for be in chosen if be.name not in refused]
     if as_json:
         click.echo(json.dumps({"offline": True, "plans": [p.to_dict() for p in results], "refused": refused},
                               indent=2, default=str, sort_keys=True))
@@ -231,9 +232,19 @@ def _plan(backend: str | None, spec_path: str, settings_path: str | None, as_jso
     _report_refusals(refused, len(chosen), spec_path, allow_refusals)
 
 
+def _pulumi_config(inputs: PlanInputs) -> dict[str, Any]:
+    """The stack's polyvm config as the program reads it (``pulumi.Config("polyvm")``)."""
+    return {f"polyvm:{k}": v for k, v in inputs.stack_config.items()}
+
+
 def _recipe_after(inputs: PlanInputs) -> Any:
-    """What the stack's program would declare after each VM (a recipe's resources), or None."""
-    return None
+    """What a stack's program declares after each VM (the guest baseline and the recipe of its config,
+    as examples/postgres-vm and `polyvm new` projects do), or None for a plain spec file."""
+    if inputs.stack_backend is None and not inputs.stack_config:
+        return None
+    from .provisioners.pulumi import provision_vm
+
+    return provision_vm
 
 
 def _report_changes(be: Any, old_path: str, new_path: str, old: Any, new: Any, *, as_json: bool,

@@ -195,7 +195,7 @@ class Plan:
 
     @property
     def roots(self) -> list[PlannedResource]:
-        return sorted((r for r in self.resources if r.parent is None), key=lambda r: (r.type, r.name))
+        return sorted((r for r in self.resources if r.parent is None), key=lambda r: (r.name, r.type))
 
     def by_type(self, typ: str) -> list[PlannedResource]:
         return [r for r in self.resources if r.type == typ]
@@ -305,11 +305,12 @@ def _resolve(value: Any) -> Any:
 
 def plan(backend: Backend, specs: Sequence[VmSpec], settings: Mapping[str, Any] | None = None,
          backends: Sequence[Backend] = (), *, calls: Mapping[str, Any] | None = None,
-         after: Callable[[VmSpec, Any], None] | None = None) -> Plan:
+         after: Callable[[VmSpec, Any], None] | None = None, config: Mapping[str, Any] | None = None) -> Plan:
     """Declare ``specs`` through ``backend`` under mocks and return the recorded resource tree and outputs.
     ``calls`` overrides invoke results (e.g. a lookup answering with a newer image); ``after`` is what the
-    program declares after each VM (``polyvm.program.declare(after=...)``, e.g. a recipe's resources).
-    Resources are in URN order and children in (type, name) order: two plans of the same inputs are equal."""
+    program declares after each VM (``polyvm.program.declare(after=...)``, e.g. a recipe's resources), and
+    ``config`` the Pulumi config it reads ("polyvm:postgres" -> value).
+    Resources are in URN order and children in (name, type) order: two plans of the same inputs are equal."""
     from .backend import OUTPUT_NAMES
     from .program import declare
 
@@ -317,7 +318,7 @@ def plan(backend: Backend, specs: Sequence[VmSpec], settings: Mapping[str, Any] 
         vms = declare(backend, specs, settings, export=False, after=after)
         return {name: {k: getattr(vm, k) for k in OUTPUT_NAMES} for name, vm in vms.items()}
 
-    value, mocks, monitor = run_mocked(program, list(backends) or [backend], calls=calls)
+    value, mocks, monitor = run_mocked(program, list(backends) or [backend], calls=calls, config=config)
     outputs = _resolve(value) or {}
     inputs = {(t, n): (i, rid) for t, n, i, _c, rid in mocks.resources}
     planned: list[PlannedResource] = []
@@ -336,7 +337,7 @@ def plan(backend: Backend, specs: Sequence[VmSpec], settings: Mapping[str, Any] 
         if res.parent and res.parent in by_urn:
             by_urn[res.parent].children.append(res)
     for res in planned:
-        res.children.sort(key=lambda c: (c.type, c.name))
+        res.children.sort(key=lambda c: (c.name, c.type))
     return Plan(backend=backend.name, resources=planned, calls=mocks.calls, outputs=outputs)
 
 

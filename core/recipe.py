@@ -93,6 +93,17 @@ class Recipe:
         """What a user needs to use the server (no secrets). Default: the host's address."""
         return {"address": host.address}
 
+    def client_files(self, inputs: BaseModel, host: "Host") -> dict[str, str]:
+        """Public files on the host a client needs to connect securely (file name -> path on the host),
+        e.g. the CA certificate that signs the server's. The sandbox copies them next to its state and
+        hands their local paths to :meth:`localize`. Default: none."""
+        return {}
+
+    def localize(self, outputs: Mapping[str, Any], files: Mapping[str, str]) -> dict[str, Any]:
+        """``outputs`` once :meth:`client_files` are on this machine (file name -> local path): e.g. a DSN
+        naming the local CA file. Default: the outputs plus ``files``."""
+        return {**outputs, **({"files": dict(files)} if files else {})}
+
     def ports(self, inputs: BaseModel) -> list[int]:
         """TCP ports the service listens on (the sandbox checks its spec opens them)."""
         return []

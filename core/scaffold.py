@@ -178,10 +178,10 @@ def stack_file(backend: Backend, *, public_key: str, private_key_path: str | Non
         out += ["  # The PostgreSQL recipe on the VM (docs/postgres.md); remove this block for the VM alone.",
                 "  polyvm:postgres:",
                 "    users: [{name: app}]     # no password given: a generated secret (pulumi stack output --show-secrets)",
-                "    databases: [{name: app, owner: app}]",
-                "  # The private half of polyvm:vm.ssh.public_key, for the recipe's SSH steps (or, as a secret:",
-                "  # pulumi config set --secret polyvm:sshPrivateKey \"$(cat ~/.ssh/id_ed25519)\")",
-                f"  polyvm:sshPrivateKeyPath: {private_key_path or '~/.ssh/id_ed25519'}"]
+                "    databases: [{name: app, owner: app}]"]
+    out += ["  # The private half of polyvm:vm.ssh.public_key, for the steps over SSH (the recipe, the guest",
+            "  # firewall, data disks), or as a secret: pulumi config set --secret polyvm:sshPrivateKey \"$(cat KEY)\"",
+            f"  polyvm:sshPrivateKeyPath: {private_key_path or '~/.ssh/id_ed25519'}"]
     return "\n".join(out) + "\n"
 
 
