@@ -20,6 +20,12 @@ class _Group(click.Group):
         except PolyvmError as exc:
             click.echo(f"polyvm: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except ImportError as exc:
+            # A plugin's code importing what is not installed (or misspelt) while it runs: say what.
+            where = f" (from {exc.name})" if exc.name and exc.name not in str(exc) else ""
+            click.echo(f"polyvm: error: {type(exc).__name__}: {exc}{where}; a plugin needs a package that is not "
+                       "installed", err=True)
+            ctx.exit(1)
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
