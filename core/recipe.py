@@ -39,6 +39,8 @@ class Recipe:
     #: Globs relative to / that a machine with the recipe's packages installed may hold but a new VM would not
     #: (generated state); the local backend removes them in its hosts, which are copies of this machine.
     leftovers: ClassVar[tuple[str, ...]] = ()
+    #: Where the recipe's inputs are documented (input errors point there).
+    docs: ClassVar[str] = "docs/recipes.md"
 
     # --- inputs ----------------------------------------------------------------------------------------
     def parse_inputs(self, data: Mapping[str, Any] | BaseModel | None, *, source: str | None = None) -> BaseModel:
@@ -54,7 +56,8 @@ class Recipe:
         try:
             return self.inputs_model.model_validate(dict(data))
         except ValidationError as exc:
-            raise SpecError(format_validation_error(exc, prefix=self.name), source=source) from None
+            raise SpecError(format_validation_error(exc, prefix=self.name, docs=self.docs), source=source,
+                            what=f"{self.name} inputs") from None
 
     def defaults_for(self, host: "Host", data: Mapping[str, Any]) -> dict[str, Any]:
         """Input defaults that depend on the host (e.g. allowed clients from its firewall rules), applied

@@ -378,13 +378,13 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return out or "(spec)"
 
 
-def _format_error(err: dict[str, Any]) -> str:
+def _format_error(err: dict[str, Any], docs: str = "docs/spec.md") -> str:
     loc = _format_loc(tuple(err["loc"]))
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     if err["type"] == "extra_forbidden":
-        msg = "unknown field (check its spelling; see docs/spec.md)"
+        msg = f"unknown field (check its spelling; see {docs})"
     if err["type"] == "missing":
         msg = "is required"
     if err["type"] == "literal_error":
@@ -392,11 +392,12 @@ def _format_error(err: dict[str, Any]) -> str:
     return f"{loc}: {msg}"
 
 
-def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]:
-    """Turn pydantic's errors into 'field.path[0]: message' lines, without duplicates."""
+def format_validation_error(exc: ValidationError, prefix: str = "", docs: str = "docs/spec.md") -> list[str]:
+    """Turn pydantic's errors into 'field.path[0]: message' lines, without duplicates. ``docs``: the page
+    an unknown field's message points to (the VM spec's, a recipe's inputs', ...)."""
     seen: list[str] = []
     for err in exc.errors(include_url=False):
-        line = _format_error(err)
+        line = _format_error(err, docs)
         if prefix:
             line = f"{prefix}.{line}" if not line.startswith("(spec)") else f"{prefix}: {line[8:]}"
         if line not in seen:

@@ -184,6 +184,7 @@ class PostgresRecipe(Recipe):
     name = "postgres"
     description = "a locked-down PostgreSQL server: TLS, scram-sha-256, only the allowed client networks"
     inputs_model = PostgresInputs
+    docs = "docs/postgres.md"
     # Debian's postgresql package creates a cluster at install time; a new VM installs the server itself.
     leftovers = ("var/lib/postgresql/*/*", "etc/postgresql/*/*")
 
