@@ -285,6 +285,11 @@ def close_event_loop() -> None:
     loop.run_until_complete(loop.shutdown_default_executor())
     loop.close()
     asyncio.set_event_loop(None)
+    # As before the first plan: the next asyncio.get_event_loop() in the main thread (Pulumi's own code
+    # calls it) makes a new loop instead of raising "There is no current event loop".
+    policy = asyncio.get_event_loop_policy()
+    if hasattr(getattr(policy, "_local", None), "_set_called"):
+        policy._local._set_called = False  # type: ignore[attr-defined]
     with _WORKER_LOCK:
         while _WORKER_LOOPS:
             _WORKER_LOOPS.pop().close()

@@ -161,3 +161,18 @@ def test_plan_closes_its_event_loop():
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().endswith("closed")
     assert "BaseEventLoop" not in r.stderr and "unclosed event loop" not in r.stderr, r.stderr
+
+
+def test_a_plan_in_process_after_the_cli_closed_its_loop():
+    """The CLI closes the loop after a plan; Pulumi code running later in the same process (a test, a
+    second command) still gets a loop."""
+    from polyvm.cli import main
+    from polyvm.plan import plan
+    from polyvm.plugins import get_backend
+    from polyvm.spec import load_spec_file
+
+    spec = str(EXAMPLES / "plan" / "vm.yaml")
+    assert main(["plan", "--backend", "aws", "--spec", spec]) == 0
+    p = plan(get_backend("aws"), load_spec_file(spec))
+    assert p.by_type("aws:ec2/instance:Instance")
+    assert main(["plan", "--backend", "aws", "--spec", spec]) == 0
