@@ -82,21 +82,12 @@ class PlanInputs:
 _STACK_KEYS = ("backend", "vm", "vms")
 
 
-def _stack_config(data: Any) -> dict[str, Any] | None:
-    """{key: value} of the ``polyvm`` namespace when ``data`` is a Pulumi.<stack>.yaml, else None."""
-    if isinstance(data, dict) and set(data) <= {"config", "secretsprovider", "encryptionsalt", "encryptedkey",
-                                                 "environment"} and isinstance(data.get("config"), dict):
-        return {k.split(":", 1)[1]: v for k, v in data["config"].items() if k.startswith("polyvm:")}
-    return None
-
-
 def load_inputs(spec_path: str, settings_path: str | None) -> PlanInputs:
     """The specs of ``spec_path`` (a spec file, ``vms: [...]``, or a Pulumi.<stack>.yaml) and the backend
     settings of ``settings_path`` (or, without it, of the stack file)."""
-    from .program import specs_from_values
-    from .spec import load_spec_file, load_yaml
+    from .spec import load_spec_file, load_yaml, specs_from_values, stack_config
 
-    stack = _stack_config(load_yaml(spec_path))
+    stack = stack_config(load_yaml(spec_path))
     if stack is not None:
         specs = specs_from_values(stack.get("vm"), stack.get("vms"), source=spec_path)
         backend = stack.get("backend")
@@ -277,7 +268,9 @@ def _settings_by_backend(path: str) -> dict[str, Any]:
     from .spec import load_yaml
 
     data = load_yaml(path) or {}
-    stack = _stack_config(data)
+    from .spec import stack_config
+
+    stack = stack_config(data)
     if stack is not None:
         return {k: v for k, v in stack.items() if k not in _STACK_KEYS}
     if not isinstance(data, dict):

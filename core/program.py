@@ -13,7 +13,7 @@ import pulumi
 from .backend import OUTPUT_NAMES, Backend
 from .errors import ConfigError, PolyvmError, SpecError
 from .plugins import get_backend
-from .spec import VmSpec, parse_spec
+from .spec import VmSpec, specs_from_values
 
 #: Hook for what runs after a VM is declared (the postgres example passes the recipe here).
 AfterVm = Callable[[VmSpec, Any], None]
@@ -26,27 +26,6 @@ def specs_from_config(cfg: pulumi.Config) -> tuple[str, list[VmSpec], Mapping[st
         raise ConfigError("Pulumi config polyvm:backend is not set: pulumi config set polyvm:backend aws")
     specs = specs_from_values(cfg.get_object("vm"), cfg.get_object("vms"), source="Pulumi config")
     return backend, specs, cfg.get_object(backend) or {}
-
-
-def specs_from_values(vm: Any, vms: Any, *, source: str) -> list[VmSpec]:
-    """The specs of ``polyvm:vm`` (one) and ``polyvm:vms`` (a list), all problems at once, each with its key.
-    Shared by the Pulumi program and the CLI reading a Pulumi.<stack>.yaml."""
-    if vm is None and vms is None:
-        raise ConfigError(f"{source} has neither polyvm:vm (one VM) nor polyvm:vms (a list); "
-                          "see docs/spec.md")
-    if vms is not None and not isinstance(vms, list):
-        raise SpecError(["polyvm:vms: expected a list of VM specs"], source=source)
-    raw = ([vm] if vm is not None else []) + list(vms or [])
-    specs, problems = [], []
-    for i, item in enumerate(raw):
-        try:
-            specs.append(parse_spec(item))
-        except SpecError as exc:
-            where = "polyvm:vm" if (vm is not None and i == 0) else f"polyvm:vms[{i - (vm is not None)}]"
-            problems += [f"{where}.{p}" for p in exc.problems]
-    if problems:
-        raise SpecError(problems, source=source)
-    return specs
 
 
 def check(be: Backend, specs: Sequence[VmSpec], settings: Mapping[str, Any] | None) -> tuple[Any, list[str]]:

@@ -176,3 +176,21 @@ def test_a_plan_in_process_after_the_cli_closed_its_loop():
     p = plan(get_backend("aws"), load_spec_file(spec))
     assert p.by_type("aws:ec2/instance:Instance")
     assert main(["plan", "--backend", "aws", "--spec", spec]) == 0
+
+
+def test_every_spec_loader_takes_a_stack_file():
+    """load_spec_file is what sandbox up --spec, apply --spec and the recipe commands read: stack files too."""
+    from polyvm.errors import SpecError
+    from polyvm.spec import load_spec_file
+
+    for b in ("aws", "gcp", "local"):
+        assert [s.name for s in load_spec_file(EXAMPLES / "postgres-vm" / f"Pulumi.{b}.yaml")] == ["db1"]
+    r = polyvm("sandbox", "up", "--spec", str(EXAMPLES / "postgres-vm" / "Pulumi.aws.yaml"), "--help")
+    assert r.returncode == 0
+    with pytest.raises(SpecError, match=r"polyvm:vm\.name"):
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+            f.write("config:\n  polyvm:vm: {size: small}\n")
+            f.flush()
+            load_spec_file(f.name)
