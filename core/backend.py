@@ -262,6 +262,12 @@ class Backend(ABC):
     #: "module:Class" of the backend's Fleet component (a polyvm.fleet_component.Fleet subclass that
     #: declares the load balancer). None: the members only.
     fleet_component: ClassVar[str | None] = None
+    #: Settings a new project's ``Pulumi.<name>.yaml`` starts from (``polyvm new``): values for the
+    #: required fields and the ones a first VM needs (a region), as a user would write them. The
+    #: scaffold test plans every backend's generated stack file with them.
+    example_settings: ClassVar[dict[str, Any]] = {}
+    #: Provider config the same stack file sets outside the polyvm namespace (``{"aws:region": ...}``).
+    example_provider_config: ClassVar[dict[str, str]] = {}
 
     # --- validation ----------------------------------------------------------------------------------
     def unsupported(self, spec: VmSpec) -> list[str]:

@@ -20,6 +20,12 @@ class _Group(click.Group):
         except PolyvmError as exc:
             click.echo(f"polyvm: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except ImportError as exc:
+            # A plugin's code importing what is not installed (or misspelt) while it runs: say what.
+            where = f" (from {exc.name})" if exc.name and exc.name not in str(exc) else ""
+            click.echo(f"polyvm: error: {type(exc).__name__}: {exc}{where}; a plugin needs a package that is not "
+                       "installed", err=True)
+            ctx.exit(1)
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
@@ -46,10 +52,24 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"polyvm: error: {exc}", err=True)
         return exc.exit_code
     try:
-        cli.main(args=argv, prog_name="polyvm", standalone_mode=True)
+        # Not standalone: click's own usage error is three lines (usage, hint, error); ours is one.
+        rv = cli.main(args=argv, prog_name="polyvm", standalone_mode=False)
+    except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # plain `polyvm`: its help (click >= 8.2)
+            click.echo(exc.format_message())
+            return 0
+        where = f" (see {exc.ctx.command_path if exc.ctx is not None else 'polyvm'} --help)"
+        click.echo(f"polyvm: error: {exc.format_message().rstrip('.')}{where}", err=True)
+        return exc.exit_code
+    except click.ClickException as exc:
+        click.echo(f"polyvm: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except click.Abort:
+        click.echo("polyvm: aborted", err=True)
+        return 130
     except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":

@@ -23,13 +23,13 @@ class SpecError(PolyvmError):
 
     exit_code = 2
 
-    def __init__(self, problems: Iterable[str], *, source: str | None = None) -> None:
+    def __init__(self, problems: Iterable[str], *, source: str | None = None, what: str = "VM spec") -> None:
         self.problems = list(problems)
         self.source = source
         where = f" in {source}" if source else ""
         lines = "\n".join(f"  - {p}" for p in self.problems)
         count = len(self.problems)
-        super().__init__(f"invalid VM spec{where} ({count} problem{'s' if count != 1 else ''}):\n{lines}")
+        super().__init__(f"invalid {what}{where} ({count} problem{'s' if count != 1 else ''}):\n{lines}")
 
 
 class ConfigError(PolyvmError):

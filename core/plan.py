@@ -10,6 +10,7 @@ import copy
 import hashlib
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -129,6 +130,28 @@ class PlanMocks(pulumi.runtime.Mocks):
         return fn(dict(args.args)) if fn else {}
 
 
+#: asyncio loops made for the mock monitor's executor threads (closed by close_event_loop).
+_WORKER_LOOPS: list[Any] = []
+_WORKER_LOCK = threading.Lock()
+
+
+def _worker_loop() -> None:
+    """Give a mock-monitor executor thread an event loop that close_event_loop() will close."""
+    import asyncio
+
+    if threading.current_thread() is threading.main_thread():
+        return
+    try:
+        asyncio.get_event_loop_policy().get_event_loop()
+        return
+    except RuntimeError:
+        pass
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    with _WORKER_LOCK:
+        _WORKER_LOOPS.append(loop)
+
+
 class RecordingMonitor(_mocks.MockMonitor):
     """The mock monitor, also remembering each resource's URN and parent URN (for the tree)."""
 
@@ -140,7 +163,18 @@ class RecordingMonitor(_mocks.MockMonitor):
         #: (type, name) -> alias names, recorded by the stack transformation before it drops them.
         self.aliases: dict[tuple[str, str], list[str]] = {}
 
+    # Pulumi's MockMonitor gives each executor thread its own asyncio loop (_ensure_event_loop) and never
+    # closes it: make that loop here instead, so close_event_loop() can close it after the plan.
+    def Invoke(self, request):
+        _worker_loop()
+        return super().Invoke(request)
+
+    def ReadResource(self, request):
+        _worker_loop()
+        return super().ReadResource(request)
+
     def RegisterResource(self, request):
+        _worker_loop()
         resp = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             self.registered.append((resp.urn, request.parent, request.type, request.name, bool(request.custom)))
@@ -164,7 +198,7 @@ class Plan:
 
     @property
     def roots(self) -> list[PlannedResource]:
-        return [r for r in self.resources if r.parent is None]
+        return sorted((r for r in self.resources if r.parent is None), key=lambda r: (r.name, r.type))
 
     def by_type(self, typ: str) -> list[PlannedResource]:
         return [r for r in self.resources if r.type == typ]
@@ -227,6 +261,43 @@ def run_mocked(program: Callable[[], Any], backends: Sequence[Backend] = (), *, 
     return result.get("value"), mocks, monitor
 
 
+def close_event_loop() -> None:
+    """Close the asyncio loops the mock runtime ran on: the main thread's (Pulumi's ``_sync_await`` makes one
+    and never closes it) and one per executor thread of the mock monitor (Pulumi's MockMonitor makes those,
+    :func:`_worker_loop` here). Left open, they are collected at interpreter exit and
+    ``BaseEventLoop.__del__`` warns "unclosed event loop" -- a traceback on stderr when that runs while the
+    interpreter is tearing modules down. The next plan in the same process gets new loops."""
+    import asyncio
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            loop = asyncio.get_event_loop_policy().get_event_loop()
+        except RuntimeError:
+            return
+    if loop.is_running() or loop.is_closed():
+        return
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for t in pending:
+        t.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    # Joins the executor threads the mock monitor ran in; then their loops can go too.
+    loop.run_until_complete(loop.shutdown_default_executor())
+    loop.close()
+    asyncio.set_event_loop(None)
+    # As before the first plan: the next asyncio.get_event_loop() in the main thread (Pulumi's own code
+    # calls it) makes a new loop instead of raising "There is no current event loop".
+    policy = asyncio.get_event_loop_policy()
+    if hasattr(getattr(policy, "_local", None), "_set_called"):
+        policy._local._set_called = False  # type: ignore[attr-defined]
+    with _WORKER_LOCK:
+        while _WORKER_LOOPS:
+            _WORKER_LOOPS.pop().close()
+
+
 def _resolve(value: Any) -> Any:
     """Plain value of an Output (or nested structure of them) after a mocked run."""
     from pulumi.runtime.sync_await import _sync_await
@@ -241,21 +312,26 @@ def _resolve(value: Any) -> Any:
 
 
 def plan(backend: Backend, specs: Sequence[VmSpec], settings: Mapping[str, Any] | None = None,
-         backends: Sequence[Backend] = (), *, calls: Mapping[str, Any] | None = None) -> Plan:
+         backends: Sequence[Backend] = (), *, calls: Mapping[str, Any] | None = None,
+         after: Callable[[VmSpec, Any], None] | None = None, config: Mapping[str, Any] | None = None) -> Plan:
     """Declare ``specs`` through ``backend`` under mocks and return the recorded resource tree and outputs.
-    ``calls`` overrides invoke results (e.g. a lookup answering with a newer image)."""
+    ``calls`` overrides invoke results (e.g. a lookup answering with a newer image); ``after`` is what the
+    program declares after each VM (``polyvm.program.declare(after=...)``, e.g. a recipe's resources), and
+    ``config`` the Pulumi config it reads ("polyvm:postgres" -> value).
+    Resources are in URN order and children in (name, type) order: two plans of the same inputs are equal."""
     from .backend import OUTPUT_NAMES
     from .program import declare
 
     def program() -> Any:
-        vms = declare(backend, specs, settings, export=False)
+        vms = declare(backend, specs, settings, export=False, after=after)
         return {name: {k: getattr(vm, k) for k in OUTPUT_NAMES} for name, vm in vms.items()}
 
-    return _recorded(backend, *run_mocked(program, list(backends) or [backend], calls=calls))
+    return _recorded(backend, *run_mocked(program, list(backends) or [backend], calls=calls, config=config))
 
 
 def plan_fleet(backend: Backend, fleet: "FleetSpec", settings: Mapping[str, Any] | None = None,
-               backends: Sequence[Backend] = (), *, calls: Mapping[str, Any] | None = None) -> Plan:
+               backends: Sequence[Backend] = (), *, calls: Mapping[str, Any] | None = None,
+               config: Mapping[str, Any] | None = None) -> Plan:
     """Declare ``fleet`` through ``backend`` under mocks (as the Pulumi program does for ``polyvm:fleet``);
     outputs: {fleet name: {members, lb_addresses, lb_dns_name}}."""
     from .backend import FLEET_OUTPUT_NAMES
@@ -265,18 +341,20 @@ def plan_fleet(backend: Backend, fleet: "FleetSpec", settings: Mapping[str, Any]
         comp = declare_fleet(backend, fleet, settings, export=False)
         return {fleet.name: {k: getattr(comp, k) for k in FLEET_OUTPUT_NAMES}}
 
-    return _recorded(backend, *run_mocked(program, list(backends) or [backend], calls=calls))
+    return _recorded(backend, *run_mocked(program, list(backends) or [backend], calls=calls, config=config))
 
 
 def plan_document(backend: Backend, document: "Sequence[VmSpec] | FleetSpec",
                   settings: Mapping[str, Any] | None = None, backends: Sequence[Backend] = (), *,
-                  calls: Mapping[str, Any] | None = None) -> Plan:
-    """:func:`plan_fleet` for a FleetSpec, :func:`plan` for VM specs (what ``load_document`` returns)."""
+                  calls: Mapping[str, Any] | None = None, after: Callable[[VmSpec, Any], None] | None = None,
+                  config: Mapping[str, Any] | None = None) -> Plan:
+    """:func:`plan_fleet` for a FleetSpec, :func:`plan` for VM specs (what ``load_document`` returns);
+    ``after`` applies to VM specs only (a fleet's members are provisioned by the fleet's own path)."""
     from .fleet import FleetSpec
 
     if isinstance(document, FleetSpec):
-        return plan_fleet(backend, document, settings, backends, calls=calls)
-    return plan(backend, document, settings, backends, calls=calls)
+        return plan_fleet(backend, document, settings, backends, calls=calls, config=config)
+    return plan(backend, document, settings, backends, calls=calls, after=after, config=config)
 
 
 def _recorded(backend: Backend, value: Any, mocks: PlanMocks, monitor: RecordingMonitor) -> Plan:
@@ -285,7 +363,8 @@ def _recorded(backend: Backend, value: Any, mocks: PlanMocks, monitor: Recording
     planned: list[PlannedResource] = []
     by_urn: dict[str, PlannedResource] = {}
     stack_urn_marker = "pulumi:pulumi:Stack"
-    for urn, parent, typ, name, custom in monitor.registered:
+    # Registration order depends on when each Output resolves: sort, so plans are deterministic.
+    for urn, parent, typ, name, custom in sorted(monitor.registered, key=lambda r: r[0]):
         inp, rid = inputs.get((typ, name), ({}, None))
         parent_urn = parent if parent and _urn_type(parent) != stack_urn_marker else None
         res = PlannedResource(urn=urn, type=typ, name=name, inputs=inp, custom=custom, parent=parent_urn,
@@ -296,6 +375,8 @@ def _recorded(backend: Backend, value: Any, mocks: PlanMocks, monitor: Recording
     for res in planned:
         if res.parent and res.parent in by_urn:
             by_urn[res.parent].children.append(res)
+    for res in planned:
+        res.children.sort(key=lambda c: (c.name, c.type))
     return Plan(backend=backend.name, resources=planned, calls=mocks.calls, outputs=outputs)
 
 

@@ -15,7 +15,7 @@ from .backend import FLEET_OUTPUT_NAMES, OUTPUT_NAMES, Backend
 from .errors import ConfigError, PolyvmError, SpecError
 from .fleet import FleetSpec, fleet_from_config
 from .plugins import get_backend
-from .spec import VmSpec, parse_spec
+from .spec import VmSpec, specs_from_values
 
 #: Hook for what runs after a VM is declared (the postgres example passes the recipe here).
 AfterVm = Callable[[VmSpec, Any], None]
@@ -26,28 +26,13 @@ def specs_from_config(cfg: pulumi.Config) -> tuple[str, list[VmSpec], Mapping[st
     backend = cfg.get("backend")
     if not backend:
         raise ConfigError("Pulumi config polyvm:backend is not set: pulumi config set polyvm:backend aws")
-    vm, vms = cfg.get_object("vm"), cfg.get_object("vms")
-    if vm is None and vms is None:
-        raise ConfigError("Pulumi config has neither polyvm:vm (one VM) nor polyvm:vms (a list) nor polyvm:fleet; "
-                          "see examples/postgres-vm/Pulumi.aws.yaml")
-    raw = ([vm] if vm is not None else []) + list(vms or [])
-    specs, problems = [], []
-    for i, item in enumerate(raw):
-        try:
-            specs.append(parse_spec(item))
-        except SpecError as exc:
-            where = "polyvm:vm" if (vm is not None and i == 0) else f"polyvm:vms[{i - (vm is not None)}]"
-            problems += [f"{where}.{p}" for p in exc.problems]
-    if problems:
-        raise SpecError(problems, source="Pulumi config")
-    settings = cfg.get_object(backend) or {}
-    return backend, specs, settings
+    specs = specs_from_values(cfg.get_object("vm"), cfg.get_object("vms"), source="Pulumi config")
+    return backend, specs, cfg.get_object(backend) or {}
 
 
-def declare(backend: Backend | str, specs: Sequence[VmSpec], settings: Mapping[str, Any] | None = None,
-            *, after: AfterVm | None = None, export: bool = True) -> dict[str, Any]:
-    """Validate every spec against the backend, then declare them. Returns {vm name: component}."""
-    be = get_backend(backend) if isinstance(backend, str) else backend
+def check(be: Backend, specs: Sequence[VmSpec], settings: Mapping[str, Any] | None) -> tuple[Any, list[str]]:
+    """(parsed settings or None, every problem) of declaring ``specs`` through ``be`` with ``settings``:
+    what :func:`declare` refuses, and what ``polyvm validate --backend`` reports."""
     problems: list[str] = []
     parsed = None
     try:
@@ -62,6 +47,14 @@ def declare(backend: Backend | str, specs: Sequence[VmSpec], settings: Mapping[s
         problems += [f"{spec.name}: {p}" for p in _unsupported(be, spec)]
         if parsed is not None:
             problems += [f"{spec.name}: {p}" for p in be.settings_problems(spec, parsed)]
+    return parsed, problems
+
+
+def declare(backend: Backend | str, specs: Sequence[VmSpec], settings: Mapping[str, Any] | None = None,
+            *, after: AfterVm | None = None, export: bool = True) -> dict[str, Any]:
+    """Validate every spec against the backend, then declare them. Returns {vm name: component}."""
+    be = get_backend(backend) if isinstance(backend, str) else backend
+    parsed, problems = check(be, specs, settings)
     if problems:
         raise SpecError(problems)
     vms = {}

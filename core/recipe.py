@@ -54,6 +54,8 @@ class Recipe:
     #: Globs relative to / that a machine with the recipe's packages installed may hold but a new VM would not
     #: (generated state); the local backend removes them in its hosts, which are copies of this machine.
     leftovers: ClassVar[tuple[str, ...]] = ()
+    #: Where the recipe's inputs are documented (input errors point there).
+    docs: ClassVar[str] = "docs/recipes.md"
 
     # --- inputs ----------------------------------------------------------------------------------------
     def parse_inputs(self, data: Mapping[str, Any] | BaseModel | None, *, source: str | None = None) -> BaseModel:
@@ -69,7 +71,8 @@ class Recipe:
         try:
             return self.inputs_model.model_validate(dict(data))
         except ValidationError as exc:
-            raise SpecError(format_validation_error(exc, prefix=self.name), source=source) from None
+            raise SpecError(format_validation_error(exc, prefix=self.name, docs=self.docs), source=source,
+                            what=f"{self.name} inputs") from None
 
     def defaults_for(self, host: "Host", data: Mapping[str, Any]) -> dict[str, Any]:
         """Input defaults that depend on the host (e.g. allowed clients from its firewall rules), applied
@@ -107,6 +110,17 @@ class Recipe:
     def outputs(self, inputs: BaseModel, host: "Host") -> dict[str, Any]:
         """What a user needs to use the server (no secrets). Default: the host's address."""
         return {"address": host.address}
+
+    def client_files(self, inputs: BaseModel, host: "Host") -> dict[str, str]:
+        """Public files on the host a client needs to connect securely (file name -> path on the host),
+        e.g. the CA certificate that signs the server's. The sandbox copies them next to its state and
+        hands their local paths to :meth:`localize`. Default: none."""
+        return {}
+
+    def localize(self, outputs: Mapping[str, Any], files: Mapping[str, str]) -> dict[str, Any]:
+        """``outputs`` once :meth:`client_files` are on this machine (file name -> local path): e.g. a DSN
+        naming the local CA file. Default: the outputs plus ``files``."""
+        return {**outputs, **({"files": dict(files)} if files else {})}
 
     def ports(self, inputs: BaseModel) -> list[int]:
         """TCP ports the service listens on (the sandbox checks its spec opens them)."""

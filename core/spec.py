@@ -378,13 +378,13 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return out or "(spec)"
 
 
-def _format_error(err: dict[str, Any]) -> str:
+def _format_error(err: dict[str, Any], docs: str = "docs/spec.md") -> str:
     loc = _format_loc(tuple(err["loc"]))
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     if err["type"] == "extra_forbidden":
-        msg = "unknown field (check its spelling; see docs/spec.md)"
+        msg = f"unknown field (check its spelling; see {docs})"
     if err["type"] == "missing":
         msg = "is required"
     if err["type"] == "literal_error":
@@ -392,11 +392,12 @@ def _format_error(err: dict[str, Any]) -> str:
     return f"{loc}: {msg}"
 
 
-def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]:
-    """Turn pydantic's errors into 'field.path[0]: message' lines, without duplicates."""
+def format_validation_error(exc: ValidationError, prefix: str = "", docs: str = "docs/spec.md") -> list[str]:
+    """Turn pydantic's errors into 'field.path[0]: message' lines, without duplicates. ``docs``: the page
+    an unknown field's message points to (the VM spec's, a recipe's inputs', ...)."""
     seen: list[str] = []
     for err in exc.errors(include_url=False):
-        line = _format_error(err)
+        line = _format_error(err, docs)
         if prefix:
             line = f"{prefix}.{line}" if not line.startswith("(spec)") else f"{prefix}: {line[8:]}"
         if line not in seen:
@@ -428,9 +429,45 @@ def load_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{p} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
 
 
+def specs_from_values(vm: Any, vms: Any, *, source: str) -> list[VmSpec]:
+    """The specs of ``polyvm:vm`` (one) and ``polyvm:vms`` (a list), all problems at once, each with its key.
+    Shared by the Pulumi program and the CLI reading a Pulumi.<stack>.yaml."""
+    if vm is None and vms is None:
+        raise ConfigError(f"{source} has neither polyvm:vm (one VM) nor polyvm:vms (a list) nor polyvm:fleet; "
+                          "see docs/spec.md")
+    if vms is not None and not isinstance(vms, list):
+        raise SpecError(["polyvm:vms: expected a list of VM specs"], source=source)
+    raw = ([vm] if vm is not None else []) + list(vms or [])
+    specs, problems = [], []
+    for i, item in enumerate(raw):
+        try:
+            specs.append(parse_spec(item))
+        except SpecError as exc:
+            where = "polyvm:vm" if (vm is not None and i == 0) else f"polyvm:vms[{i - (vm is not None)}]"
+            problems += [f"{where}.{p}" for p in exc.problems]
+    if problems:
+        raise SpecError(problems, source=source)
+    return specs
+
+
+#: Top-level keys of a Pulumi.<stack>.yaml (sdk/go/common/workspace/project.go ProjectStack in pulumi/pulumi).
+STACK_FILE_KEYS = frozenset({"config", "secretsprovider", "encryptionsalt", "encryptedkey", "environment"})
+
+
+def stack_config(data: Any) -> dict[str, Any] | None:
+    """{key: value} of the ``polyvm`` namespace when ``data`` is a Pulumi.<stack>.yaml, else None."""
+    if isinstance(data, Mapping) and data and set(data) <= STACK_FILE_KEYS and isinstance(data.get("config"), Mapping):
+        return {k.split(":", 1)[1]: v for k, v in data["config"].items() if k.startswith("polyvm:")}
+    return None
+
+
 def load_spec_file(path: str | Path) -> list[VmSpec]:
-    """Load a YAML file holding one spec (a mapping) or several (``vms: [...]``)."""
+    """Load a YAML file holding one spec (a mapping), several (``vms: [...]``), or a Pulumi.<stack>.yaml
+    (its ``polyvm:vm`` / ``polyvm:vms``)."""
     data = load_yaml(path)
+    stack = stack_config(data)
+    if stack is not None:
+        return specs_from_values(stack.get("vm"), stack.get("vms"), source=str(path))
     if isinstance(data, Mapping) and "vms" in data and set(data) == {"vms"}:
         items = data["vms"]
         if not isinstance(items, list) or not items:

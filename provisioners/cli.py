@@ -182,25 +182,69 @@ def _run_fanout(conns, steps, parallel: int, quiet: bool):  # noqa: ANN001, ANN2
 @click.argument("command", nargs=-1, required=True)
 def exec_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, quiet: bool, timeout: float | None,
              stdin_file, command: tuple[str, ...], **kw: Any) -> None:  # noqa: ANN001
-    """Run COMMAND (through the remote shell) on every host in parallel; exit non-zero if any host fails."""
-    from .steps import RunCommand
+    """Run COMMAND (through the remote shell) on every host in parallel. A host where it fails shows the
+    tails of its stdout and stderr; the exit status is the command's with one host, else 1 on any failure."""
 
     conns = build_connections(hosts, inventory, _options(kw))
     text = " ".join(command)
     data = stdin_file.read() if stdin_file else None
-    result = _run_fanout(conns, [RunCommand(text, stdin=data, timeout=timeout, name=text[:80])], parallel, quiet)
+    from .exec import tail
+
+    result = _run_fanout(conns, [_exec_step(text, data, timeout)], parallel, quiet)
+    one = len(result.hosts) == 1
+    statuses: list[int] = []
     for name, hr in result.hosts.items():
         output = hr.results[0].output if hr.results else None
-        if output is None or not output.stdout:
+        if output is None:
             continue
-        if len(result.hosts) == 1:
-            click.echo(output.stdout, nl=False)
+        failed = output.exit_status != 0
+        if failed:
+            statuses.append(output.exit_status)
+        # Successful hosts: all of stdout (it is the point of the command). Failed ones: the tails of
+        # stdout and stderr, so the reason is on screen whatever stream the command wrote it to.
+        out = tail(output.stdout, lines=EXEC_TAIL_LINES) if failed else output.stdout
+        err = tail(output.stderr, lines=EXEC_TAIL_LINES) if failed else ""
+        if one:
+            if out:
+                click.echo(out if out.endswith("\n") else out + ("\n" if failed else ""), nl=False)
+            if err:
+                click.echo(err, err=True)
         else:
-            for line in output.stdout.splitlines():
+            for line in out.splitlines():
                 click.echo(f"{name} | {line}")
+            for line in err.splitlines():
+                click.echo(f"{name} ! {line}", err=True)
+        if failed:
+            click.echo(f"{'polyvm: error: ' if one else ''}{name}: {text!r} exited with status {output.exit_status}",
+                       err=True)
     if not result.ok:
         raise FanoutError(result.failed)
+    if statuses:
+        bad = [n for n, hr in result.hosts.items() if hr.results and hr.results[0].output.exit_status != 0]
+        if not one:
+            click.echo(f"polyvm: error: {len(bad)} host(s) failed: {', '.join(bad)}", err=True)
+        # One host: its own exit status (a script's `exit 3` stays 3); several: 1.
+        sys.exit(statuses[0] if one and 0 < statuses[0] < 256 else 1)
 
+
+#: Lines of a failed command's stdout and stderr shown per host.
+EXEC_TAIL_LINES = 20
+
+
+def _exec_step(command: str, stdin: bytes | None, timeout: float | None) -> Any:
+    """`polyvm exec`'s command as a step: a non-zero exit is a result to report (with its output), not an
+    exception."""
+    from .steps import RunCommand, StepResult
+
+    class ExecCommand(RunCommand):
+        def apply(self, conn):  # noqa: ANN001, ANN201
+            r = conn.run(self.command, stdin=self.stdin, timeout=self.timeout, name=self.name, check=False)
+            return StepResult(self.name, r.exit_status == 0, f"exit {r.exit_status}", r)
+
+        def combined(self, conn):  # noqa: ANN001, ANN201
+            return None
+
+    return ExecCommand(command, stdin=stdin, timeout=timeout, name=command[:80])
 
 
 @click.command("copy")

@@ -489,8 +489,20 @@ class RecipeResource(pulumi.ComponentResource):
                                      owner=up.owner, group=up.group, opts=ropts))
                 file_hashes.append(hashlib.sha256(text.encode()).hexdigest())
             prev = made
-        self.outputs = host_out.apply(lambda h: recipe.outputs(parsed, h) if recipe is not None
-                                      else {"address": h.address})
+        outputs = host_out.apply(lambda h: recipe.outputs(parsed, h) if recipe is not None
+                                 else {"address": h.address})
+        # Public files a client needs (Recipe.client_files, e.g. the server's CA certificate), read from
+        # the host after the steps, as the outputs' client_files: {file name: content}.
+        files = recipe.client_files(parsed, static_host) if recipe is not None else {}
+        if files:
+            reads = {fname: RemoteExec(f"{name}-client-{_slug(fname)}", connection=conn, name=f"read {fname}",
+                                       create=f"cat {_q(remote)}",
+                                       opts=pulumi.ResourceOptions(parent=self, depends_on=list(prev))).stdout
+                     for fname, remote in files.items()}
+            outputs = pulumi.Output.all(outputs, pulumi.Output.all(**reads)).apply(
+                lambda oc: {**oc[0], "client_files": {k: (v or "") + ("\n" if v and not v.endswith("\n") else "")
+                                                      for k, v in oc[1].items()}})
+        self.outputs = outputs
         self.register_outputs({"outputs": self.outputs, "secrets": self.secrets})
 
 

@@ -69,6 +69,7 @@ class AwsBackend(Backend):
     settings_model = AwsSettings
     sdk_modules = ("pulumi_aws", "pulumi_tls")
     extra = "aws"
+    example_provider_config = {"aws:region": "eu-west-1"}
     mock_outputs = {
         "aws:ec2/instance:Instance": lambda name, inputs: {
             "publicIp": "203.0.113.10" if inputs.get("associatePublicIpAddress") else None,

@@ -85,6 +85,8 @@ class AzureBackend(Backend):
     settings_model = AzureSettings
     sdk_modules = ("pulumi_azure_native", "pulumi_tls")
     extra = "azure"
+    example_settings = {"location": "westeurope"}
+    example_provider_config = {"azure-native:location": "westeurope"}
     mock_outputs = {
         "azure-native:network:PublicIPAddress": lambda name, inputs: {"ipAddress": "20.50.0.10"},
         "azure-native:network:NetworkInterface": _nic_outputs,

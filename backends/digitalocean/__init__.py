@@ -81,6 +81,7 @@ class DigitalOceanBackend(Backend):
     settings_model = DigitalOceanSettings
     sdk_modules = ("pulumi_digitalocean", "pulumi_tls")
     extra = "digitalocean"
+    example_settings = {"region": "fra1"}
     mock_outputs = {
         "digitalocean:index/loadBalancer:LoadBalancer": lambda name, inputs: {
             "id": "4de7ac8b-495b-4884-9a69-1050c6793cd6", "ip": "203.0.113.80"},

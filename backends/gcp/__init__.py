@@ -92,6 +92,8 @@ class GcpBackend(Backend):
     settings_model = GcpSettings
     sdk_modules = ("pulumi_gcp", "pulumi_tls")
     extra = "gcp"
+    example_settings = {"project": "my-project-123", "region": "europe-west1", "zone": "europe-west1-b"}
+    example_provider_config = {"gcp:project": "my-project-123"}
     mock_outputs = {
         "gcp:compute/address:Address": lambda name, inputs: {"address": "34.90.0.10",
                                                              "selfLink": f"projects/mock/addresses/{name}"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -142,6 +143,11 @@ def _up_fleet(sb: Any, specs: Any, count: int, recipe: str | None, overrides: di
     what = (f"rolled through {', '.join(result.rolled)} {rolling} at a time" if not result.created
             else f"{len(result.members)} members created")
     click.echo(f"fleet {result.name} ready ({what}) in {result.seconds:.1f}s; polyvm sandbox down removes it")
+def _state_dir_arg(sb: Any) -> str:
+    """`` --state-dir D`` when the sandbox is not in the default place, for commands printed as hints."""
+    import shlex
+
+    return "" if Path(sb.state_dir) == Path(DEFAULT_STATE_DIR) else f" --state-dir {shlex.quote(str(sb.state_dir))}"
 
 
 def _print_up(vms: list, total: float, sb: Any, passwords: dict[str, str] | None) -> None:
@@ -149,10 +155,14 @@ def _print_up(vms: list, total: float, sb: Any, passwords: dict[str, str] | None
     for v in vms:
         used = f", {v.checked} after {v.login_seconds:.1f}s" if v.login_seconds is not None else ""
         click.echo(f"{v.name}: {v.address} ({'created' if v.created else 'reused'}{used})")
-        click.echo(f"  ssh:        polyvm sandbox ssh {v.name}")
+        click.echo(f"  ssh:        polyvm sandbox ssh{_state_dir_arg(sb)} {v.name}")
         for key in ("dsn", "url"):
             if v.outputs.get(key):
                 click.echo(f"  {v.recipe + ':':<11} {v.outputs[key]}")
+        if v.outputs.get("ca_file"):
+            click.echo(f"  CA:         {v.outputs['ca_file']} (the server's certificate authority: sslrootcert)")
+        if v.outputs.get("pgpass"):
+            click.echo(f"  pgpass:     {v.outputs['pgpass']}  (the password in place of *, in ~/.pgpass, mode 0600)")
         if v.note:
             click.echo(f"  note:       {v.note}")
     for name in sorted(sb.passwords()):
@@ -160,6 +170,8 @@ def _print_up(vms: list, total: float, sb: Any, passwords: dict[str, str] | None
             click.echo(f"password of {name}: {passwords.get(name)}")
         else:
             click.echo(f"password of {name}: in {sb.passwords_path} (mode 0600; --show-password prints it)")
+    if sb.passwords() and passwords is None:
+        click.echo(f"  (polyvm sandbox up{_state_dir_arg(sb)} --show-password prints them; it changes nothing)")
     created = sum(1 for v in vms if v.created)
     click.echo(f"{len(vms)} sandbox VM(s) ready ({created} created, {len(vms) - created} reused) in {total:.1f}s")
 

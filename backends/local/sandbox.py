@@ -248,6 +248,14 @@ class Sandbox:
             say(spec.name, "ready")
             return vm
         vm.outputs = recipe.outputs(inputs, host)
+        files = {}
+        for fname, remote in recipe.client_files(inputs, host).items():
+            # Public files a client needs (a CA certificate), next to the sandbox's state.
+            local = self.dir / f"{spec.name}-{fname}"
+            local.write_text(self.engine.exec(record, ["cat", remote]).stdout)
+            local.chmod(0o644)
+            files[fname] = str(local)
+        vm.outputs = recipe.localize(vm.outputs, files)
         ports = recipe.ports(inputs)
         self.engine.set_labels(record, {**record.labels, PORTS_LABEL: ",".join(str(p) for p in ports)})
         closed = [p for p in ports if not _allows(spec, p, record.host_ip)]

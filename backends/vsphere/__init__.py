@@ -110,6 +110,8 @@ class VsphereBackend(Backend):
     settings_model = VsphereSettings
     sdk_modules = ("pulumi_vsphere", "pulumi_tls")
     extra = "vsphere"
+    example_settings = {"datacenter": "dc1", "datastore": "datastore1", "cluster": "cluster1",
+                        "network": "VM Network", "template": "ubuntu-2404-cloudinit"}
     mock_outputs = {"vsphere:index/virtualMachine:VirtualMachine": _mock_vm}
     data_disk_types = frozenset({"vsphere:index/virtualMachine:VirtualMachine"})
     # A template re-published under the same name: the lookup answers with a new id.

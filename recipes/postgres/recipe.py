@@ -27,6 +27,7 @@ from polyvm.recipe import Recipe
 from .inputs import PostgresInputs
 from .platform import Layout, OsRelease, layout_for
 from .render import (
+    CA_CERTIFICATE,
     CHANGED_MARKER,
     pgpass_line,
     render_apply_script,
@@ -43,7 +44,17 @@ if TYPE_CHECKING:
 
     from polyvm.provisioners.connection import Connection
 
-__all__ = ["PostgresRecipe", "RecipeResult", "apply_postgres", "build_steps", "layout_for_inputs"]
+__all__ = ["PostgresRecipe", "RecipeResult", "apply_postgres", "build_steps", "dsn", "layout_for_inputs"]
+
+
+def dsn(address: str, port: int, user: str, database: str, ca_file: str) -> str:
+    """A libpq connection URI that verifies the server: TLS, the certificate signed by the server's CA
+    (``ca_file``) and naming ``address``. The password comes from a pgpass file or PGPASSWORD."""
+    from urllib.parse import quote
+
+    host = f"[{address}]" if ":" in address else address
+    return (f"postgresql://{quote(user, safe='')}@{host}:{port}/{quote(database, safe='')}"
+            f"?sslmode=verify-full&sslrootcert={quote(ca_file, safe='/')}")
 
 PSQL_AS_POSTGRES = ("cd / && runuser -u postgres -- psql -X -q -At -v ON_ERROR_STOP=1 -h /var/run/postgresql "
                     "-p {port} -d postgres -f -")
@@ -139,9 +150,11 @@ def layout_for_inputs(inputs: PostgresInputs, os_release: OsRelease | Facts) -> 
     return layout_for(os_release.family, os_release.version, inputs.version, data_mount=inputs.mount_point)
 
 
-def build_steps(inputs: PostgresInputs, layout: Layout, *, memory_mb: int | None = None) -> list[Step]:
+def build_steps(inputs: PostgresInputs, layout: Layout, *, memory_mb: int | None = None,
+                tls_names: Sequence[str] = ()) -> list[Step]:
     """Every step of the recipe for one host whose OS layout is known. Passwords must all be set. The data
-    disk (mounted) and the guest firewall are the guest baseline's, applied before these steps."""
+    disk (mounted) and the guest firewall are the guest baseline's, applied before these steps.
+    ``tls_names``: the addresses/names clients use besides the host's own (the server certificate's SANs)."""
     missing = inputs.missing_passwords()
     if missing:
         raise RecipeError(f"users without a password: {', '.join(missing)} (generate them first: "
@@ -152,7 +165,7 @@ def build_steps(inputs: PostgresInputs, layout: Layout, *, memory_mb: int | None
     if inputs.mount_point:
         steps.append(ScriptStep("data directory", render_datadir_script(inputs, layout)))
     steps += ha.before_cluster(inputs, layout)
-    steps.append(ScriptStep("cluster", render_cluster_script(inputs, layout)))
+    steps.append(ScriptStep("cluster", render_cluster_script(inputs, layout, tls_names)))
     steps.append(FilesStep("configuration", [
         _pg_file(layout.dropin_path, render_postgresql_conf(inputs, layout, memory_mb=memory_mb)
                  + ha.dropin_lines(inputs)),
@@ -185,6 +198,7 @@ class PostgresRecipe(Recipe):
     name = "postgres"
     description = "a locked-down PostgreSQL server: TLS, scram-sha-256, only the allowed client networks"
     inputs_model = PostgresInputs
+    docs = "docs/postgres.md"
     # Debian's postgresql package creates a cluster at install time; a new VM installs the server itself.
     leftovers = ("var/lib/postgresql/*/*", "etc/postgresql/*/*")
 
@@ -228,20 +242,40 @@ class PostgresRecipe(Recipe):
         if host.user == "postgres":
             raise RecipeError(f"{host.label}: the SSH login user 'postgres' is the server's own system account; "
                               "log in as another user")
-        return build_steps(inputs, layout_for_inputs(inputs, facts), memory_mb=facts.memory_mb)
+        return build_steps(inputs, layout_for_inputs(inputs, facts), memory_mb=facts.memory_mb,
+                           tls_names=[host.address])
 
     def ports(self, inputs: "BaseModel") -> list[int]:
         assert isinstance(inputs, PostgresInputs)
         return [inputs.port]
 
     def outputs(self, inputs: "BaseModel", host: Host) -> dict[str, Any]:
+        """What a client needs to connect securely: ``dsn`` (sslmode=verify-full against the server's own
+        CA; ``sslrootcert=ca.crt`` names the CA file: fetch ``ca_certificate`` from the host to a file of
+        that name, or give its path), the CA certificate's path on the host, and a ``pgpass`` line (the
+        password field is ``*`` here: the password is a secret, shown by the form that keeps it)."""
         assert isinstance(inputs, PostgresInputs)
-        out: dict[str, Any] = {"address": host.address, "port": inputs.port}
+        out: dict[str, Any] = {"address": host.address, "port": inputs.port, "sslmode": "verify-full",
+                               "ca_certificate": CA_CERTIFICATE}
         target = inputs.verify_target()
         if target:
             user, db = target
-            out.update(user=user, database=db,
-                       dsn=f"postgresql://{user}@{host.address}:{inputs.port}/{db}?sslmode=require")
+            out.update(user=user, database=db, dsn=dsn(host.address, inputs.port, user, db, "ca.crt"),
+                       pgpass=pgpass_line(host.address, inputs.port, db, user, "*").rstrip("\n"))
+        return out
+
+    def client_files(self, inputs: "BaseModel", host: Host) -> dict[str, str]:
+        """The server's CA certificate: what clients pin (sslrootcert) to verify the server."""
+        return {"ca.crt": CA_CERTIFICATE}
+
+    def localize(self, outputs: Mapping[str, Any], files: Mapping[str, str]) -> dict[str, Any]:
+        """The DSN naming the local copy of the CA certificate (``ca_file``)."""
+        out = dict(outputs)
+        ca = files.get("ca.crt")
+        if ca:
+            out["ca_file"] = ca
+            if out.get("dsn"):
+                out["dsn"] = dsn(out["address"], out["port"], out["user"], out["database"], ca)
         return out
 
     def drift(self, inputs: "BaseModel", host: Host, conn: Any, *, tls_days: int = 30) -> list:
@@ -290,7 +324,8 @@ def apply_postgres(conn: "Connection", inputs: PostgresInputs, *, host: Host | N
     if memory_mb is not None or facts.memory_mb is None:
         facts = replace(facts, memory_mb=memory_mb or detect_facts(conn).memory_mb)
     layout = layout_for_inputs(inputs, facts)
-    steps = baseline_steps(host, facts) + build_steps(inputs, layout, memory_mb=facts.memory_mb)
+    steps = baseline_steps(host, facts) + build_steps(inputs, layout, memory_mb=facts.memory_mb,
+                                                      tls_names=[host.address])
     result = RecipeResult(host=host.label, os=facts.pretty, pg_version=layout.pg_version, data_dir=layout.data_dir)
     t0 = time.monotonic()
     try:

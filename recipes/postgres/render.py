@@ -10,7 +10,7 @@ import functools
 import posixpath
 import shlex
 from importlib import resources
-from typing import Any
+from typing import Any, Sequence
 
 import jinja2
 
@@ -98,9 +98,16 @@ def render_datadir_script(inputs: PostgresInputs, layout: Layout) -> str:
                            data_parent=posixpath.dirname(layout.data_dir))
 
 
-def render_cluster_script(inputs: PostgresInputs, layout: Layout) -> str:
+#: Where the server's own CA lives (made once on the server; the key stays there, root 0600).
+CA_CERTIFICATE = "/etc/polyvm/postgres/ca.crt"
+
+
+def render_cluster_script(inputs: PostgresInputs, layout: Layout, tls_names: Sequence[str] = ()) -> str:
+    """``tls_names``: addresses or DNS names clients use besides the host's own (put in the certificate)."""
     crt, key = ssl_files(layout)
-    return render_template("cluster.sh.j2", layout=layout, port=inputs.port, ssl_cert_file=crt, ssl_key_file=key)
+    names = [n for n in dict.fromkeys(tls_names) if n and "pending" not in n]
+    return render_template("cluster.sh.j2", layout=layout, port=inputs.port, ssl_cert_file=crt, ssl_key_file=key,
+                           tls_names=names)
 
 
 def render_apply_script(inputs: PostgresInputs, layout: Layout) -> str:

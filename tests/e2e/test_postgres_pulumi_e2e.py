@@ -85,6 +85,15 @@ def test_pulumi_form_brings_up_a_working_server_and_rerun_diffs_to_nothing(testh
     with psycopg.connect(host=host.address, user="app", password="generated-db1-postgres-app-password",
                          dbname="app", sslmode="require", connect_timeout=10) as c:
         assert c.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()[0] is True
+    # The server's CA certificate is read back (the stack output's client_files["ca.crt"]): with it a
+    # client verifies the server at verify-full, by the address it connects to.
+    ca_pem = state["db1-postgres-client-ca-crt"]["stdout"]
+    assert ca_pem.startswith("-----BEGIN CERTIFICATE-----")
+    ca_file = host.private_key_path.parent / "pulumi-ca.crt"
+    ca_file.write_text(ca_pem + "\n")
+    with psycopg.connect(host=host.address, user="app", password="generated-db1-postgres-app-password",
+                         dbname="app", sslmode="verify-full", sslrootcert=str(ca_file), connect_timeout=10) as c:
+        assert c.execute("select 1").fetchone() == (1,)
     shown = testhosts.exec(host, ["runuser", "-u", "postgres", "--", "psql", "-XAtc", "SHOW data_directory"])
     assert shown.stdout.strip() == "/var/lib/postgresql/15/main"
     logs = testhosts.exec(host, "cat /var/log/postgresql/*.log").stdout

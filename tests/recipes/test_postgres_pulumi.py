@@ -74,8 +74,11 @@ def test_aws_vm_gets_the_recipe_steps_in_order_with_secrets_kept_secret():
     assert steps == ["db1-postgres-00-data-disk-pgdata", "db1-postgres-01-install-postgresql",
                      "db1-postgres-02-data-directory", "db1-postgres-03-cluster",
                      "db1-postgres-04-configuration-50-polyvm-conf", "db1-postgres-04-configuration-pg-hba-conf",
-                     "db1-postgres-05-server", "db1-postgres-06-roles-and-databases", "db1-postgres-07-verify"]
+                     "db1-postgres-05-server", "db1-postgres-06-roles-and-databases", "db1-postgres-07-verify",
+                     # then the server's CA certificate is read back for the stack output (client_files)
+                     "db1-postgres-client-ca-crt"]
     by_name = {n: i for _t, n, i in mine}
+    assert by_name["db1-postgres-client-ca-crt"]["create"] == "cat /etc/polyvm/postgres/ca.crt"
     conf = by_name["db1-postgres-04-configuration-50-polyvm-conf"]
     assert conf["remote_path"] == "/etc/postgresql/16/main/conf.d/50-polyvm.conf"
     assert "work_mem = '8MB'" in conf["content"] and "shared_buffers = '1024MB'" in conf["content"]
