@@ -196,13 +196,16 @@ class CopyFile(_Copies):
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One file of a :class:`FilesStep`."""
+    """One file of a :class:`FilesStep`. ``public=True`` says the content holds nothing secret, so a pipelined
+    program carrying it may travel in the exec request (a remote argv, readable by every user of the host
+    while it runs); by default file contents are private and travel on stdin."""
 
     remote_path: str
     content: str | bytes
     mode: int = 0o644
     owner: str | None = None
     group: str | None = None
+    public: bool = False
 
 
 class FilesStep(_Copies):
@@ -215,6 +218,12 @@ class FilesStep(_Copies):
 
     def uploads(self) -> tuple[list[Upload], list[str]]:
         return [Upload(f.content, f.remote_path, f.mode, f.owner, f.group) for f in self.files], []
+
+    def pipelined(self, conn: Connection) -> Piece | None:
+        piece = super().pipelined(conn)
+        if piece is not None and all(f.public for f in self.files):
+            piece.private = False
+        return piece
 
     def result(self, flags: Sequence[bool]) -> StepResult:
         changed = [f.remote_path for f, c in zip(self.files, flags) if c]
