@@ -70,6 +70,17 @@ def _printf_to(path_expr: str, text: str) -> str:
     return f"(umask 077; set -C; printf '%s' {shlex.quote(text)} > {path_expr}) || exit 1"
 
 
+def _own_apply(step: "Step") -> bool:
+    """A subclass with its own ``apply`` may talk with the client between commands: never pipelined
+    through its parent's form."""
+    for cls in type(step).__mro__:
+        if "pipelined" in cls.__dict__:
+            return False  # the class that defines the pipelined form comes first: its apply is the one
+        if "apply" in cls.__dict__:
+            return True
+    return False
+
+
 def _text(data: bytes) -> str | None:
     try:
         text = data.decode()
@@ -136,6 +147,8 @@ class _Copies(Step):
         """The files embedded in the program (small text files only): each is written next to its target
         under a temporary name, compared there (content, mode, owner) and moved into place only when it
         differs; the part prints one 0/1 line per file."""
+        if _own_apply(self):
+            return None
         uploads, dirs = self.uploads()
         datas = [u.data() for u in uploads]
         texts = [_text(d) for d in datas]
@@ -337,7 +350,7 @@ class RunCommand(Step):
                         lambda r: self._finish(r, marker))
 
     def pipelined(self, conn: Connection) -> Piece | None:
-        if self.stdin is not None or (self.sudo is not None and self.sudo != conn.sudo):
+        if self.stdin is not None or (self.sudo is not None and self.sudo != conn.sudo) or _own_apply(self):
             return None
         command, marker = self._command()
         env = (encode_env(self.env) + "\n") if self.env else ""
@@ -431,7 +444,7 @@ class Script(Step):
                 + f'; {self.interpreter} "$__polyvm_t" {args}'.rstrip() + " </dev/null")
 
     def pipelined(self, conn: Connection) -> Piece | None:
-        if self.stdin is not None or (self.sudo is not None and self.sudo != conn.sudo):
+        if self.stdin is not None or (self.sudo is not None and self.sudo != conn.sudo) or _own_apply(self):
             return None
         text = _text(self.content)
         if text is None:

@@ -267,3 +267,14 @@ def test_cli_default_parallelism_is_fanouts():
     assert inspect.signature(run_recipe).parameters["parallel"].default == DEFAULT_PARALLEL
     opt = next(p for p in cli.exec_cmd.params if p.name == "parallel")
     assert opt.default == DEFAULT_PARALLEL
+
+
+def test_a_subclass_with_its_own_apply_is_never_pipelined():
+    class Talks(Script):
+        def apply(self, conn):
+            return super().apply(conn)
+
+    c = LocalConnection()
+    assert Talks("echo x").pipelined(c) is None and Script("echo x").pipelined(c) is not None
+    list(apply_steps(c, [Talks("echo 1", name="t1"), Talks("echo 2", name="t2")]))
+    assert len(c.commands) == 2
