@@ -119,3 +119,18 @@ def test_large_or_binary_copies_keep_the_copy_protocol(testhosts):
         # dir alone (inline), then both copies + the script in one channel of the copy protocol
         assert c.stats.channels == 2
     assert results[-1].output.stdout.strip() == str(70 * 1024)
+
+
+def test_pipeline_and_inline_scripts_through_sudo(testhosts):
+    (host,) = testhosts.up(user="admin")
+    steps = [Script("id -u", name="who"),
+             FilesStep("conf", [RemoteFile("/etc/polyvm-pipe.conf", "x = 1\n", mode=0o600)]),
+             RunCommand("stat -c '%a %U' /etc/polyvm-pipe.conf", name="stat")]
+    with conn_for(host) as c:
+        assert c.sudo
+        results = [r for _, r in apply_steps(c, steps)]
+        (alone,) = run_steps(c, [Script("id -u; echo $0", name="alone")])
+        assert c.stats.channels == 2
+    assert results[0].output.stdout.strip() == "0" and results[1].changed
+    assert results[2].output.stdout.strip() == "600 root"
+    assert alone.output.stdout.split()[0] == "0"
