@@ -205,7 +205,9 @@ class HostPool:
         eng = self._engine_obj()
 
         def one(_: int) -> BenchHost:
-            rec = eng.up(authorized_keys=self.key.public_key, pg=self.pg,
+            # pg="fresh": PostgreSQL installed but no cluster, as on a new VM (the recipe's own leftovers list).
+            scrub = ("var/lib/postgresql/*/*", "etc/postgresql/*/*") if self.pg == "fresh" else ()
+            rec = eng.up(authorized_keys=self.key.public_key, scrub=scrub,
                          labels={"owner": "polyvm-bench", "owner_pid": str(os.getpid())})
             h = BenchHost(rec.name, rec.guest_ip, rec.host_key, rec.log_path, rec)
             self.hosts.append(h)

@@ -100,14 +100,20 @@ def relay_counts(relay: RelayProcess, relayed: list[BenchHost], settle: float) -
 
 
 def run_pg(hosts: list[BenchHost], key: benchlib.ClientKey, parallel: int, *, rerun: bool) -> str:
-    from polyvm.provisioners import Connection, fanout
-    from polyvm.recipes.postgres import parse_inputs
-    from polyvm.recipes.postgres.recipe import steps_for
+    """The PostgreSQL recipe as ``polyvm apply --recipe postgres`` runs it: run_recipe over Hosts without
+    known facts (so the OS is detected on the host, one command), guest baseline without firewall/disks."""
+    from polyvm.host import Host
+    from polyvm.plugins import get_recipe
+    from polyvm.provisioners import Connection
+    from polyvm.provisioners.fanout import run_recipe
 
+    recipe = get_recipe("postgres")
     conns = [Connection(h.address, "root", private_key_path=str(key.private_key_path), host_key=h.host_key,
                         connect_timeout=15, deadline=60) for h in hosts]
-    res = fanout(conns, steps_for(parse_inputs(PG_INPUTS)), parallel=parallel, progress=False,
-                 raise_on_failure=False)
+    targets = [Host(address=c.host, user=c.user, port=c.port, host_key=None, name=c.name) for c in conns]
+    inputs = recipe.parse_inputs(PG_INPUTS)
+    res = run_recipe(targets, recipe, inputs, connections=conns, parallel=parallel, progress=False,
+                     raise_on_failure=False)
     if not res.ok:
         name, exc = next(iter(res.failed.items()))
         raise RuntimeError(f"pg {'re-run' if rerun else 'first run'}: {len(res.failed)} host(s) failed, {name}: {exc}")

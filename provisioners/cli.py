@@ -154,8 +154,8 @@ def _connection_options(f):  # noqa: ANN001, ANN202 - click decorator stack
                           "generated on it, and record that in known_hosts (docs/provisioners.md)."),
         click.option("--sudo/--no-sudo", default=None, help="Run through sudo -n (default: when user is not root)."),
         click.option("--deadline", type=float, default=None, help="Seconds to wait for hosts to come up (300)."),
-        click.option("-p", "--parallel", type=click.IntRange(1, 512), default=16, show_default=True,
-                     help="Hosts handled at once."),
+        click.option("-p", "--parallel", type=click.IntRange(1, 512), default=64, show_default=True,  # fanout.DEFAULT_PARALLEL
+                     help="Hosts handled at once (at most one per host; see docs/performance.md, \"Scale\")."),
         click.option("-q", "--quiet", is_flag=True, help="No progress display or summary table."),
     ]
     for o in reversed(opts):

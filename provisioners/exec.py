@@ -185,6 +185,22 @@ def raise_for_status(conn: "Connection", r: RunResult, label: str, *, copy_flags
                        copy_flags=None if copy_flags is None else list(copy_flags))
 
 
+#: Largest command line polyvm puts in an exec request instead of stdin. The command reaches the host as
+#: one argument of the login shell (``sh -c COMMAND``, and again of ``sudo``'s ``sh -c``): Linux caps a
+#: single argument at MAX_ARG_STRLEN = 32 pages (128 KiB, include/uapi/linux/binfmts.h) and all of them
+#: at ARG_MAX (a quarter of the stack limit, 2 MiB by default, fs/exec.c); OpenSSH's sshd takes packets
+#: of up to 256 KiB (PACKET_MAX_SIZE, packet.c). 32 KiB stays far below all three.
+INLINE_LIMIT = 32 * 1024
+
+
+def can_inline(conn: "Connection", wire: str, secrets: Sequence[str]) -> bool:
+    """Whether ``wire`` may travel in the exec request: small enough, and holding no secret (a remote argv
+    is readable by every user of the host through /proc/PID/cmdline)."""
+    if len(wire.encode()) > INLINE_LIMIT or "\0" in wire:
+        return False
+    return not any(s and s in wire for s in conn.all_secrets(secrets))
+
+
 def wrap_command(command: str, *, sudo: bool, env: Mapping[str, str] | None) -> str:
     """The command line sent to the host: ``env`` read from stdin first, the whole through ``sudo -n``."""
     if env:

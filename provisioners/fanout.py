@@ -24,12 +24,18 @@ if TYPE_CHECKING:
     from polyvm.host import Facts, Host
     from polyvm.recipe import Recipe
 
+#: Hosts handled at once unless told otherwise. Each host's run is mostly waiting for round trips, so on a
+#: slow link the number of waves decides the time: measured at 100 ms RTT (docs/performance.md, "Scale"),
+#: 200 hosts take 12.0 s with 16 workers, 5.7 s with 64, 4.6 s with 128; 64 costs ~5 MiB more client
+#: memory than 16 and is as fast on a fast link. Never more workers than hosts.
+DEFAULT_PARALLEL = 64
+
 StepsFor = Sequence[Step] | Callable[[Connection], Sequence[Step]]
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-def parallel_map(fn: Callable[[T], R], items: Sequence[T], *, parallel: int = 16,
+def parallel_map(fn: Callable[[T], R], items: Sequence[T], *, parallel: int = DEFAULT_PARALLEL,
                  names: Sequence[str] | None = None) -> tuple[dict[str, R], dict[str, BaseException]]:
     """``fn`` on every item, at most ``parallel`` at a time; one item's failure never stops the others.
     Returns (results, failures), both keyed by ``names`` (default: the items' str), in item order."""
@@ -114,7 +120,7 @@ def _unique_names(targets: Sequence[Connection]) -> list[str]:
     return names
 
 
-def fanout(targets: Sequence[Connection], steps: StepsFor, *, parallel: int = 16, progress: bool = True,
+def fanout(targets: Sequence[Connection], steps: StepsFor, *, parallel: int = DEFAULT_PARALLEL, progress: bool = True,
            console=None, raise_on_failure: bool = True) -> FanoutResult:  # noqa: ANN001 - rich Console
     """Apply ``steps`` (a list, or a function of the connection returning one) on every target, at most
     ``parallel`` hosts at a time, each over its own single connection.
@@ -216,7 +222,7 @@ def recipe_steps(host: "Host", conn: Connection, recipe: "Recipe | None" = None,
 def run_recipe(hosts: Sequence["Host"], recipe: "Recipe | None" = None,
                inputs: "BaseModel | Callable[[Host], BaseModel] | None" = None, *,
                credentials: Mapping[str, Any] | None = None, connections: Sequence[Connection] | None = None,
-               source: str | None = None, parallel: int = 16, progress: bool = True, console: Any = None,
+               source: str | None = None, parallel: int = DEFAULT_PARALLEL, progress: bool = True, console: Any = None,
                raise_on_failure: bool = True) -> FanoutResult:
     """Provision ``hosts``: on each, the guest baseline then ``recipe``'s steps (``inputs``: validated inputs,
     or a function of the Host returning them), over one connection per host, batched, in parallel.

@@ -1,14 +1,17 @@
 """Steps: small objects that each change one thing on a host over a :class:`Connection` and say whether they did.
 
 A recipe is a list of steps; :func:`run_steps` applies them in order on one connection, :func:`fanout`
-(in fanout.py) on many hosts at once. Every step costs one exec channel on the shared connection.
+(in fanout.py) on many hosts at once. :func:`apply_steps` pipelines consecutive steps that need no answer
+from the client in between (scripts, commands, small copies) into one remote program on one exec channel.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets as _secrets
 import shlex
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator, Mapping, Sequence
@@ -16,7 +19,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 from polyvm.errors import CommandError, ConfigError, ProvisionError
 
 from .connection import Connection
-from .exec import RunResult, mask
+from .exec import RunResult, can_inline, encode_env, mask, raise_for_status, wrap_command
 from .transfer import Upload
 
 
@@ -39,6 +42,51 @@ class Combined:
     name: str
     secrets: list[str]
     finish: Callable[[RunResult], StepResult]
+
+
+@dataclass
+class Piece:
+    """A step as one part of a pipelined remote program (see apply_steps): ``program`` is POSIX sh run in
+    a subshell with stdin from /dev/null, its exit status the step's; ``finish`` turns the part's own
+    output into the StepResult. ``private``: the program holds data that must never be in a remote argv
+    (environment values, file contents), so the whole program travels on stdin."""
+
+    program: str
+    name: str
+    finish: Callable[[RunResult], StepResult]
+    secrets: list[str] = field(default_factory=list)
+    private: bool = False
+    timeout: float | None = None
+    sent: tuple[int, int, int] = (0, 0, 0)  # copies: bytes sent, files changed, files unchanged (set by finish)
+
+
+#: Largest total of file content a copy step embeds in a pipelined program (above it the step runs alone,
+#: where unchanged files are not sent at all).
+PIPELINE_COPY_LIMIT = 64 * 1024
+
+
+def _printf_to(path_expr: str, text: str) -> str:
+    """Shell that writes ``text`` exactly into a new private file through the printf builtin (no argv)."""
+    return f"(umask 077; set -C; printf '%s' {shlex.quote(text)} > {path_expr}) || exit 1"
+
+
+def _own_apply(step: "Step") -> bool:
+    """A subclass with its own ``apply`` may talk with the client between commands: never pipelined
+    through its parent's form."""
+    for cls in type(step).__mro__:
+        if "pipelined" in cls.__dict__:
+            return False  # the class that defines the pipelined form comes first: its apply is the one
+        if "apply" in cls.__dict__:
+            return True
+    return False
+
+
+def _text(data: bytes) -> str | None:
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return None
+    return None if "\0" in text else text
 
 
 @dataclass(frozen=True)
@@ -72,6 +120,11 @@ class Step:
     def declared(self) -> Declared:
         raise NotImplementedError(f"{type(self).__name__} has no Pulumi form")
 
+    def pipelined(self, conn: Connection) -> Piece | None:
+        """This step as a part of one remote program with its neighbours (see apply_steps), or None when
+        it needs its own channel (it reads stdin, talks with the client, or is too large)."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
@@ -89,6 +142,47 @@ class _Copies(Step):
     def apply(self, conn: Connection) -> StepResult:
         uploads, dirs = self.uploads()
         return self.result(conn.put_files(uploads, make_dirs=dirs))
+
+    def pipelined(self, conn: Connection) -> Piece | None:
+        """The files embedded in the program (small text files only): each is written next to its target
+        under a temporary name, compared there (content, mode, owner) and moved into place only when it
+        differs; the part prints one 0/1 line per file."""
+        if _own_apply(self):
+            return None
+        uploads, dirs = self.uploads()
+        datas = [u.data() for u in uploads]
+        texts = [_text(d) for d in datas]
+        if not uploads or sum(map(len, datas)) > PIPELINE_COPY_LIMIT or any(t is None for t in texts):
+            return None
+        for u in uploads:
+            if not u.remote_path or "\n" in u.remote_path or u.remote_path.endswith("/"):
+                return None  # the one-step path reports it
+        parents = [str(PurePosixPath(u.remote_path).parent) for u in uploads]
+        lines = ["(umask 022; mkdir -p -- " + " ".join(shlex.quote(d) for d in dict.fromkeys([*dirs, *parents]))
+                 + ") || exit 1"]
+        for u, text in zip(uploads, texts):
+            p = PurePosixPath(u.remote_path)
+            q, tmp = shlex.quote(u.remote_path), shlex.quote(str(p.parent / f".{p.name}.polyvm-{_secrets.token_hex(4)}"))
+            who = (u.owner or "") + (f":{u.group}" if u.group else "")
+            fmt = "%a" + (" %u" if u.owner else "") + (" %g" if u.group else "")
+            lines += [f"trap 'rm -f -- {tmp}' EXIT", _printf_to(tmp, text or ""),
+                      f"chmod {u.mode & 0o7777:o} -- {tmp} || exit 1"]
+            if who:
+                lines.append(f"chown -- {shlex.quote(who)} {tmp} || exit 1")
+            lines.append(f"if [ -f {q} ] && cmp -s -- {tmp} {q} && "
+                         f"[ \"$(stat -c '{fmt}' -- {tmp})\" = \"$(stat -L -c '{fmt}' -- {q})\" ]; "
+                         f"then rm -f -- {tmp}; echo 0; else mv -f -- {tmp} {q} || exit 1; echo 1; fi")
+        piece = Piece("\n".join(lines + ["trap - EXIT"]), self.name, lambda r: r, private=True)  # finish below
+
+        def finish(r: RunResult) -> StepResult:
+            flags = [ln.strip() == "1" for ln in r.stdout.splitlines() if ln.strip() in ("0", "1")]
+            if len(flags) != len(uploads):
+                raise ProvisionError(f"{conn.label}: {self.name}: unexpected reply from the host")
+            piece.sent = (sum(map(len, datas)), sum(flags), flags.count(False))
+            return self.result(flags)
+
+        piece.finish = finish
+        return piece
 
     def declared(self) -> Declared:
         return self.uploads()[0]
@@ -115,13 +209,16 @@ class CopyFile(_Copies):
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One file of a :class:`FilesStep`."""
+    """One file of a :class:`FilesStep`. ``public=True`` says the content holds nothing secret, so a pipelined
+    program carrying it may travel in the exec request (a remote argv, readable by every user of the host
+    while it runs); by default file contents are private and travel on stdin."""
 
     remote_path: str
     content: str | bytes
     mode: int = 0o644
     owner: str | None = None
     group: str | None = None
+    public: bool = False
 
 
 class FilesStep(_Copies):
@@ -134,6 +231,12 @@ class FilesStep(_Copies):
 
     def uploads(self) -> tuple[list[Upload], list[str]]:
         return [Upload(f.content, f.remote_path, f.mode, f.owner, f.group) for f in self.files], []
+
+    def pipelined(self, conn: Connection) -> Piece | None:
+        piece = super().pipelined(conn)
+        if piece is not None and all(f.public for f in self.files):
+            piece.private = False
+        return piece
 
     def result(self, flags: Sequence[bool]) -> StepResult:
         changed = [f.remote_path for f, c in zip(self.files, flags) if c]
@@ -246,6 +349,14 @@ class RunCommand(Step):
         return Combined(command, [], self.env or None, self.timeout, self.name, self.secrets,
                         lambda r: self._finish(r, marker))
 
+    def pipelined(self, conn: Connection) -> Piece | None:
+        if self.stdin is not None or (self.sudo is not None and self.sudo != conn.sudo) or _own_apply(self):
+            return None
+        command, marker = self._command()
+        env = (encode_env(self.env) + "\n") if self.env else ""
+        return Piece(env + command, self.name, lambda r: self._finish(r, marker), self.secrets,
+                     private=bool(self.env or self.secrets), timeout=self.timeout)
+
     def apply(self, conn: Connection) -> StepResult:
         command, marker = self._command()
         r = conn.run(command, stdin=self.stdin, env=self.env or None, timeout=self.timeout, sudo=self.sudo,
@@ -319,7 +430,39 @@ class Script(Step):
         return Combined(command, [Upload(self.content, path, 0o700)], self.env or None, self.timeout, self.name,
                         self.secrets, self._finish)
 
+    def inline_command(self) -> str | None:
+        """The remote command with the script inside it (written to a private temporary file by the shell's
+        printf builtin, run from there with stdin from /dev/null), so the script needs no stdin and the
+        command one round trip less; None when the step has stdin, env or secrets (those stay on stdin) or
+        the script is not text."""
+        text = _text(self.content)
+        if self.stdin is not None or self.env or self.secrets or text is None:
+            return None
+        args = " ".join(shlex.quote(a) for a in self.args)
+        tmp = f'"${{TMPDIR:-/tmp}}/.polyvm-script-{_secrets.token_hex(8)}"'
+        return (f"__polyvm_t={tmp}; trap 'rm -f -- \"$__polyvm_t\"' EXIT; " + _printf_to('"$__polyvm_t"', text)
+                + f'; {self.interpreter} "$__polyvm_t" {args}'.rstrip() + " </dev/null")
+
+    def pipelined(self, conn: Connection) -> Piece | None:
+        if self.stdin is not None or (self.sudo is not None and self.sudo != conn.sudo) or _own_apply(self):
+            return None
+        text = _text(self.content)
+        if text is None:
+            return None
+        args = " ".join(shlex.quote(a) for a in self.args)
+        env = (encode_env(self.env) + "\n") if self.env else ""
+        tmp = f'"${{TMPDIR:-/tmp}}/.polyvm-script-{_secrets.token_hex(8)}"'
+        program = (f"{env}__polyvm_t={tmp}; trap 'rm -f -- \"$__polyvm_t\"' EXIT\n" + _printf_to('"$__polyvm_t"', text)
+                   + f'\n{self.interpreter} "$__polyvm_t" {args}'.rstrip())
+        return Piece(program, self.name, self._finish, self.secrets, private=bool(self.env or self.secrets),
+                     timeout=self.timeout)
+
     def apply(self, conn: Connection) -> StepResult:
+        inline = self.inline_command()
+        use_sudo = conn.sudo if self.sudo is None else self.sudo
+        if inline is not None and can_inline(conn, wrap_command(inline, sudo=use_sudo, env=None), ()):
+            r = conn.run(inline, timeout=self.timeout, sudo=self.sudo, name=self.name)
+            return self._finish(r)
         cmd, data = self.command()
         r = conn.run(cmd, stdin=data, env=self.env or None, timeout=self.timeout, sudo=self.sudo, name=self.name,
                      secrets=self.secrets)
@@ -347,14 +490,28 @@ def _summary(r: RunResult) -> str:
 def apply_steps(conn: Connection, steps: Sequence[Step]) -> Iterator[tuple[Step, StepResult]]:
     """Apply ``steps`` in order, yielding each step's result as it completes.
 
-    Consecutive copy steps (CopyFile, CopyDir) travel together: one channel and one tar stream for all
-    of them, each still reporting its own result; a RunCommand or Script right after them (without stdin)
-    runs in that same channel once the copies succeeded. A failure raises the ProvisionError with its
-    declared ``step`` (the failed step's name) and ``results`` (what completed before) set.
+    Consecutive steps that need no answer from the client in between (whose ``pipelined(conn)`` gives a
+    Piece: scripts and commands without stdin, small text copies) run as one remote program on one
+    channel, which reports each step's output and status and stops at the first failure; the program
+    travels in the exec request when nothing in it is private (2 round trips for all of them), else on
+    stdin (3). Consecutive copy steps followed by at most one command use the copy protocol instead (one
+    tar stream of the changed files only, the command in the same channel). A failure raises the
+    ProvisionError with its declared ``step`` (the failed step's name) and ``results`` (what completed
+    before) set.
     """
     done: list[StepResult] = []
     i = 0
     while i < len(steps):
+        chain = _pipeline(conn, steps, i)
+        if chain:
+            pairs, failure = _run_pipeline(conn, chain)
+            for pair in pairs:
+                done.append(pair[1])
+                yield pair
+            if failure is not None:
+                raise failure.with_context(results=done)
+            i += len(chain)
+            continue
         batch: list[CopyStep] = []
         while i + len(batch) < len(steps) and isinstance(steps[i + len(batch)], COPY_STEPS):
             batch.append(steps[i + len(batch)])  # type: ignore[arg-type]
@@ -399,6 +556,83 @@ def apply_steps(conn: Connection, steps: Sequence[Step]) -> Iterator[tuple[Step,
         for pair in results:
             done.append(pair[1])
             yield pair
+
+
+def _pipeline(conn: Connection, steps: Sequence[Step], i: int) -> list[tuple[Step, Piece]]:
+    """The run of steps from ``i`` that can share one remote program (empty when pipelining gains nothing:
+    fewer than two steps, or copies followed by at most one command, which the copy protocol does as cheaply)."""
+    chain: list[tuple[Step, Piece]] = []
+    while i + len(chain) < len(steps):
+        piece = steps[i + len(chain)].pipelined(conn)
+        if piece is None:
+            break
+        chain.append((steps[i + len(chain)], piece))
+    if len(chain) < 2:
+        return []
+    if isinstance(chain[0][0], COPY_STEPS) and sum(not isinstance(st, COPY_STEPS) for st, _ in chain) <= 1:
+        return []
+    return chain
+
+
+def pipeline_program(pieces: Sequence[Piece], marker: str) -> str:
+    """One POSIX sh program running ``pieces`` in order, each in a subshell with stdin from /dev/null; after
+    each, a marker line with its index and exit status on stdout (and with its index on stderr); it stops
+    at the first non-zero status."""
+    parts = []
+    for k, piece in enumerate(pieces):
+        parts.append(f"(\n{piece.program}\n) </dev/null; __polyvm_rc=$?; "
+                     f"printf '\\n{marker}:{k}:%d\\n' \"$__polyvm_rc\"; printf '\\n{marker}:{k}\\n' >&2; "
+                     '[ "$__polyvm_rc" -eq 0 ] || exit "$__polyvm_rc"')
+    return "\n".join(parts) + "\n"
+
+
+def _run_pipeline(conn: Connection, chain: Sequence[tuple[Step, Piece]]
+                  ) -> tuple[list[tuple[Step, StepResult]], ProvisionError | None]:
+    """Run ``chain`` as one program: the results of the steps that succeeded, and the failure (with its
+    ``step`` set) that stopped it, if any."""
+    pieces = [p for _, p in chain]
+    marker = f"__polyvm_step_{_secrets.token_hex(6)}__"
+    program = pipeline_program(pieces, marker)
+    secrets = [x for p in pieces for x in p.secrets]
+    timeouts = [p.timeout for p in pieces]
+    timeout = None if any(t is None for t in timeouts) else sum(timeouts)  # type: ignore[arg-type]
+    name = f"{pieces[0].name} … {pieces[-1].name} ({len(pieces)} steps)"
+    private = any(p.private for p in pieces)
+    start = time.monotonic()
+    try:
+        if not private and can_inline(conn, wrap_command(program, sudo=conn.sudo, env=None), secrets):
+            r = conn.run(program, timeout=timeout, check=False, name=name, secrets=secrets)
+        else:
+            r = conn.run("sh -s", stdin=program, timeout=timeout, check=False, name=name, secrets=secrets)
+    except ProvisionError as exc:
+        return [], exc.with_context(step=pieces[0].name)
+    outs = re.split(f"\n{marker}:(\\d+):(-?\\d+)\n", r.stdout)
+    errs = re.split(f"\n{marker}:\\d+\n", r.stderr)
+    statuses = [int(x) for x in outs[2::3]]
+    duration = time.monotonic() - start
+    results: list[tuple[Step, StepResult]] = []
+    for k, ((step, piece), status) in enumerate(zip(chain, statuses)):
+        res = RunResult(status, outs[3 * k], errs[k] if k < len(errs) else "", duration)
+        try:
+            if status != 0:
+                raise_for_status(conn, res, piece.name)
+            results.append((step, piece.finish(res)))
+        except ProvisionError as exc:
+            return results, exc.with_context(step=piece.name)
+        sent, changed, same = piece.sent
+        conn.stats.bytes_uploaded += sent
+        conn.stats.files_uploaded += changed
+        conn.stats.files_skipped += same
+    if len(results) < len(chain):  # the program ended without a report for this step
+        piece = pieces[len(results)]
+        k = len(results)
+        res = RunResult(r.exit_status or 1, outs[-1], errs[k] if k < len(errs) else "", duration)
+        try:
+            raise_for_status(conn, res, piece.name)
+            raise ProvisionError(f"{conn.label}: {piece.name!r} ended without reporting its status")
+        except ProvisionError as exc:
+            return results, exc.with_context(step=piece.name)
+    return results, None
 
 
 def _distinct_targets(batch: Sequence["CopyStep"]) -> bool:

@@ -14,6 +14,7 @@ from rich.console import Console
 from polyvm.errors import CommandError, FanoutError
 from polyvm.provisioners import CopyDir, CopyFile, RunCommand, RunResult, Script, fanout, run_steps
 from polyvm.provisioners import Connection, Upload
+from polyvm.provisioners.steps import apply_steps
 
 
 class LocalConnection(Connection):
@@ -216,3 +217,64 @@ def test_consecutive_copies_share_one_transfer(tmp_path):
     calls.clear()
     run_steps(c, [CopyFile("1", "/x/same"), CopyFile("2", "/x/same")])
     assert calls == [(["/x/same"], []), (["/x/same"], [])]
+
+
+def test_script_in_the_exec_request_only_when_small_and_without_secrets():
+    from polyvm.provisioners.exec import INLINE_LIMIT
+
+    c = LocalConnection()
+    (r,) = run_steps(c, [Script("echo 'it''s' inline", name="small")])
+    assert r.output.stdout.strip() == "its inline" and "inline" in c.commands[-1]
+    big = "echo big\n" + "# padding\n" * (INLINE_LIMIT // 10)
+    (r,) = run_steps(c, [Script(big, name="big")])
+    assert r.output.stdout.strip() == "big" and "padding" not in c.commands[-1]  # on stdin
+    (r,) = run_steps(c, [Script("echo hidden-pw-1 >/dev/null; echo ok", name="s", secrets=["hidden-pw-1"])])
+    assert r.output.stdout.strip() == "ok" and "hidden-pw-1" not in c.commands[-1]
+    c2 = LocalConnection()
+    c2.secrets = ["conn-secret-2"]
+    run_steps(c2, [Script("echo conn-secret-2 >/dev/null", name="s2")])
+    assert "conn-secret-2" not in c2.commands[-1]
+    run_steps(c, [Script("echo $X", env={"X": "env-value-3"}, name="env")])
+    assert "env-value-3" not in c.commands[-1]
+
+
+def test_pipeline_runs_consecutive_steps_as_one_program_and_stops_at_the_first_failure(tmp_path):
+    c = LocalConnection()
+    out = tmp_path / "out"
+    steps = [Script(f"echo a >> {out}", name="a"), RunCommand(f"echo b >> {out}", name="b"),
+             Script(f"echo c >> {out}; exit 4", name="c"), RunCommand(f"echo d >> {out}", name="d")]
+    with pytest.raises(CommandError) as ei:
+        list(apply_steps(c, steps))
+    assert len(c.commands) == 1 and out.read_text() == "a\nb\nc\n"
+    assert ei.value.step == "c" and ei.value.exit_status == 4 and [r.name for r in ei.value.results] == ["a", "b"]
+
+
+def test_pipeline_secret_or_env_sends_the_program_on_stdin():
+    c = LocalConnection()
+    steps = [Script("echo one", name="one"), RunCommand("echo $V", env={"V": "env-secret-4"}, name="two")]
+    results = [r for _, r in apply_steps(c, steps)]
+    assert c.commands == ["sh -s"] and results[1].output.stdout.strip() == "env-secret-4"
+
+
+def test_cli_default_parallelism_is_fanouts():
+    import inspect
+
+    from polyvm.provisioners import cli
+    from polyvm.provisioners.fanout import DEFAULT_PARALLEL, fanout as fanout_fn, run_recipe
+
+    assert DEFAULT_PARALLEL == 64
+    assert inspect.signature(fanout_fn).parameters["parallel"].default == DEFAULT_PARALLEL
+    assert inspect.signature(run_recipe).parameters["parallel"].default == DEFAULT_PARALLEL
+    opt = next(p for p in cli.exec_cmd.params if p.name == "parallel")
+    assert opt.default == DEFAULT_PARALLEL
+
+
+def test_a_subclass_with_its_own_apply_is_never_pipelined():
+    class Talks(Script):
+        def apply(self, conn):
+            return super().apply(conn)
+
+    c = LocalConnection()
+    assert Talks("echo x").pipelined(c) is None and Script("echo x").pipelined(c) is not None
+    list(apply_steps(c, [Talks("echo 1", name="t1"), Talks("echo 2", name="t2")]))
+    assert len(c.commands) == 2
