@@ -23,19 +23,32 @@ class SpecError(PolyvmError):
 
     exit_code = 2
 
-    def __init__(self, problems: Iterable[str], *, source: str | None = None) -> None:
+    def __init__(self, problems: Iterable[str], *, source: str | None = None, what: str = "VM spec") -> None:
         self.problems = list(problems)
         self.source = source
+        self.what = what  # what is invalid: "VM spec", "postgres recipe inputs", ...
         where = f" in {source}" if source else ""
         lines = "\n".join(f"  - {p}" for p in self.problems)
         count = len(self.problems)
-        super().__init__(f"invalid VM spec{where} ({count} problem{'s' if count != 1 else ''}):\n{lines}")
+        super().__init__(f"invalid {what}{where} ({count} problem{'s' if count != 1 else ''}):\n{lines}")
 
 
 class ConfigError(PolyvmError):
     """Pulumi config or a CLI input file is missing, unreadable or of the wrong shape."""
 
     exit_code = 2
+
+
+class LockTimeoutError(PolyvmError):
+    """Another run held a lock (a state file, a sandbox VM being made) longer than the bounded wait."""
+
+    def __init__(self, *, what: str, path: str, holder: str, waited: float) -> None:
+        self.what = what
+        self.path = path
+        self.holder = holder
+        self.waited = waited
+        super().__init__(f"{what} is busy: another polyvm run ({holder}) holds {path}; gave up after "
+                         f"{waited:g}s (let it finish, or stop it, and try again)")
 
 
 class PluginError(PolyvmError):

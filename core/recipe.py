@@ -54,7 +54,8 @@ class Recipe:
         try:
             return self.inputs_model.model_validate(dict(data))
         except ValidationError as exc:
-            raise SpecError(format_validation_error(exc, prefix=self.name), source=source) from None
+            raise SpecError(format_validation_error(exc, prefix=self.name), source=source,
+                            what=f"{self.name} recipe inputs") from None
 
     def defaults_for(self, host: "Host", data: Mapping[str, Any]) -> dict[str, Any]:
         """Input defaults that depend on the host (e.g. allowed clients from its firewall rules), applied

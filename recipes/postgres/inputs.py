@@ -294,7 +294,8 @@ def parse_inputs(data: Mapping[str, Any] | None, *, source: str | None = None) -
     try:
         return PostgresInputs.model_validate(dict(data))
     except ValidationError as exc:
-        raise SpecError(format_validation_error(exc, prefix="postgres"), source=source) from None
+        raise SpecError(format_validation_error(exc, prefix="postgres"), source=source,
+                        what="postgres recipe inputs") from None
 
 
 def default_version(family: str, os_version: str) -> str:
