@@ -46,6 +46,8 @@ def read_text(path: str | os.PathLike[str], *, what: str = "file", limit: int = 
     p = Path(path)
     try:
         fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConfigError(f"cannot read {what} {p}: it does not exist") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {p}: {exc.strerror}") from None
     try:
@@ -97,6 +99,30 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, mode: int =
             os.unlink(tmp)
         raise
     _fsync_dir(p.parent)
+
+
+def file_path(path: str | os.PathLike[str], *, what: str, make_parent: bool = False) -> Path:
+    """``path`` checked as the place of a file polyvm will write (a password or known_hosts file): not a
+    directory, and in a directory that exists. With ``make_parent``, a missing last directory is created
+    (0700) when its own parent exists; deeper missing directories are refused, never made silently.
+    ConfigError naming ``what`` otherwise."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise ConfigError(f"{what} {p} is a directory")
+    parent = p.parent
+    if parent.is_dir():
+        return p
+    if parent.exists() or parent.is_symlink():
+        raise ConfigError(f"{what} {p}: {parent} is not a directory")
+    if not make_parent or not parent.parent.is_dir():
+        raise ConfigError(f"{what} {p}: directory {parent} does not exist")
+    try:
+        parent.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"{what} {p}: cannot create {parent}: {exc.strerror}") from None
+    return p
 
 
 def _fsync_dir(path: Path) -> None:

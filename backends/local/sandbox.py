@@ -300,13 +300,11 @@ class Sandbox:
         """Remove the named sandbox VMs (all of them without names), also crashed or half-made ones.
         With none left, the sandbox's files go too (key, passwords, known_hosts)."""
         self._require_root()
-        if not self.state_dir.exists():
-            return []
-        hosts = self.hosts()
+        hosts = self.hosts() if self.state_dir.exists() else []
         if names:
             unknown = [n for n in names if not any(n in (h.labels.get(LABEL), h.id, h.name) for h in hosts)]
             if unknown:
-                raise SandboxError(f"no sandbox VM named {', '.join(unknown)} (see polyvm sandbox status)")
+                raise ConfigError(f"no sandbox VM named {', '.join(unknown)} (see polyvm sandbox status)")
             hosts = [h for h in hosts if {h.labels.get(LABEL), h.id, h.name} & set(names)]
         for h in hosts:
             name = h.labels.get(LABEL, h.name)
@@ -345,7 +343,7 @@ class Sandbox:
     def ssh_argv(self, name: str, command: Sequence[str] = ()) -> list[str]:
         host = self.find(name)
         if host is None:
-            raise SandboxError(f"no sandbox VM named {name!r} (see polyvm sandbox status)")
+            raise ConfigError(f"no sandbox VM named {name!r} (see polyvm sandbox status)")
         if not self.engine.is_running(host):
             raise SandboxError(f"sandbox VM {name!r} is not running; `polyvm sandbox up` replaces it")
         self._write_known_hosts()

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from polyvm.errors import ConfigError
-from polyvm.files import atomic_write, locked, read_text
+from polyvm.files import atomic_write, file_path, locked, read_text
 
 from .inputs import PostgresInputs, generate_password
 
@@ -34,28 +34,8 @@ def load_passwords(path: str | os.PathLike[str]) -> dict[str, str]:
     return data
 
 
-def _parent_of(path: str | os.PathLike[str]) -> Path:
-    """The directory of a password file: created (0700) when its parent exists; ConfigError when the path
-    cannot be a file's (a parent that is a file or missing two levels up)."""
-    p = Path(path)
-    parent = p.parent
-    if parent.is_dir():
-        return parent
-    if parent.exists():
-        raise ConfigError(f"password file {p}: {parent} is not a directory")
-    if not parent.parent.is_dir():
-        raise ConfigError(f"password file {p}: directory {parent} does not exist")
-    try:
-        parent.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise ConfigError(f"password file {p}: cannot create {parent}: {exc.strerror}") from None
-    return parent
-
-
 def save_passwords(path: str | os.PathLike[str], passwords: dict[str, str]) -> None:
-    _parent_of(path)
+    file_path(path, what="password file", make_parent=True)
     atomic_write(path, json.dumps(passwords, indent=2, sort_keys=True) + "\n", mode=0o600)
 
 
@@ -69,8 +49,7 @@ def ensure_passwords(inputs: PostgresInputs, path: str | os.PathLike[str]) -> tu
     stored = load_passwords(path)
     if all(n in stored for n in missing):
         return inputs.with_passwords(stored), []
-    _parent_of(path)
-    p = Path(path)
+    p = file_path(path, what="password file", make_parent=True)
     try:
         with locked(p.with_name(p.name + ".lock"), what=f"password file {p}"):
             stored = load_passwords(path)  # again: another run may have added some meanwhile
