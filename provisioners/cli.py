@@ -221,7 +221,7 @@ def _connection_options(f):  # noqa: ANN001, ANN202 - click decorator stack
                      help="INSECURE: also accept CBC/3DES ciphers, MD5/SHA-1 MACs and SHA-1 key exchanges "
                           "(old hosts only; warns on every connection)."),
         click.option("--sudo/--no-sudo", default=None, help="Run through sudo -n (default: when user is not root)."),
-        click.option("--deadline", type=_POSITIVE_SECONDS, default=None, help="Seconds to wait for hosts to come up (300)."),
+        click.option("--deadline", type=float, default=None, help="Seconds to wait for hosts to come up (300)."),
         click.option("-p", "--parallel", type=click.IntRange(1, 512), default=16, show_default=True,
                      help="Hosts handled at once."),
         click.option("-q", "--quiet", is_flag=True, help="No progress display or summary table."),
