@@ -254,8 +254,10 @@ def test_two_sandbox_up_of_one_vm_at_once_give_one_working_host(_local_engine, t
 
 
 @pytest.mark.e2e
-def test_ctrl_c_in_sandbox_up_leaves_nothing_half_made(_local_engine, tmp_path):
-    """SIGINT while `sandbox up` is making its host: one line, exit 130, no traceback, no host left."""
+@pytest.mark.parametrize("stage", ["creating host", "baseline"])
+def test_ctrl_c_in_sandbox_up_leaves_nothing_half_made(_local_engine, tmp_path, stage):
+    """SIGINT while `sandbox up` makes its host (``creating host``: the engine's own clean-up) or provisions
+    it (``baseline``: the sandbox removes the host it made): one line, exit 130, no traceback, no host left."""
     import signal
 
     from polyvm.backends.local.sandbox import Sandbox
@@ -265,19 +267,25 @@ def test_ctrl_c_in_sandbox_up_leaves_nothing_half_made(_local_engine, tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "polyvm.cli", "sandbox", "up", "--recipe", "none",
                           "--state-dir", str(state)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, env=env)
+    seen = []
     try:
-        # Interrupt once the host is being made (its record appears), i.e. in the middle of `up`.
-        end = time.monotonic() + BOUND
-        while not list(state.glob("pvm-*")) and p.poll() is None and time.monotonic() < end:
-            time.sleep(0.02)
-        assert p.poll() is None, "sandbox up finished before it could be interrupted"
-        p.send_signal(signal.SIGINT)
-        _out, err = p.communicate(timeout=BOUND)
+        assert p.stderr is not None
+        for line in p.stderr:  # progress lines ("  1.2s sandbox: creating host"); interrupt at the stage
+            seen.append(line)
+            if f"sandbox: {stage}" in line:
+                p.send_signal(signal.SIGINT)
+                break
+        _out, rest = p.communicate(timeout=BOUND)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
+    err = "".join(seen) + rest
+    assert any(f"sandbox: {stage}" in line for line in seen), err
     assert "Traceback" not in err, err
     assert p.returncode == 130, (p.returncode, err)
     assert err.strip().splitlines()[-1] == "polyvm: interrupted", err
-    assert Sandbox(state).hosts() == [], "a half-made host was left behind"
+    left = Sandbox(state).hosts()
+    for h in left:
+        Sandbox(state).engine.down(h)
+    assert left == [], "a half-made host was left behind"

@@ -195,8 +195,13 @@ class Outcome:
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
-    d = tmp_path_factory.mktemp("bad-input")
+def case_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bad-input")
+
+
+@pytest.fixture(scope="module")
+def outcomes(case_dir: Path) -> dict[str, Outcome]:
+    d = case_dir
     _write_files(d)
     env = {**os.environ, "POLYVM_KNOWN_HOSTS": str(d / "known_hosts"), "COLUMNS": "200"}
 
@@ -234,6 +239,18 @@ def test_bad_input_gives_one_line_exit_2_no_traceback(case: Case, outcomes: dict
     assert case.says.lower() in detail.lower(), out.stderr
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="polyvm sandbox needs root")
+def test_bad_sandbox_input_leaves_no_host(outcomes: dict[str, Outcome], case_dir: Path):
+    """`sandbox up` with bad inputs (or any bad input above) refused before any host was made."""
+    from polyvm.backends.local import engine
+
+    assert outcomes["sandbox-up-bad-inputs"].returncode == 2
+    made = [h.id for h in engine.Engine(case_dir / "state").list()]
+    for h in engine.Engine(case_dir / "state").list():  # never leave one behind, even when this fails
+        engine.Engine(case_dir / "state").down(h)
+    assert made == [], f"bad input left hosts behind: {made}"
+
+
 def test_the_table_covers_every_command():
     """Every command `polyvm --help` lists has at least one bad-input case here."""
     from polyvm.cli import build_cli
@@ -242,3 +259,21 @@ def test_the_table_covers_every_command():
     covered = {c.argv[0] for c in CASES}
     missing = sorted(set(cli.commands) - covered)
     assert not missing, f"commands without a bad-input case: {missing}"
+
+
+def test_size_limits_hold_for_specs_not_from_files():
+    """Pulumi config reaches parse_spec without a file: the model's own limits refuse huge input."""
+    from polyvm.errors import SpecError
+    from polyvm.spec import MAX_INGRESS_RULES, parse_spec
+
+    rules = [{"port": 443, "cidrs": ["10.0.0.0/8"]}] * 200_000
+    with pytest.raises(SpecError) as info:
+        parse_spec({**GOOD_SPEC, "ingress": rules})
+    assert info.value.problems == [f"ingress: 200000 ingress rules; at most {MAX_INGRESS_RULES}"]
+    with pytest.raises(SpecError) as info:
+        parse_spec({**GOOD_SPEC, "ingress": [{"port": 443, "cidrs": ["10.0.0.0/8"], "description": "x" * 60_000_000}]})
+    assert info.value.problems == ["ingress[0].description: String should have at most 255 characters"]
+    with pytest.raises(SpecError) as info:
+        parse_spec({**GOOD_SPEC, "tags": {"k": "v" * 1000}, "region": "r" * 1000})
+    assert len(info.value.problems) == 2
+    parse_spec({**GOOD_SPEC, "ingress": [{"port": 443, "cidrs": ["10.0.0.0/8"]}] * MAX_INGRESS_RULES})
