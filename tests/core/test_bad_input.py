@@ -277,3 +277,29 @@ def test_size_limits_hold_for_specs_not_from_files():
         parse_spec({**GOOD_SPEC, "tags": {"k": "v" * 1000}, "region": "r" * 1000})
     assert len(info.value.problems) == 2
     parse_spec({**GOOD_SPEC, "ingress": [{"port": 443, "cidrs": ["10.0.0.0/8"]}] * MAX_INGRESS_RULES})
+
+
+@pytest.mark.parametrize("where", ["start-up", "command"])
+def test_ctrl_c_is_one_line_and_exit_130(where, monkeypatch, capsys):
+    """Ctrl-C while plugins load (start-up) or while a command runs: "polyvm: interrupted", exit 130."""
+    import click
+
+    from polyvm import cli
+
+    def interrupt(*_a, **_k):
+        raise KeyboardInterrupt
+
+    if where == "start-up":
+        monkeypatch.setattr(cli, "build_cli", interrupt)
+    else:
+        real = cli.build_cli
+
+        def with_slow_command():
+            group = real()
+            group.add_command(click.Command("slow", callback=interrupt))
+            return group
+
+        monkeypatch.setattr(cli, "build_cli", with_slow_command)
+    assert cli.main(["slow"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["polyvm: interrupted"] and "Traceback" not in err and "Aborted" not in err
