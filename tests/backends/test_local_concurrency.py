@@ -102,15 +102,21 @@ def _run_together(kind: str, root: Path, trials: int = TRIALS) -> dict[int, dict
     return out
 
 
-def test_concurrent_password_generation_loses_nothing(tmp_path):
-    out = _run_together("passwords", tmp_path)
-    bad = []
+def _finished(out: dict[int, dict[int, tuple[str, object]]], bad: list[str]):
+    """(trial, (result of process 0, result of process 1)) for the trials where neither raised; the others
+    go to ``bad``."""
     for trial, by in sorted(out.items()):
         errors = [v for s, v in by.values() if s == "error"]
         if errors:
             bad.append(f"trial {trial}: {errors}")
-            continue
-        a, b = by[0][1], by[1][1]
+        else:
+            yield trial, (by[0][1], by[1][1])
+
+
+def test_concurrent_password_generation_loses_nothing(tmp_path):
+    out = _run_together("passwords", tmp_path)
+    bad: list[str] = []
+    for trial, (a, b) in _finished(out, bad):
         stored = json.loads((tmp_path / f"trial-{trial}" / "sandbox" / "passwords.json").read_text())
         if a["shared"] != b["shared"]:
             bad.append(f"trial {trial}: the two runs got different passwords for the same user")
@@ -127,20 +133,16 @@ def test_concurrent_first_key_generation_gives_one_key_pair(tmp_path):
     from cryptography.hazmat.primitives import serialization
 
     out = _run_together("key", tmp_path)
-    bad = []
-    for trial, by in sorted(out.items()):
-        errors = [v for s, v in by.values() if s == "error"]
-        if errors:
-            bad.append(f"trial {trial}: {errors}")
-            continue
-        if by[0][1] != by[1][1]:
+    bad: list[str] = []
+    for trial, (a, b) in _finished(out, bad):
+        if a != b:
             bad.append(f"trial {trial}: the two runs were given different public keys")
         key_dir = tmp_path / f"trial-{trial}" / "sandbox"
         private = serialization.load_ssh_private_key((key_dir / "id_ed25519").read_bytes(), password=None)
         public = private.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                                    serialization.PublicFormat.OpenSSH).decode()
         on_disk = (key_dir / "id_ed25519.pub").read_text().split()[:2]
-        if public.split()[:2] != on_disk or on_disk != by[0][1].split()[:2]:
+        if public.split()[:2] != on_disk or on_disk != a.split()[:2]:
             bad.append(f"trial {trial}: id_ed25519 and id_ed25519.pub (or the key handed out) do not match")
         if (key_dir / "id_ed25519").stat().st_mode & 0o777 != 0o600:
             bad.append(f"trial {trial}: private key mode")
