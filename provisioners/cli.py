@@ -15,6 +15,7 @@ Inventory file::
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -293,6 +294,12 @@ def copy_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, quiet
     src = Path(source)
     if not (src.is_dir() or src.is_file()):
         raise ConfigError(f"copy source {source} is not a regular file or a directory (a device, FIFO or socket)")
+    if src.is_dir():  # a FIFO or device inside would block or never end the copy: refused before any host
+        for root, _dirs, files in os.walk(src):
+            special = next((Path(root) / f for f in sorted(files) if not (Path(root) / f).is_file()), None)
+            if special is not None:
+                raise ConfigError(f"copy source {source} holds {special}, which is not a regular file "
+                                  "(a device, FIFO, socket or broken link)")
     conns = build_connections(hosts, inventory, _options(kw))
     if src.is_dir():
         step = CopyDir(src, remote_path, mode=mode_i, owner=owner, group=group)

@@ -104,6 +104,7 @@ def _cases() -> list[Case]:
     add("exec-no-hosts", "exec", "true", says="no hosts")
     add("copy-source-dev-zero", "copy", *HOST, "/dev/zero", "/tmp/x", says="not a regular file")
     add("copy-source-fifo", "copy", *HOST, "{d}/fifo", "/tmp/x", says="not a regular file")
+    add("copy-dir-with-fifo", "copy", *HOST, "{d}/tree", "/tmp/x", says="not a regular file")
     add("copy-bad-mode", "copy", *HOST, "--mode", "abc", "{d}/good.yaml", "/tmp/x", says="octal")
     add("copy-mode-too-big", "copy", *HOST, "--mode", "77777", "{d}/good.yaml", "/tmp/x", says="mode")
     add("apply-unknown-recipe", "apply", *HOST, "--recipe", "nosuch", says="unknown recipe")
@@ -185,6 +186,9 @@ def _write_files(d: Path) -> None:
     (d / "bad-inputs.yaml").write_text("users: [{name: 'Bad Name!'}]\nport: 99999\n")
     (d / "inputs-ok.yaml").write_text("port: 5433\n")
     os.mkfifo(d / "fifo")
+    (d / "tree" / "sub").mkdir(parents=True)
+    (d / "tree" / "a.txt").write_text("a\n")
+    os.mkfifo(d / "tree" / "sub" / "pipe")
 
 
 @dataclass
