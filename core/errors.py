@@ -26,6 +26,7 @@ class SpecError(PolyvmError):
     def __init__(self, problems: Iterable[str], *, source: str | None = None, what: str = "VM spec") -> None:
         self.problems = list(problems)
         self.source = source
+        self.what = what  # what is invalid: "VM spec", "postgres recipe inputs", ...
         where = f" in {source}" if source else ""
         lines = "\n".join(f"  - {p}" for p in self.problems)
         count = len(self.problems)
@@ -36,6 +37,18 @@ class ConfigError(PolyvmError):
     """Pulumi config or a CLI input file is missing, unreadable or of the wrong shape."""
 
     exit_code = 2
+
+
+class LockTimeoutError(PolyvmError):
+    """Another run held a lock (a state file, a sandbox VM being made) longer than the bounded wait."""
+
+    def __init__(self, *, what: str, path: str, holder: str, waited: float) -> None:
+        self.what = what
+        self.path = path
+        self.holder = holder
+        self.waited = waited
+        super().__init__(f"{what} is busy: another polyvm run ({holder}) holds {path}; gave up after "
+                         f"{waited:g}s (let it finish, or stop it, and try again)")
 
 
 class PluginError(PolyvmError):

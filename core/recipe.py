@@ -72,7 +72,7 @@ class Recipe:
             return self.inputs_model.model_validate(dict(data))
         except ValidationError as exc:
             raise SpecError(format_validation_error(exc, prefix=self.name, docs=self.docs), source=source,
-                            what=f"{self.name} inputs") from None
+                            what=f"{self.name} recipe inputs") from None
 
     def defaults_for(self, host: "Host", data: Mapping[str, Any]) -> dict[str, Any]:
         """Input defaults that depend on the host (e.g. allowed clients from its firewall rules), applied

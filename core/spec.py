@@ -76,6 +76,40 @@ _PUBKEY_TYPES = (
 )
 _RESERVED_USERS = {"root", "daemon", "bin", "sys", "nobody", "sshd"}
 
+# Size limits: no cloud takes more, and nothing larger is checked element by element (a 200,000-rule list is
+# refused on its length before any rule is validated).
+#: Ingress rules per VM: Azure allows 1,000 security rules per network security group ("Azure subscription
+#: and service limits", Networking limits) and AWS 1,000 rules over all security groups of a network
+#: interface (rules per group x groups per interface; "Amazon VPC quotas", Security groups); GCP and
+#: DigitalOcean allow fewer per rule set. Each CIDR of a rule counts as a rule on AWS.
+MAX_INGRESS_RULES = 1000
+MAX_CIDRS_PER_RULE = 1000
+#: An ingress rule's description: AWS security group rules take at most 255 characters ("Amazon VPC
+#: quotas": description of a security group rule, up to 255 characters).
+MAX_DESCRIPTION = 255
+#: Tag values: AWS and Azure take at most 256 characters (AWS "Tag naming limits and requirements";
+#: Azure "Use tags to organize your Azure resources": value length 256).
+MAX_TAG_VALUE = 256
+#: Data disks: Azure's largest sizes take 64, AWS Nitro instances at most 27 attachments.
+MAX_DATA_DISKS = 64
+#: An OpenSSH public key line (an RSA 16384-bit key is about 2.8 KB) and other free-text fields.
+MAX_PUBLIC_KEY = 16384
+MAX_SHORT_TEXT = 256
+
+
+def _at_most(limit: int, what: str) -> Any:
+    """A before-validator refusing a list or mapping longer than ``limit`` before its items are validated."""
+
+    def check(v: Any) -> Any:
+        if isinstance(v, (list, tuple, dict)) and len(v) > limit:
+            raise ValueError(f"{len(v)} {what}; at most {limit}")
+        return v
+
+    return BeforeValidator(check)
+
+
+ShortText = Annotated[str, Field(max_length=MAX_SHORT_TEXT)]
+
 
 def _check_cidr(value: str) -> str:
     try:
@@ -114,7 +148,7 @@ class Size(_Model):
 
     cpus: int = Field(ge=1, le=448)
     memory_gb: float = Field(gt=0, le=24576)
-    instance_type: dict[str, str] = Field(
+    instance_type: Annotated[dict[str, ShortText], _at_most(64, "backends")] = Field(
         default_factory=dict,
         description="Per-backend override, e.g. {aws: t3.large, gcp: e2-standard-2}; wins over cpus/memory.",
     )
@@ -142,8 +176,8 @@ class Image(_Model):
     """Operating system: family + version, with an optional per-backend image id override."""
 
     family: Literal["ubuntu", "debian", "amazon-linux", "rhel"]
-    version: str
-    image_id: dict[str, str] = Field(
+    version: ShortText
+    image_id: Annotated[dict[str, ShortText], _at_most(64, "backends")] = Field(
         default_factory=dict, description="Per-backend image override, e.g. {aws: ami-0123456789abcdef0}."
     )
 
@@ -168,9 +202,9 @@ class Image(_Model):
 class DataDisk(_Model):
     """An extra block device, formatted and mounted by recipes that use it."""
 
-    name: str
+    name: ShortText
     size_gb: int = Field(ge=1, le=65536)
-    mount_point: str | None = None
+    mount_point: Annotated[str, Field(max_length=4096)] | None = None
 
     @field_validator("name")
     @classmethod
@@ -210,8 +244,8 @@ class IngressRule(_Model):
 
     protocol: Literal["tcp", "udp", "icmp"] = "tcp"
     port: Annotated[int | tuple[int, int] | None, BeforeValidator(_parse_port)] = None
-    cidrs: list[Cidr] = Field(min_length=1)
-    description: str = ""
+    cidrs: Annotated[list[Cidr], _at_most(MAX_CIDRS_PER_RULE, "CIDRs")] = Field(min_length=1)
+    description: str = Field(default="", max_length=MAX_DESCRIPTION)
     allow_public: bool = Field(
         default=False, description="Required to open SSH or a database port to 0.0.0.0/0 or ::/0."
     )
@@ -276,8 +310,8 @@ class IngressRule(_Model):
 class SshLogin(_Model):
     """The login user cloud-init creates and the public key it authorizes."""
 
-    user: str = "polyvm"
-    public_key: str
+    user: ShortText = "polyvm"
+    public_key: str = Field(max_length=MAX_PUBLIC_KEY)
 
     @field_validator("user")
     @classmethod
@@ -309,17 +343,19 @@ class SshLogin(_Model):
 class VmSpec(_Model):
     """One cloud-neutral, validated description of a VM."""
 
-    name: str
+    name: ShortText
     size: Size
     image: Image
     root_disk_gb: int = Field(default=20, ge=8, le=16384)
-    data_disks: list[DataDisk] = Field(default_factory=list)
-    ingress: list[IngressRule] = Field(default_factory=list)
+    data_disks: Annotated[list[DataDisk], _at_most(MAX_DATA_DISKS, "data disks")] = Field(default_factory=list)
+    ingress: Annotated[list[IngressRule], _at_most(MAX_INGRESS_RULES, "ingress rules")] = Field(
+        default_factory=list)
     ssh: SshLogin
     public_ip: bool = True
-    region: str | None = None
-    zone: str | None = None
-    tags: dict[str, str] = Field(default_factory=dict)
+    region: ShortText | None = None
+    zone: ShortText | None = None
+    tags: Annotated[dict[str, Annotated[str, Field(max_length=MAX_TAG_VALUE)]], _at_most(40, "tags")] = Field(
+        default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -415,18 +451,48 @@ def parse_spec(data: Mapping[str, Any] | None, *, source: str | None = None) -> 
         raise SpecError(format_validation_error(exc), source=source) from None
 
 
-def load_yaml(path: str | Path) -> Any:
+#: The most values (mappings, lists and scalars, aliases counted every time they are used) one YAML input
+#: may hold: far above any real spec or inventory, and a stop for "billion laughs" alias bombs.
+MAX_YAML_VALUES = 200_000
+
+
+def _count_values(data: Any, limit: int) -> bool:
+    """Whether ``data`` holds at most ``limit`` values (stops counting as soon as it is over)."""
+    count, todo = 0, [data]
+    while todo:
+        item = todo.pop()
+        count += 1
+        if count > limit:
+            return False
+        if isinstance(item, Mapping):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            todo.extend(item)
+    return True
+
+
+def load_yaml(path: str | Path, *, what: str = "file") -> Any:
+    """The YAML document in ``path`` (``what`` names it in messages: "VM spec", "inventory", ...).
+    ConfigError for a file that cannot be read, is not a regular text file of at most 4 MiB
+    (:func:`polyvm.files.read_text`), is not valid YAML or holds more than :data:`MAX_YAML_VALUES` values."""
+    from .files import read_text
+
     p = Path(path)
+    text = read_text(p, what=what)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read {p}: {exc.strerror}") from None
-    try:
-        return yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"{p} is not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{p} is nested too deeply to be a {what}") from None
+    if not _count_values(data, MAX_YAML_VALUES):
+        raise ConfigError(f"{what} {p} holds more than {MAX_YAML_VALUES} values (YAML aliases counted each "
+                          "time they are used)")
+    return data
 
 
 def specs_from_values(vm: Any, vms: Any, *, source: str) -> list[VmSpec]:
@@ -464,7 +530,9 @@ def stack_config(data: Any) -> dict[str, Any] | None:
 def load_spec_file(path: str | Path) -> list[VmSpec]:
     """Load a YAML file holding one spec (a mapping), several (``vms: [...]``), or a Pulumi.<stack>.yaml
     (its ``polyvm:vm`` / ``polyvm:vms``)."""
-    data = load_yaml(path)
+    data = load_yaml(path, what="VM spec")
+    if data is None:
+        raise ConfigError(f"VM spec {path} is empty (see docs/spec.md for the fields)")
     stack = stack_config(data)
     if stack is not None:
         return specs_from_values(stack.get("vm"), stack.get("vms"), source=str(path))

@@ -15,6 +15,7 @@ Inventory file::
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -38,6 +39,8 @@ def parse_target(text: str) -> dict[str, Any]:
         raise ConfigError("empty host")
     if "@" in rest:
         out["user"], rest = rest.rsplit("@", 1)
+        if not out["user"]:
+            raise ConfigError(f"bad host {text!r}: empty user before '@'")
     if rest.startswith("["):
         end = rest.find("]")
         if end < 0:
@@ -46,17 +49,24 @@ def parse_target(text: str) -> dict[str, Any]:
         if tail:
             if not tail.startswith(":") or not tail[1:].isdigit():
                 raise ConfigError(f"bad host {text!r}: expected [address]:port")
-            out["port"] = int(tail[1:])
+            out["port"] = _port(tail[1:], text)
     elif rest.count(":") == 1:
         host, port = rest.split(":")
         if not port.isdigit():
             raise ConfigError(f"bad port in {text!r}")
-        out["host"], out["port"] = host, int(port)
+        out["host"], out["port"] = host, _port(port, text)
     else:
         out["host"] = rest
     if not out["host"]:
-        raise ConfigError(f"bad host {text!r}")
+        raise ConfigError(f"bad host {text!r}: no host name or address")
     return out
+
+
+def _port(digits: str, text: str) -> int:
+    port = int(digits)
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"bad port in {text!r}: {port} is not 1-65535")
+    return port
 
 
 def host_of(conn: Any, **baseline: Any) -> "Host":
@@ -68,15 +78,10 @@ def host_of(conn: Any, **baseline: Any) -> "Host":
 
 def load_inventory(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``(defaults, [host settings, ...])`` from an inventory YAML file; ConfigError saying what is wrong."""
-    import yaml
+    from polyvm.spec import load_yaml
 
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read inventory {p}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"inventory {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = load_yaml(p, what="inventory")
     if not isinstance(data, Mapping) or "hosts" not in data:
         raise ConfigError(f"inventory {p} must be a mapping with a 'hosts' key (and optional 'defaults')")
     defaults = data.get("defaults") or {}
@@ -130,6 +135,76 @@ def build_connections(hosts: Sequence[str], inventory: str | None, options: Mapp
     return [Connection.from_mapping(e, defaults) for e in entries]
 
 
+#: The most ``--stdin-file`` sends (it is held in memory): 64 MiB.
+MAX_STDIN_BYTES = 64 * 1024 * 1024
+#: Private key files are a few KiB; anything larger is not one.
+MAX_KEY_BYTES = 1024 * 1024
+
+
+def _private_key_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``-k``: a regular text file holding a private key (checked here, before any host is contacted)."""
+    if value is None:
+        return None
+    from polyvm.files import read_text
+
+    try:
+        text = read_text(value, what="private key file", limit=MAX_KEY_BYTES)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+    if "PRIVATE KEY" not in text and "PuTTY-User-Key-File" not in text:
+        raise click.BadParameter(f"{value} is not a private key file (no PRIVATE KEY block)", ctx, param)
+    return value
+
+
+def _known_hosts_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--known-hosts``: may not exist yet, but its directory must (polyvm creates no directories for it)."""
+    return _file_to_write(value, ctx, param, "known_hosts file", make_parent=False)
+
+
+def secrets_file_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Click callback for a file of generated secrets (``--secrets-file``, ``--password-file``): refused
+    before any host is contacted when it can never be written (under a file, in a missing directory tree)."""
+    return _file_to_write(value, ctx, param, "secrets file", make_parent=True)
+
+
+def _file_to_write(value: str | None, ctx: click.Context, param: click.Parameter, what: str, *,
+                   make_parent: bool) -> str | None:
+    if value is None:
+        return None
+    from polyvm.files import file_path
+
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise click.BadParameter(f"{value} is not a regular file", ctx, param)
+    try:
+        if make_parent and not path.parent.exists():
+            # Only check here: the directory is made when the file is first written.
+            file_path(path.parent, what=what)
+        else:
+            file_path(path, what=what)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+    return value
+
+
+def _read_stdin_file(path: str) -> bytes:
+    """``--stdin-file``: at most :data:`MAX_STDIN_BYTES` (a pipe or FIFO is fine; /dev/zero is not)."""
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(MAX_STDIN_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"--stdin-file {path}: {exc.strerror}") from None
+    if len(data) > MAX_STDIN_BYTES:
+        raise ConfigError(f"--stdin-file {path} is larger than {MAX_STDIN_BYTES // (1024 * 1024)} MiB")
+    return data
+
+
+_POSITIVE_SECONDS = click.FloatRange(min=0, min_open=True)
+
+
 def _connection_options(f):  # noqa: ANN001, ANN202 - click decorator stack
     opts = [
         click.option("-H", "--host", "hosts", multiple=True, metavar="[USER@]HOST[:PORT]",
@@ -137,10 +212,10 @@ def _connection_options(f):  # noqa: ANN001, ANN202 - click decorator stack
         click.option("-i", "--inventory", type=click.Path(dir_okay=False), help="Inventory YAML file."),
         click.option("-u", "--user", default=None, help="Login user (default root, or the inventory's)."),
         click.option("-k", "--private-key", "private_key_path", type=click.Path(exists=True, dir_okay=False),
-                     default=None,
+                     default=None, callback=_private_key_file,
                      help="Private key file (ed25519, ecdsa, rsa). Default: ssh-agent, then ~/.ssh/id_*."),
         click.option("--host-key", default=None, help="Pinned host public key ('ssh-ed25519 AAAA...'), one host."),
-        click.option("--known-hosts", type=click.Path(dir_okay=False), default=None,
+        click.option("--known-hosts", type=click.Path(dir_okay=False), default=None, callback=_known_hosts_file,
                      help="known_hosts file for trust on first use (default ~/.config/polyvm/known_hosts)."),
         click.option("--insecure-accept-any-host-key", is_flag=True, default=None,
                      help="DANGEROUS: do not verify host keys at all (throw-away hosts only)."),
@@ -177,17 +252,18 @@ def _run_fanout(conns, steps, parallel: int, quiet: bool):  # noqa: ANN001, ANN2
 
 @click.command("exec")
 @_connection_options
-@click.option("--timeout", type=float, default=None, help="Seconds the command may run on each host.")
-@click.option("--stdin-file", type=click.File("rb"), default=None, help="Send this file to the command's stdin.")
+@click.option("--timeout", type=_POSITIVE_SECONDS, default=None, help="Seconds the command may run on each host.")
+@click.option("--stdin-file", type=click.Path(exists=True, dir_okay=False, allow_dash=True), default=None,
+              help="Send this file (at most 64 MiB; '-': this command's stdin) to the command's stdin.")
 @click.argument("command", nargs=-1, required=True)
 def exec_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, quiet: bool, timeout: float | None,
-             stdin_file, command: tuple[str, ...], **kw: Any) -> None:  # noqa: ANN001
+             stdin_file: str | None, command: tuple[str, ...], **kw: Any) -> None:
     """Run COMMAND (through the remote shell) on every host in parallel. A host where it fails shows the
     tails of its stdout and stderr; the exit status is the command's with one host, else 1 on any failure."""
 
+    data = _read_stdin_file(stdin_file) if stdin_file else None
     conns = build_connections(hosts, inventory, _options(kw))
     text = " ".join(command)
-    data = stdin_file.read() if stdin_file else None
     from .exec import tail
 
     result = _run_fanout(conns, [_exec_step(text, data, timeout)], parallel, quiet)
@@ -263,8 +339,18 @@ def copy_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, quiet
         mode_i = int(mode, 8) if mode else None
     except ValueError:
         raise ConfigError(f"--mode must be octal like 0644, not {mode!r}") from None
-    conns = build_connections(hosts, inventory, _options(kw))
+    if mode_i is not None and not 0 <= mode_i <= 0o7777:
+        raise ConfigError(f"--mode {mode} is not a file mode (0000-7777)")
     src = Path(source)
+    if not (src.is_dir() or src.is_file()):
+        raise ConfigError(f"copy source {source} is not a regular file or a directory (a device, FIFO or socket)")
+    if src.is_dir():  # a FIFO or device inside would block or never end the copy: refused before any host
+        for root, _dirs, files in os.walk(src):
+            special = next((Path(root) / f for f in sorted(files) if not (Path(root) / f).is_file()), None)
+            if special is not None:
+                raise ConfigError(f"copy source {source} holds {special}, which is not a regular file "
+                                  "(a device, FIFO, socket or broken link)")
+    conns = build_connections(hosts, inventory, _options(kw))
     if src.is_dir():
         step = CopyDir(src, remote_path, mode=mode_i, owner=owner, group=group)
     else:
@@ -471,7 +557,7 @@ def recipe_options(f):  # noqa: ANN001, ANN202 - click decorator stack
                      help="Device of a data disk of --spec (formatted only when blank, mounted at its mount_point)."),
         click.option("--guest-firewall", is_flag=True,
                      help="Apply --spec's ingress rules as an nftables firewall in the guest (no cloud firewall)."),
-        click.option("--secrets-file", type=click.Path(dir_okay=False), default=None,
+        click.option("--secrets-file", type=click.Path(dir_okay=False), default=None, callback=secrets_file_option,
                      help="JSON file (0600) where generated secrets are kept (default: <recipe>-secrets.json)."),
         click.option("--json", "as_json", is_flag=True, help="Machine-readable result."),
     ]

@@ -12,9 +12,27 @@ import click
 
 from .engine import DEFAULT_STATE_DIR
 
+def _state_dir(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Refuse a state dir that can never be one (under a file, /proc, ...) before anything is done."""
+    from pathlib import Path
+
+    path = Path(value)
+    if not value.strip():
+        raise click.BadParameter("must not be empty", ctx, param)
+    if path.exists() and not path.is_dir():
+        raise click.BadParameter(f"{value} is not a directory", ctx, param)
+    ancestor = path.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise click.BadParameter(f"{value} cannot be a directory: {ancestor} is not one", ctx, param)
+    return value
+
+
 _STATE_OPTION = click.option(
     "--state-dir", envvar="POLYVM_LOCAL_STATE_DIR", default=str(DEFAULT_STATE_DIR), show_default=True,
-    type=click.Path(file_okay=False), help="Where hosts, the sandbox key and passwords live (mode 0700).")
+    type=click.Path(file_okay=False), callback=_state_dir,
+    help="Where hosts, the sandbox key and passwords live (mode 0700).")
 
 
 def _sandbox(state_dir: str):
@@ -76,13 +94,15 @@ def up_cmd(spec_path: str | None, count: int, recipe: str, inputs_path: str | No
         def say(name: str, what: str) -> None:
             if not as_json:
                 err.print(f"[dim]{time.monotonic() - started:5.1f}s[/] {name}: {what}")
-        vms = sb.up(specs, count=count, recipe=the_recipe, inputs=overrides, progress=say, started=started)
+        vms = sb.up(specs, count=count, recipe=the_recipe, inputs=overrides, progress=say, started=started,
+                    inputs_source=inputs_path)
     else:
         with err.status("starting") as status:
             def say(name: str, what: str) -> None:
                 status.update(f"{name}: {what}")
                 err.print(f"[dim]{time.monotonic() - started:5.1f}s[/] {name}: {what}")
-            vms = sb.up(specs, count=count, recipe=the_recipe, inputs=overrides, progress=say, started=started)
+            vms = sb.up(specs, count=count, recipe=the_recipe, inputs=overrides, progress=say, started=started,
+                        inputs_source=inputs_path)
     total = time.monotonic() - started
     passwords = sb.passwords()
     if as_json:

@@ -461,10 +461,9 @@ class Engine:
         register_state_dir(self.state_dir)
 
     def _save(self, host: Host) -> None:
-        path = host.dir / "host.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(host.to_json(), indent=2, sort_keys=True))
-        os.replace(tmp, path)
+        from polyvm.files import atomic_write
+
+        atomic_write(host.dir / "host.json", json.dumps(host.to_json(), indent=2, sort_keys=True), mode=0o600)
 
     def get(self, host_id: str) -> Host | None:
         try:

@@ -6,6 +6,11 @@ the hosts' records (``pvm-<i>/``) and ``sandbox/`` with the sandbox's own SSH ke
 recipes' generated secrets (``passwords.json``, 0600) and a ``known_hosts`` of the pinned host keys.
 Sandbox hosts carry the label ``polyvm-sandbox=<vm name>`` (and the recipe's name and ports); ``down``
 removes exactly those. The sandbox names no recipe but its default (``postgres``).
+
+Several runs may share a state dir at once: the key is generated and the secrets and known_hosts written
+under locks in ``sandbox/`` with files replaced in one step (:mod:`polyvm.files`), and making a VM holds
+``sandbox/vm-<name>.lock`` from "is it there?" to "ready", so a second ``up`` of the same name waits for the
+first (saying who that is) and then reuses its host instead of taking a host being made for a dead one.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from polyvm.errors import SandboxError
+from polyvm.errors import ConfigError, SandboxError
+from polyvm.files import atomic_write, locked, read_text
 from polyvm.spec import VmSpec, parse_spec
 
 from . import engine as eng
@@ -32,6 +38,9 @@ PORTS_LABEL = "polyvm-sandbox-ports"
 DEFAULT_RECIPE = "postgres"
 #: The tag a fleet's members carry (polyvm.fleet.FleetSpec.member_specs); hosts keep tags as labels.
 FLEET_TAG = "polyvm-fleet"
+#: Seconds a second ``up`` (or a ``down``) of a VM waits for another run that is making that VM; a
+#: recipe's first run on a loaded machine takes a minute or two.
+VM_LOCK_TIMEOUT = 900.0
 
 Progress = Callable[[str, str], None]  # (vm name, what is happening)
 
@@ -79,33 +88,45 @@ class Sandbox:
             raise SandboxError(f"polyvm sandbox needs root (its state in {self.state_dir} is root's, mode 0700); "
                                "run it with sudo")
 
+    def _ensure_dir(self) -> None:
+        """``sandbox/`` (0700) in the state dir; ConfigError when the state dir cannot be made there."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the sandbox state dir {self.dir}: {exc.strerror}") from None
+
+    def _lock(self, name: str, what: str, timeout: float = 60.0, progress: Callable[[str], None] | None = None):
+        self._ensure_dir()
+        return locked(self.dir / f"{name}.lock", what=what, timeout=timeout, on_wait=progress)
+
     def public_key(self) -> str:
-        """The sandbox's own login key (generated once, 0600), used to provision and for `sandbox ssh`."""
+        """The sandbox's own login key (generated once, 0600), used to provision and for `sandbox ssh`.
+        Concurrent first calls agree on one key pair (generated under ``key.lock``; the private key is
+        written last, so a key file that exists always has its public half next to it)."""
         pub = self.key_path.with_suffix(".pub")
         if not self.key_path.exists():
-            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            private, public = eng.generate_host_key("polyvm-sandbox")
-            tmp = self.key_path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(private)
-            pub.write_text(public + " polyvm-sandbox\n")
-            os.replace(tmp, self.key_path)
+            with self._lock("key", f"the sandbox key in {self.dir}"):
+                if not self.key_path.exists():
+                    private, public = eng.generate_host_key("polyvm-sandbox")
+                    atomic_write(pub, public + " polyvm-sandbox\n", mode=0o644)
+                    atomic_write(self.key_path, private, mode=0o600)
         return pub.read_text().strip()
 
     def _write_known_hosts(self) -> None:
-        lines = [h.known_hosts_line for h in self.hosts() if h.host_key]
         if not self.dir.exists():
             return
-        tmp = self.known_hosts_path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in lines))
-        os.replace(tmp, self.known_hosts_path)
+        with self._lock("known_hosts", f"the sandbox known_hosts in {self.dir}"):
+            lines = [h.known_hosts_line for h in self.hosts() if h.host_key]
+            atomic_write(self.known_hosts_path, "".join(line + "\n" for line in lines), mode=0o600)
 
     def passwords(self) -> dict[str, str]:
         """The generated secrets (e.g. database passwords) by name."""
         if not self.passwords_path.exists():
             return {}
-        return dict(json.loads(self.passwords_path.read_text()))
+        try:
+            return dict(json.loads(read_text(self.passwords_path, what="sandbox passwords file")))
+        except ValueError as exc:
+            raise ConfigError(f"sandbox passwords file {self.passwords_path} is not valid JSON: {exc}") from None
 
     # --- hosts ----------------------------------------------------------------------------------------------
     def hosts(self) -> list[eng.Host]:
@@ -143,7 +164,7 @@ class Sandbox:
     # --- up ---------------------------------------------------------------------------------------------
     def up(self, specs: Sequence[VmSpec] | None = None, *, count: int = 1, recipe: str | None = DEFAULT_RECIPE,
            inputs: Mapping[str, Any] | None = None, progress: Progress | None = None,
-           started: float | None = None) -> list[SandboxVm]:
+           started: float | None = None, inputs_source: str | None = None) -> list[SandboxVm]:
         """Create (or reuse) the hosts, apply the guest baseline and the recipe on each over SSH, use the
         service once from this machine.
 
@@ -160,6 +181,11 @@ class Sandbox:
             raise SandboxError("--count must be at least 1")
         backend = get_backend("local")
         the_recipe = get_recipe(recipe) if recipe else None
+        if the_recipe is not None:  # the user's inputs are checked before any host exists
+            the_recipe.parse_inputs(the_recipe.defaults_for(_placeholder(), _ports_only(the_recipe, inputs or {})),
+                                    source=inputs_source or f"sandbox {the_recipe.name} inputs")
+        elif inputs:
+            raise ConfigError("recipe inputs (--inputs) need a recipe, not --recipe none")
         for spec in specs or []:  # a user's specs are checked before anything is written
             self._check_spec(backend, spec)
         pub = self.public_key()
@@ -197,6 +223,8 @@ class Sandbox:
 
     def _host_for(self, backend: Any, spec: VmSpec, pub: str, recipe: Any, say: Progress,
                   lock: threading.Lock) -> tuple[eng.Host, bool, str]:
+        # Called with the VM's lock held: a host of this name that is not running is not one another run
+        # is still making.
         with lock:
             existing = [h for h in self.hosts() if h.labels.get(LABEL) == spec.name]
         lost = ""
@@ -221,17 +249,28 @@ class Sandbox:
         data = {**recipe.sandbox_inputs(host, record.host_ip), **overrides}
         with lock:
             inputs = recipe.parse_inputs(recipe.defaults_for(host, data), source=f"sandbox {recipe.name} inputs")
-            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._ensure_dir()
             inputs, _generated = recipe.ensure_secrets(inputs, self.passwords_path)
         return inputs
 
     def _up_one(self, backend: Any, spec: VmSpec, pub: str, recipe: Any, overrides: Mapping[str, Any],
                 say: Progress, started: float, lock: threading.Lock) -> SandboxVm:
+        with self._lock(f"vm-{spec.name}", f"sandbox VM {spec.name}", timeout=VM_LOCK_TIMEOUT,
+                        progress=lambda who: say(spec.name, f"waiting for another run making it ({who})")):
+            record, created, lost = self._host_for(backend, spec, pub, recipe, say, lock)
+            try:
+                return self._provision(record, created, lost, spec, recipe, overrides, say, started, lock)
+            except KeyboardInterrupt:
+                if created:  # interrupted while making it: nothing half-made stays
+                    self.engine.down(record)
+                raise
+
+    def _provision(self, record: eng.Host, created: bool, lost: str, spec: VmSpec, recipe: Any,
+                   overrides: Mapping[str, Any], say: Progress, started: float, lock: threading.Lock) -> SandboxVm:
         from polyvm.provisioners.fanout import run_recipe
 
         from . import host_of
 
-        record, created, lost = self._host_for(backend, spec, pub, recipe, say, lock)
         host = host_of(record, spec)
         inputs = self.recipe_inputs(recipe, host, record, overrides, lock) if recipe is not None else None
         say(spec.name, f"{'baseline and ' + recipe.name + ' recipe' if recipe else 'baseline'} on {record.guest_ip}")
@@ -312,24 +351,24 @@ class Sandbox:
         """Remove the named sandbox VMs (all of them without names), also crashed or half-made ones.
         With none left, the sandbox's files go too (key, passwords, known_hosts)."""
         self._require_root()
-        if not self.state_dir.exists():
-            return []
         from .loadbalancer import LocalLoadBalancer
 
-        hosts = self.hosts()
+        hosts = self.hosts() if self.state_dir.exists() else []
         # A fleet's name (sandbox up --load-balancer) names its load balancer and its members.
         fleets = {lb.record.fleet for lb in LocalLoadBalancer.list(self.engine)}
         if names:
             unknown = [n for n in names if n not in fleets
                        and not any(n in (h.labels.get(LABEL), h.id, h.name) for h in hosts)]
             if unknown:
-                raise SandboxError(f"no sandbox VM named {', '.join(unknown)} (see polyvm sandbox status)")
+                raise ConfigError(f"no sandbox VM named {', '.join(unknown)} (see polyvm sandbox status)")
             hosts = [h for h in hosts if {h.labels.get(LABEL), h.id, h.name, h.labels.get(FLEET_TAG)} & set(names)]
         for fleet in fleets:
             if not names or fleet in names:
                 LocalLoadBalancer.down_all(self.engine, fleet=fleet)
         for h in hosts:
-            self.engine.down(h)
+            name = h.labels.get(LABEL, h.name)
+            with self._lock(f"vm-{name}", f"sandbox VM {name}", timeout=VM_LOCK_TIMEOUT):
+                self.engine.down(h)
         if not self.hosts():
             shutil.rmtree(self.dir, ignore_errors=True)
             try:
@@ -363,7 +402,7 @@ class Sandbox:
     def ssh_argv(self, name: str, command: Sequence[str] = ()) -> list[str]:
         host = self.find(name)
         if host is None:
-            raise SandboxError(f"no sandbox VM named {name!r} (see polyvm sandbox status)")
+            raise ConfigError(f"no sandbox VM named {name!r} (see polyvm sandbox status)")
         if not self.engine.is_running(host):
             raise SandboxError(f"sandbox VM {name!r} is not running; `polyvm sandbox up` replaces it")
         self._write_known_hosts()
@@ -403,13 +442,16 @@ def _answers(address: str, ports: str, timeout: float = 1.0) -> bool | None:
     return True
 
 
-def _ports_only(recipe: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """Enough of ``inputs`` to learn the recipe's ports before a host exists (required fields filled by the
-    recipe's own sandbox defaults for a placeholder host)."""
+def _placeholder() -> Any:
     from polyvm.host import Host
 
-    placeholder = Host(address="198.19.0.2", user="root")
-    return {**recipe.sandbox_inputs(placeholder, "198.19.0.1"), **inputs}
+    return Host(address="198.19.0.2", user="root")
+
+
+def _ports_only(recipe: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Enough of ``inputs`` to learn the recipe's ports (and check them) before a host exists (required
+    fields filled by the recipe's own sandbox defaults for a placeholder host)."""
+    return {**recipe.sandbox_inputs(_placeholder(), "198.19.0.1"), **inputs}
 
 
 def load_inputs(path: str | None) -> dict[str, Any]:

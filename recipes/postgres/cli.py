@@ -75,6 +75,12 @@ def baseline_of(inputs: Any, options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _secrets_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from polyvm.provisioners.cli import secrets_file_option
+
+    return secrets_file_option(ctx, param, value)
+
+
 def _connection_options(f):  # noqa: ANN001, ANN202
     from polyvm.provisioners.cli import _connection_options as provisioner_options
 
@@ -99,7 +105,7 @@ def _connection_options(f):  # noqa: ANN001, ANN202
 @click.option("--guest-firewall", is_flag=True, help="Apply an nftables firewall in the guest (no cloud firewall).")
 @click.option("--ssh-cidr", "ssh_cidrs", multiple=True, metavar="CIDR", help="With --guest-firewall: who may SSH in.")
 @click.option("--password-file", type=click.Path(dir_okay=False), default=DEFAULT_PASSWORD_FILE, show_default=True,
-              help="JSON file (0600) where generated passwords are kept.")
+              callback=lambda ctx, param, value: _secrets_file(ctx, param, value), help="JSON file (0600) where generated passwords are kept.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
 @click.option("--check", "check", is_flag=True,
               help="Change nothing: report every difference from what the recipe would make each host (exit 1).")

@@ -610,7 +610,7 @@ def parse_inputs(data: Mapping[str, Any] | None, *, source: str | None = None) -
         return PostgresInputs.model_validate(dict(data))
     except ValidationError as exc:
         raise SpecError(format_validation_error(exc, prefix="postgres", docs="docs/postgres.md"), source=source,
-                        what="postgres inputs") from None
+                        what="postgres recipe inputs") from None
 
 
 def default_version(family: str, os_version: str) -> str:

@@ -239,4 +239,4 @@ def test_status_and_down_with_nothing_there(monkeypatch, tmp_path):
     result = _run_cli(["down"], monkeypatch, tmp_path / "none")
     assert result.exit_code == 0 and "removed 0 sandbox VM(s)" in result.output
     result = _run_cli(["ssh", "nope"], monkeypatch, tmp_path / "none")
-    assert result.exit_code == 1 and "no sandbox VM named 'nope'" in result.output
+    assert result.exit_code == 2 and "no sandbox VM named 'nope'" in result.output
