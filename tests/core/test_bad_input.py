@@ -116,6 +116,11 @@ def _cases() -> list[Case]:
         "allowed_cidrs=[10.0.0.0/8]", "--set", "users=[{name: app}]", "--secrets-file", "/dev/null/s.json", says="not a directory")
     add("apply-disk-without-spec", "apply", *HOST, "--disk", "data=/dev/vdb", says="need --spec")
     add("apply-spec-dev-zero", "apply", *HOST, "--spec", "/dev/zero", says="not a regular file")
+    add("new-non-empty-dir", "new", "{d}", "--backend", "aws", says="not empty")
+    add("new-unknown-backend", "new", "{d}/newproj", "--backend", "nosuch", says="unknown backend")
+    add("verify-unknown-recipe", "verify", *HOST, "--recipe", "nosuch", says="unknown recipe")
+    add("verify-recipe-without-drift-check", "verify", *HOST, "--recipe", "nginx", says="has no drift check")
+    add("verify-inputs-binary", "verify", *HOST, "--recipe", "postgres", "--inputs", "/bin/ls", says="binary file")
     add("postgres-password-file-impossible", "postgres", *HOST, "--allow", "10.0.0.0/8", "--password-file", "/dev/null/pw.json",
         says="not a directory")
     add("postgres-password-file-missing-dirs", "postgres", *HOST, "--allow", "10.0.0.0/8", "--password-file", "/nonexistent/a/pw.json",
