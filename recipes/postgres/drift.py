@@ -53,10 +53,9 @@ def _settings_sql() -> str:
 
 
 def check_script(inputs: PostgresInputs, host: Host, layouts: list[Layout]) -> str:
-    from polyvm.firewall import render_nftables
-    from polyvm.provisioners.baseline import FIREWALL_RULES_PATH
+    from polyvm.provisioners.baseline import FIREWALL_RULES_PATH, guest_ruleset
 
-    firewall = render_nftables(host.firewall, ssh_port=host.port) if host.firewall is not None else None
+    firewall = guest_ruleset(host.firewall) if host.firewall is not None else None
     return render_template("check.sh.j2", layouts=layouts, port=inputs.port,
                            sql=snapshot_sql(inputs) + _settings_sql(), firewall=firewall,
                            firewall_path=FIREWALL_RULES_PATH)
@@ -177,7 +176,7 @@ def drift_of(inputs: PostgresInputs, host: Host, output: str, *, tls_days: int =
 
     # --- guest firewall -----------------------------------------------------------------------------------
     if host.firewall is not None:
-        from polyvm.firewall import render_nftables
+        from polyvm.provisioners.baseline import guest_ruleset
 
         have_fw, want_fw = sec.get("firewall", ""), sec.get("firewall_want", "")
         if "table inet polyvm" not in want_fw:
@@ -187,7 +186,7 @@ def drift_of(inputs: PostgresInputs, host: Host, output: str, *, tls_days: int =
                                 _diff("table inet polyvm", have_fw + "\n", want_fw + "\n")))
         import hashlib
 
-        want_sha = hashlib.sha256(render_nftables(host.firewall, ssh_port=host.port).encode()).hexdigest()
+        want_sha = hashlib.sha256(guest_ruleset(host.firewall).encode()).hexdigest()
         if sec.get("firewall_file", "").strip() != want_sha:
             drifts.append(Drift("firewall", "the firewall rules file /etc/polyvm/firewall.nft differs from the spec's"))
     return drifts

@@ -69,7 +69,8 @@ def test_program_lists_every_fleet_problem_and_declares_nothing():
 # --- polyvm plan / validate ----------------------------------------------------------------------------
 def test_plan_all_renders_every_backend_with_a_load_balancer_and_lists_the_refusals():
     result = CliRunner().invoke(build_cli(), ["plan", "--backend", "all", "--spec", str(FLEET),
-                                              "--settings", str(EXAMPLES / "fleet-settings.yaml"), "--json"])
+                                              "--settings", str(EXAMPLES / "fleet-settings.yaml"), "--json",
+                                              "--allow-refusals"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert sorted(p["backend"] for p in out["plans"]) == ["aws", "azure", "digitalocean", "gcp"]
