@@ -582,7 +582,9 @@ def apply_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, quie
 
 @click.command("verify")
 @_connection_options
-@click.option("--recipe", "recipe_name", required=True, metavar="NAME", help="The recipe whose drift to report.")
+@click.option("--recipe", "recipe_name", default=None, metavar="NAME",
+              help="The recipe whose drift to report (default: the one a Pulumi.<stack>.yaml given as --spec "
+                   "configures, with its inputs).")
 @recipe_options
 @click.option("--diff", "show_diff", is_flag=True, help="Show file differences as unified diffs.")
 @click.option("--tls-days", type=click.IntRange(0, 3650), default=30, show_default=True,
@@ -594,8 +596,33 @@ def verify_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, qui
     """Change nothing: report how each host differs from what the recipe (and the guest baseline from --spec)
     would make it. Exit 0: no drift; 1: drift, listed; 2: bad input."""
     conn_opts = _options(kw)
+    extra: dict[str, Any] = {}
+    if recipe_name is None and spec_path:
+        recipe_name, extra = stack_recipe(spec_path)
     verify_recipe(recipe_name, hosts, inventory, parallel, inputs_path, sets, secrets_file, as_json, show_diff,
-                  baseline_options(spec_path, disks, guest_firewall), conn_opts, tls_days=tls_days)
+                  baseline_options(spec_path, disks, guest_firewall), conn_opts, tls_days=tls_days,
+                  extra_inputs=extra, source=spec_path if extra else None)
+
+
+def stack_recipe(path: str) -> tuple[str | None, dict[str, Any]]:
+    """(recipe name, its inputs) that a Pulumi.<stack>.yaml configures (``polyvm:<recipe>``), so ``polyvm
+    verify --spec Pulumi.<stack>.yaml`` needs no recipe flags; (None, {}) for a plain spec file. A stack
+    configuring several recipes is refused: say which with --recipe."""
+    from polyvm.plugins import list_recipes
+    from polyvm.spec import load_yaml, stack_config
+
+    stack = stack_config(load_yaml(path))
+    if stack is None:
+        return None, {}
+    found = sorted(n for n in list_recipes() if n in stack)
+    if len(found) > 1:
+        raise ConfigError(f"{path} configures several recipes ({', '.join(found)}): choose one with --recipe")
+    if not found:
+        raise ConfigError(f"{path} configures no recipe (no polyvm:<recipe> key): give --recipe NAME")
+    value = stack[found[0]]
+    if value is not None and not isinstance(value, dict):
+        raise ConfigError(f"{path}: polyvm:{found[0]} must be a mapping of recipe inputs")
+    return found[0], dict(value or {})
 
 
 @click.command("recipes")

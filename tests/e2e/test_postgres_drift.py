@@ -136,3 +136,31 @@ def _inputs_file(host, tmp) -> str:
     yaml.safe_dump(data, f)
     f.close()
     return f.name
+
+
+def test_verify_on_a_stack_file_needs_no_recipe_flags(testhosts, tmp_path):
+    """`polyvm verify --spec Pulumi.<stack>.yaml`: the recipe and its inputs come from the stack's
+    polyvm:postgres, as `pulumi up` would apply them; exit 0 on the server it describes, 1 once it drifts."""
+    import yaml
+
+    from polyvm.cli import build_cli
+
+    (host,) = testhosts.up(fresh=True)
+    data = inputs_data(host)
+    with connect(host) as conn:
+        apply_postgres(conn, parse_inputs(data), host=Host(address=host.address, user=host.user,
+                                                           host_key=host.host_key))
+    spec = {"name": "db1", "size": "small", "image": {"family": "debian", "version": "12"},
+            "ssh": {"public_key": testhosts.key.public_key},
+            "ingress": [{"port": 22, "cidrs": ["198.19.0.0/16"]}, {"port": 5432, "cidrs": ["198.19.0.0/16"]}]}
+    stack = tmp_path / "Pulumi.dev.yaml"
+    stack.write_text(yaml.safe_dump({"config": {"polyvm:backend": "local", "polyvm:vm": spec,
+                                                "polyvm:postgres": data}}))
+    args = ["verify", "-H", f"{host.user}@{host.address}", "-k", str(host.private_key_path),
+            "--host-key", host.host_key, "--spec", str(stack)]
+    runner = CliRunner()
+    clean = runner.invoke(build_cli(), args)
+    assert clean.exit_code == 0, clean.output
+    psql(testhosts, host, "CREATE ROLE rogue SUPERUSER LOGIN;")
+    drifted = runner.invoke(build_cli(), args)
+    assert drifted.exit_code == 1 and "rogue" in drifted.output, drifted.output

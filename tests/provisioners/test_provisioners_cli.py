@@ -97,3 +97,33 @@ def test_commands_are_documented():
             for opt in p.opts:
                 if opt.startswith("--"):
                     assert opt in doc, f"{cmd.name} {opt} is not documented in docs/provisioners.md"
+
+
+def _stack_file(tmp_path, **recipes):
+    import yaml
+
+    spec = {"name": "db1", "size": "small", "image": {"family": "debian", "version": "12"},
+            "ssh": {"public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtIO7vB6t0eYbT7I8u0Xu9nPp1Wm7oR1GmDq8Xc9l1Z t"},
+            "ingress": [{"port": 22, "cidrs": ["198.19.0.0/16"]}]}
+    config = {"polyvm:backend": "local", "polyvm:vm": spec, **{f"polyvm:{k}": v for k, v in recipes.items()}}
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(yaml.safe_dump({"config": config}))
+    return str(path)
+
+
+def test_verify_takes_the_recipe_and_its_inputs_from_a_stack_file(tmp_path):
+    from polyvm.provisioners.cli import stack_recipe
+
+    assert stack_recipe(_stack_file(tmp_path, postgres={"users": [{"name": "app"}]})) == (
+        "postgres", {"users": [{"name": "app"}]})
+    # nginx is found from the stack alone (no --recipe), and then refused for what it is: no drift check.
+    res = CliRunner().invoke(build_cli(), ["verify", "-H", "127.0.0.1:9", "--deadline", "2",
+                                           "--spec", _stack_file(tmp_path, nginx={})])
+    assert res.exit_code == 2 and "recipe 'nginx' has no drift check" in res.output, res.output
+    both = CliRunner().invoke(build_cli(), ["verify", "-H", "127.0.0.1:9", "--spec",
+                                            _stack_file(tmp_path, nginx={}, postgres={})])
+    assert both.exit_code == 2 and "several recipes (nginx, postgres): choose one with --recipe" in both.output
+    none = CliRunner().invoke(build_cli(), ["verify", "-H", "127.0.0.1:9", "--spec", _stack_file(tmp_path)])
+    assert none.exit_code == 2 and "configures no recipe" in none.output
+    plain = CliRunner().invoke(build_cli(), ["verify", "-H", "127.0.0.1:9"])
+    assert plain.exit_code == 2 and "needs --recipe NAME" in plain.output
