@@ -365,7 +365,10 @@ class LocalLoadBalancer:
         if rec.veth_ifindex is not None and ifindex(rec.veth) == rec.veth_ifindex:
             run(["ip", "link", "del", rec.veth], check=False)
         if ours is not None:
-            # Deleting the namespace destroys its veth ends, and with them their peers in the members.
+            # Deleting a veth end destroys its peer in the member at once; a deleted namespace's devices go
+            # later, from the kernel's cleanup work, so the members' ends are removed here first.
+            for m in rec.members:
+                run(["ip", "-n", rec.id, "link", "del", m.link], check=False)
             run(["ip", "netns", "del", rec.id], check=False)
         shutil.rmtree(rec.dir, ignore_errors=True)
 
