@@ -110,19 +110,20 @@ def file_path(path: str | os.PathLike[str], *, what: str, make_parent: bool = Fa
     if p.is_dir():
         raise ConfigError(f"{what} {p} is a directory")
     parent = p.parent
+    # Make first, look after: another run may create the directory between any check and the mkdir (a
+    # look-then-make order saw "not a directory" for a directory made a moment later).
+    if make_parent and not parent.is_dir() and parent.parent.is_dir():
+        try:
+            parent.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ConfigError(f"{what} {p}: cannot create {parent}: {exc.strerror}") from None
     if parent.is_dir():
         return p
     if parent.exists() or parent.is_symlink():
         raise ConfigError(f"{what} {p}: {parent} is not a directory")
-    if not make_parent or not parent.parent.is_dir():
-        raise ConfigError(f"{what} {p}: directory {parent} does not exist")
-    try:
-        parent.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise ConfigError(f"{what} {p}: cannot create {parent}: {exc.strerror}") from None
-    return p
+    raise ConfigError(f"{what} {p}: directory {parent} does not exist")
 
 
 def _fsync_dir(path: Path) -> None:
