@@ -137,5 +137,13 @@ class Recipe:
         check (``polyvm verify`` says so, exit 2)."""
         return None
 
+    def stamp_probe(self, inputs: BaseModel, host: "Host", facts: "Facts") -> str | None:
+        """POSIX sh (run as root, no secrets: it is kept on the host) whose output shows every live state
+        :meth:`steps` act on besides the files they copy (those are checked anyway): a service running or
+        enabled, what a database holds, a certificate due for renewal. With it, ``run_recipe`` stamps a
+        successful run and skips an unchanged re-run in one command (``polyvm.provisioners.stamp``); whatever
+        the probe misses, a re-run would not repair. Default: None, every run applies every step."""
+        return None
+
     def __repr__(self) -> str:
         return f"<recipe {self.name}>"

@@ -128,3 +128,23 @@ def baseline_steps(host: Host, facts: Facts | None = None, *, source: str | None
         steps += firewall_steps(host.firewall, ssh_port=host.port, source=source)
     steps += [datadisk_step(d, facts) for d in host.disks if d.mount_point]
     return steps
+
+
+def baseline_probe(host: Host) -> str:
+    """The live state the baseline steps act on, for the run stamp (:mod:`.stamp`): the loaded nftables table
+    and its unit; per data disk the device, what it holds and where it is mounted, and its fstab line."""
+    lines: list[str] = []
+    if host.firewall is not None:
+        lines += ["nft list table inet polyvm 2>&1",
+                  "f /var/lib/polyvm/firewall.applied",
+                  "if [ -d /run/systemd/system ]; then f /etc/systemd/system/polyvm-firewall.service; "
+                  "echo \"firewall unit $(systemctl is-enabled polyvm-firewall.service 2>&1)\"; fi"]
+    for d in host.disks:
+        if not d.mount_point:
+            continue
+        dev, mp = shlex.quote(d.device), shlex.quote(d.mount_point)
+        lines += [f"echo \"disk {d.name}: $(readlink -f {dev}) $(blkid -p -o value -s TYPE -s UUID {dev} 2>&1 | "
+                  "tr '\\n' ' ')\"",
+                  f"findmnt -n -o SOURCE,FSTYPE,TARGET --mountpoint {mp} 2>&1",
+                  f"awk -v mp={mp} '$1 !~ /^#/ && $2 == mp' /etc/fstab"]
+    return "\n".join(lines)

@@ -427,8 +427,9 @@ def baseline_options(spec_path: str | None, disks: Sequence[str], guest_firewall
 def apply_recipe(recipe_name: str | None, hosts: Sequence[str], inventory: str | None, parallel: int, quiet: bool,
                  inputs_path: str | None, sets: Sequence[str], secrets_file: str | None, as_json: bool,
                  baseline: Mapping[str, Any], conn_opts: Mapping[str, Any],
-                 extra_inputs: Mapping[str, Any] | None = None) -> None:
-    """The body of ``polyvm apply`` (and of recipe commands such as ``polyvm nginx``)."""
+                 extra_inputs: Mapping[str, Any] | None = None, *, stamp: bool = True) -> None:
+    """The body of ``polyvm apply`` (and of recipe commands such as ``polyvm nginx``). ``stamp``: skip hosts
+    that match the stamp of their last successful run (``--full-run`` turns it off)."""
     import json
 
     from polyvm.plugins import get_recipe
@@ -455,7 +456,7 @@ def apply_recipe(recipe_name: str | None, hosts: Sequence[str], inventory: str |
         if generated and not as_json:
             click.echo(f"generated password(s) for {', '.join(generated)} in {Path(path).resolve()} (0600)", err=True)
     result = run_recipe(targets, recipe, inputs, connections=conns, parallel=parallel,
-                        progress=not quiet and not as_json, raise_on_failure=False)
+                        progress=not quiet and not as_json, raise_on_failure=False, stamp=stamp)
     if as_json:
         out = {name: {"ok": hr.ok, "changed": any(r.changed for r in hr.results),
                       "changes": [f"{r.name}: {r.detail}" for r in hr.results if r.changed],
@@ -571,13 +572,16 @@ def recipe_options(f):  # noqa: ANN001, ANN202 - click decorator stack
 @click.option("--recipe", "recipe_name", default=None, metavar="NAME",
               help="The recipe to apply (polyvm recipes lists them); without it, the guest baseline only.")
 @recipe_options
+@click.option("--full-run", is_flag=True,
+              help="Apply every step even on a host that matches the stamp of its last successful run "
+                   "(docs/provisioners.md, \"Run stamps\").")
 def apply_cmd(hosts: tuple[str, ...], inventory: str | None, parallel: int, quiet: bool, recipe_name: str | None,
               inputs_path: str | None, sets: tuple[str, ...], spec_path: str | None, disks: tuple[str, ...],
-              guest_firewall: bool, secrets_file: str | None, as_json: bool, **kw: Any) -> None:
+              guest_firewall: bool, secrets_file: str | None, as_json: bool, full_run: bool, **kw: Any) -> None:
     """The guest baseline (firewall, data disks from --spec), then a recipe, on every host; prints what changed."""
     conn_opts = _options(kw)
     apply_recipe(recipe_name, hosts, inventory, parallel, quiet, inputs_path, sets, secrets_file, as_json,
-                 baseline_options(spec_path, disks, guest_firewall), conn_opts)
+                 baseline_options(spec_path, disks, guest_firewall), conn_opts, stamp=not full_run)
 
 
 @click.command("verify")

@@ -219,17 +219,65 @@ def recipe_steps(host: "Host", conn: Connection, recipe: "Recipe | None" = None,
     return steps
 
 
+class _Stamped(Step):
+    """A step the run stamp showed has nothing to do: reported unchanged, nothing sent."""
+
+    def __init__(self, step: Step) -> None:
+        self.name = step.name
+
+    def apply(self, conn: Connection) -> StepResult:
+        return StepResult(self.name, False, "unchanged: the host matches the stamp of the last successful run")
+
+
+def stamped_steps(host: "Host", conn: Connection, recipe: "Recipe", inputs: "BaseModel | None", *,
+                  source: str | None = None) -> list[Step] | None:
+    """The run of ``recipe`` on ``host`` with a run stamp (:mod:`.stamp`), or None when the recipe keeps no
+    stamp for these inputs. One command checks the stamp and returns the OS facts: when the host is as the last
+    successful run left it, every step comes back as unchanged without being run; else the steps, then the
+    step writing the new stamp."""
+    from dataclasses import replace
+
+    from polyvm.host import parse_facts
+    from polyvm.recipe import Recipe as _Recipe
+
+    from . import stamp as _stamp
+    from .baseline import baseline_probe
+
+    if type(recipe).stamp_probe is _Recipe.stamp_probe:
+        return None
+    values = inputs if inputs is not None else recipe.parse_inputs({})
+    if host.facts is not None and host.facts.memory_mb is not None and \
+            recipe.stamp_probe(values, host, host.facts) is None:
+        return None
+    digest = _stamp.run_digest(recipe, values, host)
+    r = conn.run(_stamp.check_command(recipe.name, digest), name="check the run stamp")
+    matched, facts_out = _stamp.parse_check(r.stdout)
+    found = parse_facts(facts_out)
+    facts = host.facts or found
+    if facts.memory_mb is None:
+        facts = replace(facts, memory_mb=found.memory_mb)
+    probe = recipe.stamp_probe(values, host, facts)
+    steps = recipe_steps(host.with_facts(facts), conn, recipe, values, source=source)
+    if probe is None:
+        return steps
+    script = _stamp.state_script(_stamp.copied_paths(steps), [baseline_probe(host), probe])
+    steps.append(_stamp.StampWrite(recipe.name, digest, script))
+    return [_Stamped(s) for s in steps] if matched else steps
+
+
 def run_recipe(hosts: Sequence["Host"], recipe: "Recipe | None" = None,
                inputs: "BaseModel | Callable[[Host], BaseModel] | None" = None, *,
                credentials: Mapping[str, Any] | None = None, connections: Sequence[Connection] | None = None,
                source: str | None = None, parallel: int = DEFAULT_PARALLEL, progress: bool = True, console: Any = None,
-               raise_on_failure: bool = True) -> FanoutResult:
+               raise_on_failure: bool = True, stamp: bool = True) -> FanoutResult:
     """Provision ``hosts``: on each, the guest baseline then ``recipe``'s steps (``inputs``: validated inputs,
     or a function of the Host returning them), over one connection per host, batched, in parallel.
 
     ``credentials``: Connection settings added to each Host's own (private_key_path, known_hosts, bastion,
     deadline, ...); or give ready ``connections`` (one per host, same order). ``source``: the address the
-    hosts see this machine connect from, for the guest firewall's lock-out check.
+    hosts see this machine connect from, for the guest firewall's lock-out check. ``stamp``: for a recipe
+    with a :meth:`~polyvm.recipe.Recipe.stamp_probe`, skip a host that is as the last successful run left it
+    (:func:`stamped_steps`); False applies every step (``polyvm apply --full-run``).
     """
     if connections is None:
         connections = [h.connect(**dict(credentials or {})) for h in hosts]
@@ -240,6 +288,10 @@ def run_recipe(hosts: Sequence["Host"], recipe: "Recipe | None" = None,
     def steps(conn: Connection) -> list[Step]:
         host = by_conn[id(conn)]
         values = inputs(host) if callable(inputs) else inputs
+        if stamp and recipe is not None:
+            stamped = stamped_steps(host, conn, recipe, values, source=source)
+            if stamped is not None:
+                return stamped
         return recipe_steps(host, conn, recipe, values, source=source)
 
     return fanout(connections, steps, parallel=parallel, progress=progress, console=console,

@@ -49,7 +49,10 @@ class Piece:
     """A step as one part of a pipelined remote program (see apply_steps): ``program`` is POSIX sh run in
     a subshell with stdin from /dev/null, its exit status the step's; ``finish`` turns the part's own
     output into the StepResult. ``private``: the program holds data that must never be in a remote argv
-    (environment values, file contents), so the whole program travels on stdin."""
+    (environment values, file contents), so the whole program travels on stdin. ``continues``: the step
+    has more to do once the client has read this part's output (e.g. read a catalog, then change what
+    differs): the program ends after this part, ``finish``'s result is not reported, and the step is asked
+    for its pipelined form again, which may then join the next program."""
 
     program: str
     name: str
@@ -58,6 +61,7 @@ class Piece:
     private: bool = False
     timeout: float | None = None
     sent: tuple[int, int, int] = (0, 0, 0)  # copies: bytes sent, files changed, files unchanged (set by finish)
+    continues: bool = False
 
 
 #: Largest total of file content a copy step embeds in a pipelined program (above it the step runs alone,
@@ -444,18 +448,27 @@ class Script(Step):
                 + f'; {self.interpreter} "$__polyvm_t" {args}'.rstrip() + " </dev/null")
 
     def pipelined(self, conn: Connection) -> Piece | None:
-        if self.stdin is not None or (self.sudo is not None and self.sudo != conn.sudo) or _own_apply(self):
+        if (self.sudo is not None and self.sudo != conn.sudo) or _own_apply(self):
             return None
         text = _text(self.content)
-        if text is None:
+        stdin = self.stdin.encode() if isinstance(self.stdin, str) else self.stdin
+        stdin_text = _text(stdin) if stdin is not None else ""
+        if text is None or stdin_text is None:
             return None
         args = " ".join(shlex.quote(a) for a in self.args)
         env = (encode_env(self.env) + "\n") if self.env else ""
-        tmp = f'"${{TMPDIR:-/tmp}}/.polyvm-script-{_secrets.token_hex(8)}"'
-        program = (f"{env}__polyvm_t={tmp}; trap 'rm -f -- \"$__polyvm_t\"' EXIT\n" + _printf_to('"$__polyvm_t"', text)
-                   + f'\n{self.interpreter} "$__polyvm_t" {args}'.rstrip())
-        return Piece(program, self.name, self._finish, self.secrets, private=bool(self.env or self.secrets),
-                     timeout=self.timeout)
+        tag = _secrets.token_hex(8)
+        tmp = f'"${{TMPDIR:-/tmp}}/.polyvm-script-{tag}"'
+        if stdin is None:
+            program = (f"{env}__polyvm_t={tmp}; trap 'rm -f -- \"$__polyvm_t\"' EXIT\n"
+                       + _printf_to('"$__polyvm_t"', text) + f'\n{self.interpreter} "$__polyvm_t" {args}'.rstrip())
+        else:  # the step's stdin (it may hold secrets: the program goes on stdin) in a private file of its own
+            program = (f"{env}__polyvm_t={tmp}; __polyvm_i=\"$__polyvm_t.in\"; "
+                       "trap 'rm -f -- \"$__polyvm_t\" \"$__polyvm_i\"' EXIT\n"
+                       + _printf_to('"$__polyvm_t"', text) + "\n" + _printf_to('"$__polyvm_i"', stdin_text)
+                       + f'\n{self.interpreter} "$__polyvm_t" {args}'.rstrip() + ' <"$__polyvm_i"')
+        return Piece(program, self.name, self._finish, self.secrets,
+                     private=bool(self.env or self.secrets or stdin is not None), timeout=self.timeout)
 
     def apply(self, conn: Connection) -> StepResult:
         inline = self.inline_command()
@@ -510,7 +523,7 @@ def apply_steps(conn: Connection, steps: Sequence[Step]) -> Iterator[tuple[Step,
                 yield pair
             if failure is not None:
                 raise failure.with_context(results=done)
-            i += len(chain)
+            i += len(chain) - (1 if chain[-1][1].continues else 0)  # a step that continues is asked again
             continue
         batch: list[CopyStep] = []
         while i + len(batch) < len(steps) and isinstance(steps[i + len(batch)], COPY_STEPS):
@@ -567,6 +580,8 @@ def _pipeline(conn: Connection, steps: Sequence[Step], i: int) -> list[tuple[Ste
         if piece is None:
             break
         chain.append((steps[i + len(chain)], piece))
+        if piece.continues:  # what follows needs the client to read this part's output first
+            break
     if len(chain) < 2:
         return []
     if isinstance(chain[0][0], COPY_STEPS) and sum(not isinstance(st, COPY_STEPS) for st, _ in chain) <= 1:
@@ -611,21 +626,25 @@ def _run_pipeline(conn: Connection, chain: Sequence[tuple[Step, Piece]]
     statuses = [int(x) for x in outs[2::3]]
     duration = time.monotonic() - start
     results: list[tuple[Step, StepResult]] = []
+    reported = 0
     for k, ((step, piece), status) in enumerate(zip(chain, statuses)):
         res = RunResult(status, outs[3 * k], errs[k] if k < len(errs) else "", duration)
         try:
             if status != 0:
                 raise_for_status(conn, res, piece.name)
-            results.append((step, piece.finish(res)))
+            result = piece.finish(res)
+            if not piece.continues:
+                results.append((step, result))
+            reported += 1
         except ProvisionError as exc:
             return results, exc.with_context(step=piece.name)
         sent, changed, same = piece.sent
         conn.stats.bytes_uploaded += sent
         conn.stats.files_uploaded += changed
         conn.stats.files_skipped += same
-    if len(results) < len(chain):  # the program ended without a report for this step
-        piece = pieces[len(results)]
-        k = len(results)
+    if reported < len(chain):  # the program ended without a report for this step
+        piece = pieces[reported]
+        k = reported
         res = RunResult(r.exit_status or 1, outs[-1], errs[k] if k < len(errs) else "", duration)
         try:
             raise_for_status(conn, res, piece.name)

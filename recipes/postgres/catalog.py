@@ -67,8 +67,16 @@ def _grant_sql(i: int, g: Grant, owner: str) -> str:
     return "json_build_object(" + ", ".join(parts) + ")"
 
 
-def snapshot_sql(inputs: PostgresInputs) -> str:
-    """The psql script (stdin, run as postgres) printing the catalog the inputs are about."""
+def snapshot_sql(inputs: PostgresInputs, *, stamp: bool = False) -> str:
+    """The psql script (stdin, run as postgres) printing the catalog the inputs are about. ``stamp``: for the run
+    stamp's probe, without what each role owns (counts that change whenever an application creates a table;
+    :func:`plan` only reads them for a role declared absent, which then still exists and shows anyway)."""
+    owns = ("" if stamp else
+            ", 'owns', (SELECT coalesce(json_object_agg(coalesce(d.datname, ''), x.n), '{}') FROM (SELECT dbid, "
+            "count(*) AS n FROM pg_shdepend WHERE refobjid = a.oid AND refclassid = 'pg_authid'::regclass "
+            "AND deptype = 'o' GROUP BY dbid) x LEFT JOIN pg_database d ON d.oid = x.dbid), "
+            "'acl_dbs', (SELECT coalesce(json_agg(DISTINCT d.datname), '[]') FROM pg_shdepend s JOIN pg_database d "
+            "ON d.oid = s.dbid WHERE s.refobjid = a.oid AND s.refclassid = 'pg_authid'::regclass)")
     ext_names = sorted({e.name for d in inputs.databases for e in d.extensions})
     wanted_vu = [u for u in inputs.users if u.valid_until and u.state == "present"]
     out = ["\\pset fieldsep '\\t'\n", SESSION_PREAMBLE,
@@ -77,13 +85,8 @@ def snapshot_sql(inputs: PostgresInputs) -> str:
            "'createrole', a.rolcreaterole, 'replication', a.rolreplication, 'bypassrls', a.rolbypassrls, "
            "'connection_limit', a.rolconnlimit, 'valid_until', a.rolvaliduntil, 'verifier', a.rolpassword, "
            "'member_of', (SELECT coalesce(json_agg(g.rolname ORDER BY g.rolname), '[]') FROM pg_auth_members m "
-           "JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = a.oid), "
-           "'owns', (SELECT coalesce(json_object_agg(coalesce(d.datname, ''), x.n), '{}') FROM (SELECT dbid, "
-           "count(*) AS n FROM pg_shdepend WHERE refobjid = a.oid AND refclassid = 'pg_authid'::regclass "
-           "AND deptype = 'o' GROUP BY dbid) x LEFT JOIN pg_database d ON d.oid = x.dbid), "
-           "'acl_dbs', (SELECT coalesce(json_agg(DISTINCT d.datname), '[]') FROM pg_shdepend s JOIN pg_database d "
-           "ON d.oid = s.dbid WHERE s.refobjid = a.oid AND s.refclassid = 'pg_authid'::regclass)"
-           ") ORDER BY a.rolname), '[]') FROM pg_authid a WHERE a.rolname !~ '^pg_';\n",
+           "JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = a.oid)"
+           + owns + ") ORDER BY a.rolname), '[]') FROM pg_authid a WHERE a.rolname !~ '^pg_';\n",
            "SELECT 'databases', coalesce(json_agg(json_build_object('name', datname, 'owner', "
            "pg_get_userbyid(datdba), 'encoding', pg_encoding_to_char(encoding), 'lc_collate', datcollate, "
            "'lc_ctype', datctype, 'privileges', (SELECT coalesce(json_object_agg(r.rolname, x.privs), '{}') FROM "

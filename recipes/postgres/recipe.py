@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from polyvm.errors import CommandError, RecipeError
 from polyvm.host import Facts, Host
-from polyvm.provisioners.steps import DeclaredExec, FilesStep, RemoteFile, Script, Step, StepResult, apply_steps
+from polyvm.provisioners.steps import DeclaredExec, FilesStep, Piece, RemoteFile, Script, Step, StepResult, apply_steps
 from polyvm.recipe import Recipe
 
 from .inputs import PostgresInputs
@@ -77,11 +77,14 @@ class ScriptStep(Script):
 class RolesStep(Step):
     """Roles, databases, extensions and grants: one psql run reads the catalog (:mod:`.catalog`), and only when
     something differs a second one applies exactly that (SCRAM verifiers, never passwords, on psql's stdin).
+    Pipelined in two parts: the catalog read ends the program of the steps before it (it ``continues``), and
+    the changes (or nothing) start the next one, with the login check after them.
     Its Pulumi form sends every statement, each guarded or idempotent, with the passwords (secret stdin)."""
 
     def __init__(self, name: str, inputs: PostgresInputs) -> None:
         self.name = name
         self.inputs = inputs
+        self._snapshot: Any = None  # the catalog read by the first part, for the second
 
     def _secrets(self) -> list[str]:
         return [u.password.get_secret_value() for u in self.inputs.users if u.password]
@@ -89,21 +92,59 @@ class RolesStep(Step):
     def _empty(self) -> bool:
         return not (self.inputs.users or self.inputs.databases)
 
+    def _psql(self, sql: str) -> str:
+        import shlex
+
+        return f"printf '%s' {shlex.quote(sql)} | {{ {PSQL_AS_POSTGRES.format(port=self.inputs.port)}; }}"
+
+    def _plan(self, snapshot: Any) -> Any:
+        from .catalog import plan
+
+        p = plan(self.inputs, snapshot)
+        if p.refusals:
+            raise RecipeError("nothing changed in roles and databases: " + "; ".join(p.refusals))
+        return p
+
+    def _applied(self, p: Any) -> StepResult:
+        from .catalog import change_lines
+
+        return StepResult(self.name, True, "; ".join(change_lines(p))) if p.changes else StepResult(self.name, False, "")
+
+    def pipelined(self, conn: "Connection") -> Piece | None:
+        from .catalog import parse_snapshot, plan_sql, snapshot_sql
+
+        if self._empty():
+            return Piece(":", self.name, lambda r: StepResult(self.name, False, "no users"))
+        if self._snapshot is None:
+            def read(r: Any) -> StepResult:
+                self._snapshot = parse_snapshot(r.stdout)
+                return StepResult(self.name, False, "catalog read")
+
+            return Piece(self._psql(snapshot_sql(self.inputs)), f"{self.name} (read)", read, continues=True)
+        try:
+            p = self._plan(self._snapshot)
+        except RecipeError:
+            return None  # apply() reports it
+        self._snapshot = None
+        if not p.changes:
+            return Piece(":", self.name, lambda r: self._applied(p))
+        return Piece(self._psql(plan_sql(p)), self.name, lambda r: self._applied(p), self._secrets(), private=True)
+
     def apply(self, conn: "Connection") -> StepResult:
-        from .catalog import change_lines, parse_snapshot, plan, plan_sql, snapshot_sql
+        from .catalog import parse_snapshot, plan_sql, snapshot_sql
 
         inputs = self.inputs
         if self._empty():
             return StepResult(self.name, False, "no users")
         cmd = PSQL_AS_POSTGRES.format(port=inputs.port)
-        cur = conn.run(cmd, stdin=snapshot_sql(inputs), name="read roles", secrets=self._secrets())
-        p = plan(inputs, parse_snapshot(cur.stdout))
-        if p.refusals:
-            raise RecipeError("nothing changed in roles and databases: " + "; ".join(p.refusals))
-        if not p.changes:
-            return StepResult(self.name, False, "")
-        conn.run(cmd, stdin=plan_sql(p), name="create roles and databases", secrets=self._secrets())
-        return StepResult(self.name, True, "; ".join(change_lines(p)))
+        snapshot, self._snapshot = self._snapshot, None
+        if snapshot is None:
+            cur = conn.run(cmd, stdin=snapshot_sql(inputs), name="read roles", secrets=self._secrets())
+            snapshot = parse_snapshot(cur.stdout)
+        p = self._plan(snapshot)
+        if p.changes:
+            conn.run(cmd, stdin=plan_sql(p), name="create roles and databases", secrets=self._secrets())
+        return self._applied(p)
 
     def declared(self) -> DeclaredExec:
         from .catalog import plan, plan_sql
@@ -277,6 +318,22 @@ class PostgresRecipe(Recipe):
             if out.get("dsn"):
                 out["dsn"] = dsn(out["address"], out["port"], out["user"], out["database"], ca)
         return out
+
+    def stamp_probe(self, inputs: "BaseModel", host: Host, facts: Facts) -> str | None:
+        """What the steps act on besides the copied files: packages, the cluster and its unit, the data
+        directory, the TLS files (and whether the certificate is due), the running server's settings and the
+        catalog the roles step plans from. None (no stamp) with backups or replication: their steps act on a
+        repository and on other servers, which no probe on this host sees."""
+        from .catalog import snapshot_sql
+        from .render import render_template, ssl_files
+
+        assert isinstance(inputs, PostgresInputs)
+        if inputs.backup is not None or inputs.replication is not None:
+            return None
+        layout = layout_for_inputs(inputs, facts)
+        crt, key = ssl_files(layout)
+        return render_template("stamp-probe.sh.j2", layout=layout, port=inputs.port, mount_point=inputs.mount_point,
+                               ssl_cert_file=crt, ssl_key_file=key, catalog_sql=snapshot_sql(inputs, stamp=True))
 
     def drift(self, inputs: "BaseModel", host: Host, conn: Any, *, tls_days: int = 30) -> list:
         """Settings, pg_hba, roles, databases, extensions, grants, file modes, the guest firewall and the

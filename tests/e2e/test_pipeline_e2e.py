@@ -7,7 +7,7 @@ import pytest
 
 from polyvm.errors import CommandError
 from polyvm.provisioners import Connection, CopyFile, RunCommand, Script, run_steps
-from polyvm.provisioners.steps import FilesStep, RemoteFile, apply_steps
+from polyvm.provisioners.steps import FilesStep, Piece, RemoteFile, Step, StepResult, apply_steps
 
 # Counts the processes whose argv holds the token; the bracket keeps grep's own argv from matching.
 ARGV_SCAN = ("n=0; for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < \"$f\" 2>/dev/null | "
@@ -134,3 +134,50 @@ def test_pipeline_and_inline_scripts_through_sudo(testhosts):
     assert results[0].output.stdout.strip() == "0" and results[1].changed
     assert results[2].output.stdout.strip() == "600 root"
     assert alone.output.stdout.split()[0] == "0"
+
+
+def test_a_script_with_stdin_joins_the_pipeline_and_its_stdin_never_reaches_an_argv(testhosts):
+    (host,) = testhosts.up()
+    secret = "zq7std" + "inpw8k"
+    steps = [Script("echo one", name="one"),
+             Script('read -r line; [ "$line" = "' + secret + '" ] && echo got-it; ' + scan(secret), name="reads",
+                    stdin=secret + "\n", secrets=[secret]),
+             RunCommand("echo three", name="three")]
+    with conn_for(host) as c:
+        results = [r for _, r in apply_steps(c, steps)]
+        assert c.stats.channels == 1  # was: one channel for "one", one for "reads" (stdin), one for "three"
+    assert [r.name for r in results] == ["one", "reads", "three"]
+    assert "got-it" in results[1].output.stdout and hits(results[1]) == 0
+
+
+class TwoPart(Step):
+    """Reads a value in one program, then uses it in the next (what the PostgreSQL roles step does)."""
+
+    name = "two part"
+
+    def __init__(self) -> None:
+        self.seen: str | None = None
+
+    def pipelined(self, conn):  # noqa: ANN001, ANN201
+        if self.seen is None:
+            def read(r):  # noqa: ANN001, ANN202
+                self.seen = r.stdout.strip()
+                return StepResult(self.name, False, "read")
+
+            return Piece("cat /etc/hostname", f"{self.name} (read)", read, continues=True)
+        value, self.seen = self.seen, None
+        return Piece(f"echo 'used {value}'", self.name, lambda r: StepResult(self.name, True, r.stdout.strip()))
+
+    def apply(self, conn):  # noqa: ANN001, ANN201 - never reached here: both parts are pipelined
+        raise AssertionError("applied alone")
+
+
+def test_a_step_that_continues_ends_one_program_and_starts_the_next(testhosts):
+    (host,) = testhosts.up()
+    steps = [Script("echo before", name="before"), TwoPart(), RunCommand("echo after", name="after")]
+    with conn_for(host) as c:
+        results = [r for _, r in apply_steps(c, steps)]
+        assert c.stats.channels == 2
+        hostname = c.run("cat /etc/hostname").stdout.strip()
+    assert [r.name for r in results] == ["before", "two part", "after"]  # the read part is not reported
+    assert results[1].changed and results[1].detail == f"used {hostname}"
