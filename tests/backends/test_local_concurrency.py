@@ -266,9 +266,12 @@ def test_ctrl_c_in_sandbox_up_leaves_nothing_half_made(_local_engine, tmp_path, 
 
     state = tmp_path / "state"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # SIGINT at its default in the child, whatever this process inherited: a job started in the background
+    # (`cmd &` in a script) has SIGINT ignored, the child would inherit that and never see Ctrl-C (a
+    # background loop of this suite saw exit 0 here).
     p = subprocess.Popen([sys.executable, "-m", "polyvm.cli", "sandbox", "up", "--recipe", "none",
                           "--state-dir", str(state)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=env)
+                         text=True, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     try:
         assert p.stderr is not None
