@@ -57,7 +57,7 @@ PG_INPUTS = {"allowed_cidrs": ["198.19.0.0/16"], "users": [{"name": "app", "pass
 PG_WIPE = ("for d in /var/lib/postgresql/*/main; do [ -f \"$d/postmaster.pid\" ] && "
            "runuser -u postgres -- /usr/lib/postgresql/*/bin/pg_ctl stop -m immediate -w -t 30 -D \"$d\" "
            ">/dev/null 2>&1; done; pkill -9 -u postgres 2>/dev/null; sleep 0.2; "
-           "rm -rf /var/lib/postgresql/*/* /etc/postgresql/*/* /var/log/postgresql/*; true")
+           "rm -rf /var/lib/postgresql/*/* /etc/postgresql/*/* /var/log/postgresql/* /var/lib/polyvm/stamps; true")
 ORDER = ["floor", "floor-c25519", "paramiko", "openssh", "ansible", "polyvm", "pg"]
 
 
