@@ -170,6 +170,12 @@ class NginxRecipe(Recipe):
         assert isinstance(inputs, NginxInputs)
         return build_steps(inputs, host)
 
+    def stamp_probe(self, inputs: BaseModel, host: Host, facts: Facts) -> str | None:
+        """What the steps act on besides the copied files: nginx installed, the default site, the certificate
+        (and whether it is due), whether nginx runs with the configuration it was last reloaded with."""
+        assert isinstance(inputs, NginxInputs)
+        return render("stamp-probe.sh.j2", root=inputs.root, tls_dir=TLS_DIR, crt=CRT, key=KEY)
+
     def ports(self, inputs: BaseModel) -> list[int]:
         assert isinstance(inputs, NginxInputs)
         return [p for p in (inputs.http_port, inputs.https_port) if p is not None]

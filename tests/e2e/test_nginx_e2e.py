@@ -113,3 +113,22 @@ def test_cli_polyvm_nginx_and_apply_recipe(testhosts):
     assert https_get(f"https://{host.address}/", cadata=cert)[1] == "<p>cli</p>"
     bad = CliRunner().invoke(build_cli(), ["apply", "--recipe", "nginx", *base, "--set", "https_port=99999"])
     assert bad.exit_code == 2 and "https_port" in bad.output
+
+
+def test_a_stamped_rerun_repairs_what_changed_on_the_host(testhosts):
+    """nginx keeps a run stamp (provisioners/stamp.py): an unchanged re-run is one command; nginx stopped, the
+    page removed or the certificate replaced make the next run apply every step again."""
+    (host,) = testhosts.up()
+    run(host, index_html="<h1>stamped</h1>\n")
+    again = run(host, index_html="<h1>stamped</h1>\n")
+    assert all("stamp" in r.detail and not r.changed for r in again.values())
+    testhosts.exec(host, "kill $(cat /run/nginx.pid); for i in $(seq 100); do [ -s /run/nginx.pid ] || exit 0; "
+                         "sleep 0.1; done")
+    assert "started nginx" in run(host, index_html="<h1>stamped</h1>\n")["nginx"].detail
+    testhosts.exec(host, "rm /var/www/polyvm/index.html")  # the default root
+    assert run(host, index_html="<h1>stamped</h1>\n")["site"].changed
+    testhosts.exec(host, f"rm {CRT}")
+    assert run(host, index_html="<h1>stamped</h1>\n")["certificate"].changed
+    cert = testhosts.exec(host, ["cat", CRT]).stdout
+    assert https_get(f"https://{host.address}/", cadata=cert)[1] == "<h1>stamped</h1>\n"
+    assert all(not r.changed for r in run(host, index_html="<h1>stamped</h1>\n").values())
