@@ -12,8 +12,9 @@ on the host, root-only (``/var/lib/polyvm/stamps``, 0700):
 
 The run's digest (:func:`run_digest`) is an HMAC, computed on this machine, of everything that decides the
 steps besides the host's facts: the recipe, polyvm's and the recipe's code, the inputs (secrets included) and
-the Host. Its key is derived from the inputs' secrets with PBKDF2 (100,000 iterations, more than SCRAM's 4096),
-so the stamp is no easier an oracle for a password than the server's own verifiers.
+the Host. Its key is derived from the inputs' secrets with PBKDF2 (10,000 iterations, more than SCRAM's 4096),
+so the stamp is no easier an oracle for a password than the server's own verifiers (SCRAM-SHA-256 in
+pg_authid: 4096 iterations).
 
 The next run starts with :func:`check_command` (in the exec request: no secrets, no stdin): it runs the state
 script with the new digest and compares. Equal: every step would find the host as it wants it, and the run
@@ -53,7 +54,7 @@ STAMP_DIR = "/var/lib/polyvm/stamps"
 #: Lines the check prints first: the stamp matched, or the steps must run (the facts follow either way).
 STAMP_OK = "@@polyvm-stamp:ok@@"
 STAMP_RUN = "@@polyvm-stamp:run@@"
-_KDF_ITERATIONS = 100_000
+_KDF_ITERATIONS = 10_000
 _VERSION = 1
 
 
@@ -61,12 +62,17 @@ _VERSION = 1
 
 @functools.lru_cache(maxsize=None)
 def _tree_digest(root: str) -> str:
-    """SHA-256 over every file under ``root`` (paths and contents; caches skipped): the code that renders steps."""
+    """SHA-256 over every file under ``root`` (path, size and modification time; caches skipped): the code that
+    renders steps. Any edit, checkout or upgrade changes a file's mtime, so it changes the digest (a stamp
+    miss: the safe direction), for the price of a stat per file instead of reading the package."""
     h = hashlib.sha256()
     base = Path(root)
     for p in sorted(base.rglob("*")):
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo"):
-            h.update(str(p.relative_to(base)).encode() + b"\0" + p.read_bytes() + b"\0")
+        if "__pycache__" in p.parts or p.suffix in (".pyc", ".pyo"):
+            continue
+        st = p.stat()
+        if p.is_file():
+            h.update(f"{p.relative_to(base)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     return h.hexdigest()
 
 
