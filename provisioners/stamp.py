@@ -166,11 +166,12 @@ def copied_paths(steps: Iterable[Step]) -> list[str]:
 
 
 def state_script(files: Sequence[str], probes: Sequence[str]) -> str:
-    """The script the stamp keeps: its first argument (the run's digest), the facts, each file's mode, owner
-    and SHA-256, then each probe (in its own subshell, stdin from /dev/null)."""
+    """The script the stamp keeps: its first argument (the run's digest), the facts, each probe (stdin from
+    /dev/null, stderr counted; a probe lists more files with ``f FILE``), then every file's type, mode, owner
+    and SHA-256. Probes run in the script's own shell (they must not ``exit``)."""
     template = resources.files("polyvm.provisioners").joinpath("templates/stamp-state.sh").read_text()
     file_lines = "".join(f"f {shlex.quote(p)}\n" for p in files)
-    probe_lines = "".join(f"(\n{p.rstrip()}\n) </dev/null 2>&1\n" for p in probes if p.strip())
+    probe_lines = "".join(f"{{\n{p.rstrip()}\n}} </dev/null 2>&1\n" for p in probes if p.strip())
     return (template.replace("@@FACTS@@", FACTS_COMMAND).replace("@@FILES@@\n", file_lines)
             .replace("@@PROBES@@\n", probe_lines))
 
