@@ -76,22 +76,37 @@ _PUBKEY_TYPES = (
 )
 _RESERVED_USERS = {"root", "daemon", "bin", "sys", "nobody", "sshd"}
 
-# Size limits: no cloud takes more, and nothing larger is checked element by element (a 200,000-rule list is
-# refused on its length before any rule is validated).
-#: Ingress rules per VM: Azure allows 1,000 security rules per network security group ("Azure subscription
-#: and service limits", Networking limits) and AWS 1,000 rules over all security groups of a network
-#: interface (rules per group x groups per interface; "Amazon VPC quotas", Security groups); GCP and
-#: DigitalOcean allow fewer per rule set. Each CIDR of a rule counts as a rule on AWS.
+# Size limits: refused on the list's length before any element is validated (a 200,000-rule list is not
+# checked rule by rule). Each is a cap no built-in cloud needs more than, or says where it is stricter; the
+# clouds' own, tighter limits are the backends' (CloudLimit, capabilities). Sources, as checked:
+#: Ingress rules per VM. Azure: "NSG rules per NSG | 1,000" ("Azure subscription and service limits" >
+#: Networking limits, https://learn.microsoft.com/azure/azure-resource-manager/management/azure-subscription-service-limits,
+#: include file MicrosoftDocs/azure-docs includes/azure-virtual-network-limits.md). AWS: "Inbound or outbound
+#: rules per security group" 60 by default, "This quota multiplied by the quota for security groups per
+#: network interface cannot exceed 1,000" ("Amazon VPC quotas" > Security groups,
+#: https://docs.aws.amazon.com/vpc/latest/userguide/amazon-vpc-limits.html#vpc-limits-security-groups); each
+#: CIDR of a rule counts as a rule there. GCP and DigitalOcean: no per-VM or per-firewall rule count was
+#: found in their documentation (searched: "GCP firewall rules limits", "DigitalOcean firewall rules
+#: limit"), so none is claimed for them.
 MAX_INGRESS_RULES = 1000
+#: CIDRs in one ingress rule: AWS's 1,000 rules per interface above (one rule per CIDR) bound it there.
+#: Stricter than Azure, which takes 4,000 "IP addresses and ranges specified for source or destination in
+#: a security group" (same Azure page); GCP's per-rule source-range limit was not found in its documentation.
 MAX_CIDRS_PER_RULE = 1000
-#: An ingress rule's description: AWS security group rules take at most 255 characters ("Amazon VPC
-#: quotas": description of a security group rule, up to 255 characters).
+#: An ingress rule's description: AWS security group rules take "Up to 255 characters in length" (EC2 API
+#: IpRange/Ipv6Range Description, e.g. https://docs.aws.amazon.com/sdk-for-kotlin/api/latest/ec2/aws.sdk.kotlin.services.ec2.model/-ipv6-range/description.html).
 MAX_DESCRIPTION = 255
-#: Tag values: AWS and Azure take at most 256 characters (AWS "Tag naming limits and requirements";
-#: Azure "Use tags to organize your Azure resources": value length 256).
+#: Tag values: AWS "Tag values are case-sensitive and accept a maximum of 256 Unicode characters" (EC2 API
+#: Reference, Tag, https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_Tag.html); Azure "The maximum
+#: supported key/value length is 256 characters" (Azure SDK reference, ProxyResourceWithTags.tags,
+#: https://learn.microsoft.com/javascript/api/@azure/arm-billing/proxyresourcewithtags, which Microsoft's
+#: docs point to tag-resources#limitations for; that page itself was not found in the search index).
 MAX_TAG_VALUE = 256
-#: Data disks: Azure's largest sizes take 64, AWS Nitro instances at most 27 attachments.
-MAX_DATA_DISKS = 64
+#: Data disks: GCP takes the most, "You can add up to 127 secondary, non-boot zonal Persistent Disk
+#: volumes to a VM instance" ("About Persistent Disk", https://cloud.google.com/compute/docs/disks/persistent-disks,
+#: read from its mirror cloud-dot-devsite-v2-prod.appspot.com/compute/docs/disks/persistent-disks).
+#: (Was 64, "Azure's largest sizes"; below GCP's number, so a backend that allowed more was cut short.)
+MAX_DATA_DISKS = 127
 #: An OpenSSH public key line (an RSA 16384-bit key is about 2.8 KB) and other free-text fields.
 MAX_PUBLIC_KEY = 16384
 MAX_SHORT_TEXT = 256

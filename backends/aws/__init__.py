@@ -107,15 +107,28 @@ class AwsBackend(Backend):
                     f"{m.TF_AWS}/ebs_volume.go"),
         Replacement("aws:ec2/volumeAttachment:VolumeAttachment", ("deviceName", "instanceId", "volumeId"),
                     f"{m.TF_AWS}/ebs_volume_attachment.go"),
-        Replacement("aws:lb/loadBalancer:LoadBalancer", ("name", "namePrefix", "internal", "loadBalancerType"),
-                    f"{TF_ELBV2}/load_balancer.go"),
+        # Load balancer rules: ForceNew in the schemas of hashicorp/terraform-provider-aws
+        # internal/service/elbv2/{load_balancer,target_group,listener,target_group_attachment}.go, and
+        # `region` on every one: "Changing the value of `region` will force resource replacement"
+        # (website/docs/guides/enhanced-region-support.html.markdown, provider v6, which pulumi-aws 7
+        # bridges). tests/backends/test_lb_replacements.py holds the schema facts and checks this table.
+        Replacement("aws:lb/loadBalancer:LoadBalancer",
+                    ("name", "namePrefix", "internal", "loadBalancerType", "customerOwnedIpv4Pool", "region",
+                     "subnets"),
+                    f"{TF_ELBV2}/load_balancer.go (ForceNew: name, name_prefix, internal, load_balancer_type, "
+                    "customer_owned_ipv4_pool; subnets by customizeDiffLoadBalancerNLB for a Network Load "
+                    "Balancer unless subnets are only added, listed for every type since the table cannot say "
+                    "when; an ALB's subnets, security_groups, ip_address_type and attributes update in place)"),
         Replacement("aws:lb/targetGroup:TargetGroup", ("name", "namePrefix", "port", "protocol", "protocolVersion",
-                                                       "targetType", "vpcId", "ipAddressType"),
-                    f"{TF_ELBV2}/target_group.go"),
-        Replacement("aws:lb/listener:Listener", ("loadBalancerArn",), f"{TF_ELBV2}/listener.go"),
+                                                       "targetType", "vpcId", "ipAddressType", "region"),
+                    f"{TF_ELBV2}/target_group.go (ForceNew; health_check, deregistration_delay and tags update "
+                    "in place)"),
+        Replacement("aws:lb/listener:Listener", ("loadBalancerArn", "region"),
+                    f"{TF_ELBV2}/listener.go (ForceNew: load_balancer_arn only; port, protocol, certificate, "
+                    "ssl_policy and default_action update in place)"),
         Replacement("aws:lb/targetGroupAttachment:TargetGroupAttachment",
-                    ("targetGroupArn", "targetId", "port", "availabilityZone"),
-                    f"{TF_ELBV2}/target_group_attachment.go (every argument ForceNew)"),
+                    ("targetGroupArn", "targetId", "port", "availabilityZone", "region"),
+                    f"{TF_ELBV2}/target_group_attachment.go (every argument ForceNew; no Update)"),
     )
 
     def create(self, spec: VmSpec, settings: BackendSettings, opts: "pulumi.ResourceOptions | None" = None) -> Any:

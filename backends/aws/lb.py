@@ -16,7 +16,11 @@ Limits, each with its source:
   characters or hyphens, and must not begin or end with a hyphen" (SDK docstrings of ``name``);
 * quotas, https://docs.aws.amazon.com/elasticloadbalancing/latest/network/load-balancer-limits.html:
   listeners per Network Load Balancer 50 (not adjustable); targets per Availability Zone per NLB 500;
-  targets per NLB 3,000; targets per target group per Region 1,000; and for Application Load Balancers,
+  targets per NLB 3,000, but footnote 3: with cross-zone load balancing on (polyvm turns it on for every
+  NLB) "the maximum number of targets per load balancer is 500, regardless of the number of Availability
+  Zones" (read in the Japanese edition of that page, docs.aws.amazon.com/ja_jp/...); a target registered
+  with N target groups counts N times (footnote 2); targets per target group per Region 1,000; and for
+  Application Load Balancers,
   https://docs.aws.amazon.com/elasticloadbalancing/latest/application/load-balancer-limits.html:
   listeners per ALB 50;
 * an Application Load Balancer needs subnets in at least two Availability Zones
@@ -43,8 +47,9 @@ HEALTH_TIMEOUT = (2, 120)
 HEALTH_THRESHOLD = (2, 10)
 MAX_LISTENERS = 50
 MAX_TARGETS_PER_TARGET_GROUP = 1000
-MAX_TARGETS_PER_NLB = 3000
-MAX_TARGETS_PER_AZ_PER_NLB = 500
+#: With cross-zone load balancing on, 500 targets per NLB whatever the zones (and so below the 3,000 per NLB
+#: and 500 per zone that apply without it).
+MAX_TARGETS_PER_CROSS_ZONE_NLB = 500
 #: A current TLS 1.3 policy of ELB (https://docs.aws.amazon.com/elasticloadbalancing/latest/application/describe-ssl-policies.html).
 SSL_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 
@@ -89,14 +94,10 @@ def problems(fleet: FleetSpec, subnet_ids: Sequence[str] = ()) -> list[str]:
     targets = fleet.count * len(lb.target_ports)
     if fleet.count > MAX_TARGETS_PER_TARGET_GROUP:
         out.append(f"count {fleet.count} (at most {MAX_TARGETS_PER_TARGET_GROUP} targets per target group)")
-    if kind == "network":
-        if targets > MAX_TARGETS_PER_NLB:
-            out.append(f"count {fleet.count} x {len(lb.target_ports)} target ports (at most {MAX_TARGETS_PER_NLB} "
-                       "targets per Network Load Balancer)")
-        zones = max(1, len(subnet_ids))
-        if -(-fleet.count // zones) * len(lb.target_ports) > MAX_TARGETS_PER_AZ_PER_NLB:
-            out.append(f"count {fleet.count} (at most {MAX_TARGETS_PER_AZ_PER_NLB} targets per Availability Zone "
-                       "per Network Load Balancer; add subnets)")
+    if kind == "network" and targets > MAX_TARGETS_PER_CROSS_ZONE_NLB:
+        out.append(f"count {fleet.count} x {len(lb.target_ports)} target ports (at most "
+                   f"{MAX_TARGETS_PER_CROSS_ZONE_NLB} targets per Network Load Balancer with cross-zone load "
+                   "balancing, which polyvm turns on)")
     if kind == "application" and subnet_ids and len(subnet_ids) < 2:
         out.append("subnets (an Application Load Balancer needs subnets in at least two Availability Zones)")
     if fleet.scaling is not None:

@@ -63,14 +63,18 @@ def instance_type(spec: VmSpec) -> str:
 #: than the AMI's snapshot ("Volume of size N is smaller than snapshot"). Ubuntu, Debian and AL2023
 #: publish 8 GiB snapshots, Red Hat 10 GiB (`aws ec2 describe-images` BlockDeviceMappings[0].Ebs.VolumeSize).
 ROOT_SNAPSHOT_GB = {"ubuntu": 8, "debian": 8, "amazon-linux": 8, "rhel": 10}
-#: EBS gp3 volume size range (docs.aws.amazon.com/ebs/latest/userguide/general-purpose.html: 1 GiB - 16 TiB).
+#: EBS gp3 volume size range: "gp2 and gp3: 1 - 16,384 GiB" (EC2 API LaunchTemplateEbsBlockDeviceRequest
+#: VolumeSize, https://docs.aws.amazon.com/sdk-for-kotlin/api/latest/ec2/aws.sdk.kotlin.services.ec2.model/-launch-template-ebs-block-device-request/volume-size.html;
+#: also docs.aws.amazon.com/ebs/latest/userguide/general-purpose.html).
 GP3_MAX_GB = 16384
 #: EC2 key pairs: RSA (2048-4096) and ED25519 only (docs.aws.amazon.com/AWSEC2/latest/UserGuide/create-key-pairs.html,
 #: ImportKeyPair: "supported key types: RSA and ED25519").
 KEY_TYPES = ("ssh-rsa", "ssh-ed25519")
-#: EC2 tags: key at most 128, value at most 256 characters, no "aws:" prefix
-#: (docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_Tags.html#tag-restrictions).
-TAG_KEY_MAX, TAG_VALUE_MAX = 128, 256
+#: EC2 tags: "Tag keys are case-sensitive and accept a maximum of 127 Unicode characters. May not begin with
+#: aws:", "Tag values ... accept a maximum of 256 Unicode characters" (EC2 API Reference, Tag,
+#: https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_Tag.html). Was 128, the general AWS tagging
+#: figure; EC2's own API says 127.
+TAG_KEY_MAX, TAG_VALUE_MAX = 127, 256
 
 
 def _key_type(spec: VmSpec) -> list[str]:
@@ -123,11 +127,12 @@ def root_minimum(spec: VmSpec) -> int | None:
 LIMITS: tuple[CloudLimit, ...] = (
     CloudLimit("ssh.public_key", "RSA or ED25519", "EC2 User Guide, Create a key pair / ImportKeyPair", _key_type),
     CloudLimit("data_disks[].size_gb, root_disk_gb", f"gp3: 1-{GP3_MAX_GB} GiB",
-               "EBS User Guide, General Purpose SSD volumes (gp3 size 1 GiB - 16 TiB)", _gp3),
+               "EC2 API, EBS VolumeSize (gp2 and gp3: 1 - 16,384 GiB); "
+               "docs.aws.amazon.com/ebs/latest/userguide/general-purpose.html", _gp3),
     root_disk_limit(root_minimum, "EC2: a root volume cannot be smaller than the AMI's snapshot "
                                   "(8 GiB Ubuntu/Debian/AL2023, 10 GiB RHEL)"),
     CloudLimit("tags", f"keys <= {TAG_KEY_MAX}, values <= {TAG_VALUE_MAX} characters, no aws: prefix",
-               "EC2 User Guide, Tag restrictions", _tags),
+               "EC2 API Reference, Tag (docs.aws.amazon.com/AWSEC2/latest/APIReference/API_Tag.html)", _tags),
 )
 
 

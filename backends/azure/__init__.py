@@ -109,11 +109,24 @@ class AzureBackend(Backend):
                     m.AZ_SPECS + " network virtualNetwork.json"),
         Replacement("azure-native:network:NetworkSecurityGroup", ("location", "resourceGroupName", "networkSecurityGroupName"),
                     m.AZ_SPECS + " network networkSecurityGroup.json"),
-        Replacement("azure-native:network:PublicIPAddress", ("location", "resourceGroupName", "sku", "zones",
-                                                             "publicIPAddressVersion"),
-                    m.AZ_SPECS + " network publicIpAddress.json (SKU and zones are fixed at creation)"),
-        Replacement("azure-native:network:LoadBalancer", ("location", "resourceGroupName", "loadBalancerName"),
-                    m.AZ_SPECS + " network loadBalancer.json"),
+        # The load balancer's public IP and load balancer: path parameters and location, plus what the Azure
+        # API fixes at creation, verified in hashicorp/terraform-provider-azurerm (ForceNew there because
+        # Azure refuses the change): internal/services/network/public_ip_resource.go (sku, sku_tier,
+        # ip_version, zones, public_ip_prefix_id, ip_tags, edge_zone) and
+        # internal/services/loadbalancer/lb_resource.go (sku, sku_tier, edge_zone; frontend zones by
+        # CustomizeDiff). tests/backends/test_lb_replacements.py checks these.
+        Replacement("azure-native:network:PublicIPAddress",
+                    ("location", "resourceGroupName", "publicIpAddressName", "sku", "zones",
+                     "publicIPAddressVersion", "publicIPPrefix", "ipTags", "extendedLocation"),
+                    m.AZ_SPECS + " network publicIpAddress.json; hashicorp/terraform-provider-azurerm "
+                    "internal/services/network/public_ip_resource.go (SKU, version, zones, prefix, IP tags and "
+                    "edge zone are fixed at creation)"),
+        Replacement("azure-native:network:LoadBalancer",
+                    ("location", "resourceGroupName", "loadBalancerName", "sku", "extendedLocation",
+                     "frontendIPConfigurations.zones"),
+                    m.AZ_SPECS + " network loadBalancer.json; hashicorp/terraform-provider-azurerm "
+                    "internal/services/loadbalancer/lb_resource.go (SKU, edge zone and frontend zones are fixed "
+                    "at creation; rules, probes and pools update in place)"),
         Replacement("azure-native:network:NetworkInterface", ("location", "resourceGroupName", "networkInterfaceName"),
                     m.AZ_SPECS + " network networkInterface.json"),
         Replacement("azure-native:compute:Disk", ("location", "resourceGroupName", "diskName", "creationData", "zones"),

@@ -69,6 +69,10 @@ SSH_KEY_TYPES = ("ssh-rsa", "ssh-ed25519")
 ZONES = ("1", "2", "3")
 _LOCATION_RE = re.compile(r"^[a-z][a-z0-9]{2,40}$")
 _IMAGE_URN_RE = re.compile(r"^[^:\s]+:[^:\s]+:[^:\s]+:[^:\s]+$")
+#: Azure tags: "The maximum supported key/value length is 256 characters ... Keys cannot contain < > % & \ ? /"
+#: (Azure SDK reference, ProxyResourceWithTags.tags,
+#: https://learn.microsoft.com/javascript/api/@azure/arm-billing/proxyresourcewithtags). Of those characters
+#: only '/' passes core's tag-key check (letters, digits, _.:/=+@-), so '/' is the one checked here.
 _TAG_VALUE_MAX = 256
 _NVME_ONLY_SIZE_RE = re.compile(r"_v6$", re.IGNORECASE)
 
@@ -100,7 +104,9 @@ IMAGE_DISK_GB: dict[tuple[str, str], int] = {
     ("ubuntu", "22.04"): 30, ("ubuntu", "24.04"): 30, ("debian", "12"): 30, ("rhel", "9"): 64,
 }
 #: Managed disks: 4 GiB .. 32767 GiB for Premium SSD / Standard SSD / Standard HDD
-#: (learn.microsoft.com/azure/virtual-machines/disks-types); host caching is not supported for disks of
+#: (learn.microsoft.com/azure/virtual-machines/disks-types, not found in the search index; corroborated by
+#: hashicorp/terraform-provider-azurerm#7689: "disk_size_gb can be higher than 32767 only for
+#: storage_account_type UltraSSD_LRS"); host caching is not supported for disks of
 #: 4 TiB (4095 GiB) and more (learn.microsoft.com/azure/virtual-machines/premium-storage-performance#disk-caching).
 DISK_MAX_GB = 32767
 CACHING_MAX_GB = 4094

@@ -109,9 +109,11 @@ class DigitalOceanBackend(Backend):
                     f"{m.TF_DO}/volume/resource_volume.go (size grows in place)"),
         Replacement("digitalocean:index/volumeAttachment:VolumeAttachment", ("dropletId", "volumeId"),
                     f"{m.TF_DO}/volume/resource_volume_attachment.go"),
-        Replacement("digitalocean:index/loadBalancer:LoadBalancer", ("region", "type", "network", "vpcUuid"),
-                    f"{m.TF_DO}/loadbalancer/resource_loadbalancer.go (ForceNew; forwarding rules, health check, "
-                    "tag and firewall update in place)"),
+        Replacement("digitalocean:index/loadBalancer:LoadBalancer",
+                    ("region", "type", "network", "networkStack", "vpcUuid", "subnetUuid", "ip"),
+                    f"{m.TF_DO}/loadbalancer/resource_loadbalancer.go (ForceNew: region, type, network, "
+                    "network_stack, vpc_uuid, subnet_uuid, ip; name, forwarding rules, health check, tag and "
+                    "firewall update in place; tests/backends/test_lb_replacements.py)"),
     )
     egress_rules = frozenset(m.firewall_rules(list(m.OUTBOUND_RULES), "destinationAddresses"))
 

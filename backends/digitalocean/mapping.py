@@ -41,7 +41,10 @@ DROPLET_SIZES: tuple[tuple[str, int, float, int], ...] = (
     ("g-40vcpu-160gb", 40, 160, 500),
 )
 
-#: Block storage limits (DigitalOcean documentation: 7 volumes per Droplet, 1 GiB - 16 TiB each).
+#: Block storage limits. Size: volumes "may be created in sizes from 1GiB to 16TiB" (DigitalOcean API
+#: reference, https://docs.digitalocean.com/reference/pydo/reference/volumes). 7 volumes per Droplet: not
+#: found in DigitalOcean's own pages in the search index (only third-party reports of the API's "exceed max
+#: volume count" error at 7, e.g. gitlab.com/thorchain/devops/cluster-launcher/-/issues/12); unverified.
 MAX_VOLUMES = 7
 MAX_VOLUME_GB = 16384
 #: Volume names: lowercase letters, digits and '-', starting with a letter, at most 64 characters.

@@ -116,8 +116,14 @@ class GcpBackend(Backend):
                     "disks update in place with allow_stopping_for_update)"),
         Replacement("gcp:compute/disk:Disk", ("name", "zone", "project", "type", "image", "snapshot"),
                     f"{m.TF_GOOGLE}/resource_compute_disk.go (immutable; size grows in place)"),
-        Replacement("gcp:compute/address:Address", ("name", "region", "project", "addressType", "networkTier"),
-                    f"{m.TF_GOOGLE}/resource_compute_address.go"),
+        # Load balancer types below (address .. forwardingRule): every field the schema marks ForceNew
+        # (hashicorp/terraform-provider-google, snapshot of 2026-08-21, commit e03b762), checked by
+        # tests/backends/test_lb_replacements.py.
+        Replacement("gcp:compute/address:Address",
+                    ("name", "address", "addressType", "description", "ipCollection", "ipVersion",
+                     "ipv6EndpointType", "network", "networkTier", "prefixLength", "purpose", "region",
+                     "subnetwork", "project"),
+                    f"{m.TF_GOOGLE}/resource_compute_address.go (ForceNew; labels update in place)"),
         Replacement("gcp:compute/firewall:Firewall", ("name", "network", "project", "direction"),
                     f"{m.TF_GOOGLE}/resource_compute_firewall.go"),
         Replacement("gcp:compute/network:Network", ("name", "project", "autoCreateSubnetworks"),
@@ -129,15 +135,21 @@ class GcpBackend(Backend):
         Replacement("gcp:compute/routerNat:RouterNat", ("name", "router", "region", "project"),
                     f"{m.TF_GOOGLE}/resource_compute_router_nat.go"),
         Replacement("gcp:compute/regionHealthCheck:RegionHealthCheck", ("name", "region", "project"),
-                    f"{m.TF_GOOGLE}/resource_compute_region_health_check.go"),
+                    f"{m.TF_GOOGLE}/resource_compute_region_health_check.go (ForceNew: name, region, project; "
+                    "intervals, thresholds and the tcp/http/https check update in place)"),
         Replacement("gcp:compute/instanceGroup:InstanceGroup", ("name", "zone", "project", "network", "description"),
                     f"{m.TF_GOOGLE}/resource_compute_instance_group.go (instances update in place)"),
         Replacement("gcp:compute/regionBackendService:RegionBackendService",
-                    ("name", "region", "project", "loadBalancingScheme"),
-                    f"{m.TF_GOOGLE}/resource_compute_region_backend_service.go"),
+                    ("name", "region", "project", "loadBalancingScheme", "network", "params"),
+                    f"{m.TF_GOOGLE}/resource_compute_region_backend_service.go (ForceNew: name, project, "
+                    "load_balancing_scheme, network, params; region is Optional+Computed without ForceNew but "
+                    "names the resource's URL, so polyvm counts a move as a replacement; protocol, health "
+                    "checks and backends update in place)"),
         Replacement("gcp:compute/forwardingRule:ForwardingRule",
                     ("name", "region", "project", "ipAddress", "ipProtocol", "ports", "backendService",
-                     "loadBalancingScheme", "networkTier", "sourceIpRanges"),
+                     "loadBalancingScheme", "networkTier", "sourceIpRanges", "allPorts", "description",
+                     "ipCollection", "ipVersion", "isMirroringCollector", "network", "noAutomateDnsZone",
+                     "portRange", "serviceDirectoryRegistrations", "serviceLabel", "subnetwork"),
                     f"{m.TF_GOOGLE}/resource_compute_forwarding_rule.go (labels update in place)"),
     )
 

@@ -45,8 +45,10 @@ MACHINE_TYPES: tuple[tuple[str, int, float], ...] = (
     ("n2-highmem-128", 128, 864),
 )
 
-#: Persistent disks per instance polyvm allows (GCE allows up to 127 on most machine types, fewer on
-#: shared-core e2-micro/small/medium: 15 there, hence this limit).
+#: Persistent disks per instance polyvm allows: "You can add up to 127 secondary, non-boot zonal Persistent
+#: Disk volumes to a VM instance" ("About Persistent Disk", https://cloud.google.com/compute/docs/disks/persistent-disks);
+#: shared-core e2-micro/small/medium take fewer (16 disks with the boot disk: a third-party summary,
+#: github.com/paulowe/gcp disk-options.md; Google's own figure was not found), hence 15.
 MAX_DATA_DISKS = 15
 DISK_TYPE = "pd-balanced"
 DEVICE_BY_ID = "/dev/disk/by-id/google-{device_name}"
@@ -85,7 +87,8 @@ def machine_type(spec: VmSpec) -> str:
 NAME_MAX = 63
 #: Pulumi appends "-" and 7 random characters to an auto-named resource (pulumi-gcp autonaming).
 AUTONAME_SUFFIX = 8
-#: pd-balanced persistent disks: 10 GB - 64 TB (cloud.google.com/compute/docs/disks#disk-types, "Disk size").
+#: pd-balanced persistent disks: 10 GB - 64 TB ("Zonal balanced PD": "Minimum capacity per disk | 10 GB",
+#: "Maximum capacity per disk | 64 TB", https://cloud.google.com/compute/docs/disks, read as ?hl=nb).
 DISK_MIN_GB, DISK_MAX_GB = 10, 65536
 #: Boot disk size of the Ubuntu public images (10 GB); GCE refuses a boot disk smaller than its image
 #: ("Requested disk size cannot be smaller than the image size").

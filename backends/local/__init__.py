@@ -100,10 +100,14 @@ class LocalBackend(Backend):
                     LB_TYPE: lambda name, inputs: {"id": "pvlb-1", "lb_id": "pvlb-1", "address": "198.18.193.2"}}
     # The host holds its loop-device data disks; its own provider says which inputs need a new host.
     data_disk_types = frozenset({HOST_TYPE})
-    replacements = (Replacement(HOST_TYPE, ("hostname", "sshUser", "authorizedKeys", "disks", "rootMb", "pg", "stateDir",
-                                            "ssh_user", "authorized_keys", "root_mb", "state_dir", "boot"),
+    # The dynamic providers' own diffs decide (backends/local/provider.py): LocalHostProvider.diff replaces
+    # on REPLACING, LocalLoadBalancerProvider.diff on every input. Inputs are recorded as given (snake_case,
+    # no camelCase translation for dynamic resources). tests/backends/test_local_replacements.py checks that
+    # each name is a real input and that exactly these replace in the providers' diffs.
+    replacements = (Replacement(HOST_TYPE, ("hostname", "ssh_user", "authorized_keys", "disks", "root_mb", "scrub",
+                                            "state_dir", "boot"),
                                 "backends/local/provider.py REPLACING (the local host provider's diff)"),
-                    Replacement(LB_TYPE, ("fleet", "members", "stateDir", "state_dir"),
+                    Replacement(LB_TYPE, ("fleet", "members", "state_dir"),
                                 "backends/local/provider.py LocalLoadBalancerProvider.diff (every change replaces)"))
 
     def unsupported(self, spec: VmSpec) -> list[str]:

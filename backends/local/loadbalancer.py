@@ -328,10 +328,12 @@ class LocalLoadBalancer:
             return False
 
     def _save(self) -> None:
-        path = self.record.dir / "lb.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.record.to_json(), indent=2, sort_keys=True))
-        os.replace(tmp, path)
+        from polyvm.files import atomic_write
+
+        # A temp file of its own per write (not a fixed "lb.tmp"): two writers of one record (a `pulumi up`
+        # and a `polyvm sandbox` drain, say) must not rename each other's half-written file.
+        atomic_write(self.record.dir / "lb.json", json.dumps(self.record.to_json(), indent=2, sort_keys=True),
+                     mode=0o600)
 
     def _owned_netns(self) -> tuple[int, int] | None:
         rec = self.record
