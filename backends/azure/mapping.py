@@ -121,11 +121,24 @@ def _disk_sizes(spec: VmSpec) -> list[str]:
             for i, d in enumerate(spec.data_disks) if d.size_gb > DISK_MAX_GB]
 
 
+#: A security rule's description: "A description for this rule. Restricted to 140 chars." (the installed
+#: pulumi_azure_native SDK, network/get_security_rule.py; the same text in the Azure REST API's SecurityRule).
+RULE_DESCRIPTION_MAX = 140
+
+
+def _rule_descriptions(spec: VmSpec) -> list[str]:
+    return [f"ingress[{i}].description of {len(r.description)} characters (Azure security rule descriptions are at "
+            f"most {RULE_DESCRIPTION_MAX})" for i, r in enumerate(spec.ingress)
+            if r.description and len(r.description) > RULE_DESCRIPTION_MAX]
+
+
 LIMITS: tuple[CloudLimit, ...] = (
     root_disk_limit(image_disk_gb, "Azure refuses an OS disk smaller than the image's (30 GB for the Ubuntu and "
                                    "Debian images, 64 GB RHEL LVM)"),
     CloudLimit("data_disks[].size_gb", f"at most {DISK_MAX_GB} GiB", "learn.microsoft.com/azure/virtual-machines/disks-types",
                _disk_sizes),
+    CloudLimit("ingress[].description", f"at most {RULE_DESCRIPTION_MAX} characters",
+               "pulumi_azure_native network SecurityRule.description (\"Restricted to 140 chars.\")", _rule_descriptions),
 )
 
 
@@ -199,7 +212,7 @@ def security_rules(spec: VmSpec) -> list[dict[str, Any]]:
             port = f"{rule.from_port}-{rule.to_port}"
         rules.append({
             "name": f"polyvm-in-{i}",
-            "description": (rule.description or f"polyvm {rule.protocol}/{port}")[:140],
+            "description": rule.description or f"polyvm {rule.protocol}/{port}",  # length: LIMITS
             "priority": FIRST_PRIORITY + i * PRIORITY_STEP,
             "direction": "Inbound",
             "access": "Allow",

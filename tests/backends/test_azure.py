@@ -94,6 +94,17 @@ def test_reserved_admin_user_and_unsupported_key_type():
     assert "ssh.user 'admin'" in msg and "ssh.public_key of type ecdsa-sha2-nistp256" in msg
 
 
+def test_a_rule_description_azure_would_cut_is_refused_not_cut():
+    long = "x" * 141
+    with pytest.raises(UnsupportedFeatureError, match="ingress\\[1\\].description of 141 characters"):
+        BACKEND.check(spec(ingress=[{"port": 22, "cidrs": ["203.0.113.0/24"]},
+                                    {"port": 443, "cidrs": ["203.0.113.0/24"], "description": long}]))
+    ok = "y" * 140
+    ok_spec = spec(ingress=[{"port": 22, "cidrs": ["203.0.113.0/24"], "description": ok}])
+    BACKEND.check(ok_spec)
+    assert m.security_rules(ok_spec)[0]["description"] == ok  # the whole description, not a cut one
+
+
 def test_ipv6_ingress_is_rejected_not_dropped():
     with pytest.raises(UnsupportedFeatureError, match="IPv6 2001:db8::/32"):
         BACKEND.check(spec(ingress=[{"port": 22, "cidrs": ["203.0.113.0/24", "2001:db8::/32"]}]))
