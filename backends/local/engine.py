@@ -33,6 +33,7 @@ import signal
 import string
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -444,6 +445,27 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """A Ctrl-C (SIGINT) arriving inside the block takes effect when the block ends (only the main thread
+    gets signals; elsewhere this does nothing). For steps that must not be cut in half."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    old = signal.getsignal(signal.SIGINT)
+    if old is None:  # a handler not installed from Python: leave it alone
+        yield
+        return
+    signal.signal(signal.SIGINT, lambda signum, _frame: got.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if got:
+            signal.raise_signal(signal.SIGINT)  # now, through the handler that was there before
+
+
 # Popen objects of hosts started by this process, so their exit status is collected (no zombies).
 _STARTED: dict[int, subprocess.Popen] = {}
 
@@ -570,25 +592,40 @@ class Engine:
             user = None
         self._ensure_state_dir()
 
-        index = self._allocate()
-        ns = f"{NETNS_PREFIX}{index}"
-        host_ip, guest_ip = addresses(index)
-        hdir = self.state_dir / ns
-        shutil.rmtree(hdir, ignore_errors=True)
-        hdir.mkdir(mode=0o700)
-        st = os.stat(f"/run/netns/{ns}")
-        host = Host(id=ns, index=index, name=name or ns, guest_ip=guest_ip, host_ip=host_ip,
-                    veth=f"pvm{index}", host_key="", user=user or "root", state_dir=str(self.state_dir),
-                    netns_inode=[st.st_dev, st.st_ino], scrub=scrub, sshd_delay=float(sshd_delay),
-                    root_mb=int(root_mb) if root_mb else None,
-                    firewall=firewall is not None, bastion=bool(bastion), boot=boot, labels=dict(labels or {}),
-                    created=time.time(),
-                    boot_id=_boot_id())
-        self._save(host)
+        host: Host | None = None
         try:
+            # From `ip netns add` until the record is on disk nothing (down(), another process) knows the
+            # namespace is ours: a Ctrl-C in between would leave it behind, so it takes effect after that.
+            with _interrupts_deferred():
+                host = self._new_host(
+                    name=name, user=user or "root", scrub=scrub, sshd_delay=float(sshd_delay),
+                    root_mb=int(root_mb) if root_mb else None, firewall=firewall is not None,
+                    bastion=bool(bastion), boot=boot, labels=dict(labels or {}))
             self._start(host, authorized_keys, disks_mb, firewall, timeout, user_data)
         except BaseException:
-            self.down(host)
+            if host is not None:
+                self.down(host)
+            raise
+        return host
+
+    def _new_host(self, *, name: str | None, **fields: Any) -> Host:
+        """Take a free index (its namespace) and write the host's first record; on failure the namespace
+        is given back."""
+        index = self._allocate()
+        ns = f"{NETNS_PREFIX}{index}"
+        hdir = self.state_dir / ns
+        try:
+            host_ip, guest_ip = addresses(index)
+            shutil.rmtree(hdir, ignore_errors=True)
+            hdir.mkdir(mode=0o700)
+            st = os.stat(f"/run/netns/{ns}")
+            host = Host(id=ns, index=index, name=name or ns, guest_ip=guest_ip, host_ip=host_ip,
+                        veth=f"pvm{index}", host_key="", state_dir=str(self.state_dir),
+                        netns_inode=[st.st_dev, st.st_ino], created=time.time(), boot_id=_boot_id(), **fields)
+            self._save(host)
+        except BaseException:
+            _run(["ip", "netns", "del", ns], check=False)
+            shutil.rmtree(hdir, ignore_errors=True)
             raise
         return host
 

@@ -257,8 +257,9 @@ class Sandbox:
                 say: Progress, started: float, lock: threading.Lock) -> SandboxVm:
         with self._lock(f"vm-{spec.name}", f"sandbox VM {spec.name}", timeout=VM_LOCK_TIMEOUT,
                         progress=lambda who: say(spec.name, f"waiting for another run making it ({who})")):
-            record, created, lost = self._host_for(backend, spec, pub, recipe, say, lock)
+            created = False  # a host the engine was still starting when interrupted it removes itself
             try:
+                record, created, lost = self._host_for(backend, spec, pub, recipe, say, lock)
                 return self._provision(record, created, lost, spec, recipe, overrides, say, started, lock)
             except KeyboardInterrupt:
                 if created:  # interrupted while making it: nothing half-made stays
