@@ -165,6 +165,10 @@ def test_rolling_change_behind_haproxy_drops_no_request(haproxy_available, testh
             result = rolling_update(lb, list(conns.items()), serve("v2"), drain_timeout=30, healthy_timeout=60,
                                     on_event=lambda m, e: events.append((m, e, lb.status(m))))
             wait_for(f"{MIN_REQUESTS} requests", lambda: client.total >= MIN_REQUESTS, 240)
+            # The last member is back in rotation when rolling_update returns, but no request may have
+            # reached it yet (the client had made its 1000 long before): keep asking until each has answered.
+            wait_for("an answer from every member's new configuration",
+                     lambda: {f"{n} v2" for n in names} <= set(client.ok), 60)
         finally:
             client.stop.set()
             client.join(30)
