@@ -159,6 +159,12 @@ def test_asynchronous_replication_reports_lag_and_counts_rows_lost_at_failover(t
         apply(h, inputs)
     p = hosts[0]
     psql(testhosts, p, "CREATE TABLE t (id int PRIMARY KEY); GRANT ALL ON t TO app;")
+    # A standby's apply returns once its server runs; it connects to the primary and reports its first
+    # position a moment later (on a loaded machine, after the status below would have been read).
+    wait_for("both standbys streaming and reporting their position", lambda: psql(
+        testhosts, p, "SELECT string_agg(application_name, ',' ORDER BY application_name) FROM "
+                      "pg_stat_replication WHERE state = 'streaming' AND replay_lsn IS NOT NULL;",
+        db="postgres") == "pg1,pg2")
     with connect(p) as conn:
         st = host_status(conn, inputs, "pg0")
     assert st.role == "primary"
