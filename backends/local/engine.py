@@ -572,13 +572,14 @@ class Engine:
         cloud-init from a NoCloud seed whose user data is ``user_data(host_private_key, host_public_key)``
         (default: :func:`polyvm.cloudinit.render_cloud_config` for ``name``, ``user`` and
         ``authorized_keys``); it needs a login user other than root (cloud-init's ``disable_root``).
-        ``timeout``: seconds for the whole start (default 15, or 180 through cloud-init)."""
+        ``timeout``: seconds for the whole start (default 60, or 180 through cloud-init: a start takes well
+        under a second on an idle machine, several when many start at once on a loaded one)."""
         if boot not in BOOT_MODES:
             raise ValueError(f"boot must be one of {', '.join(BOOT_MODES)}, not {boot!r}")
         if boot == "cloud-init" and user in (None, "root"):
             raise ValueError("a cloud-init boot needs a login user other than root (user data disables root)")
         if timeout is None:
-            timeout = 180.0 if boot == "cloud-init" else 15.0
+            timeout = 180.0 if boot == "cloud-init" else 60.0
         disks_mb = [int(d) for d in disks_mb]
         scrub = [str(p) for p in scrub]
         bad = [p for p in scrub if p.startswith("/") or ".." in p.split("/") or not p.strip() or "\n" in p]
