@@ -39,7 +39,9 @@ def leftovers(hosts: list[local_engine.Host]) -> list[str]:
     return [item for h in hosts for item in local_engine.leftovers(h)]
 
 
-def wait_gone(hosts, timeout: float = 5.0) -> list[str]:
+def wait_gone(hosts, timeout: float = 60.0) -> list[str]:
+    # Loop devices are released when a host's mount namespace is torn down, after its last process: soon,
+    # but later on a loaded machine.
     end = time.monotonic() + timeout
     while (left := leftovers(hosts)) and time.monotonic() < end:
         time.sleep(0.05)
@@ -156,6 +158,9 @@ def test_down_cleans_up_crashed_and_interrupted_runs(sandbox_dir, client_key):
     # half-made (record still "creating", sshd never started).
     crashed = sb.engine.up(authorized_keys=pub, disks_mb=[8], labels={"polyvm-sandbox": "crashed"})
     os.kill(crashed.pid, signal.SIGKILL)
+    end = time.monotonic() + 60  # PID 1 inside dies with its parent, asynchronously
+    while sb.engine.is_running(crashed) and time.monotonic() < end:
+        time.sleep(0.05)
     half = sb.engine.up(authorized_keys=pub, disks_mb=[8], sshd_delay=600, labels={"polyvm-sandbox": "half"})
     half.status = "creating"
     sb.engine._save(half)
