@@ -257,12 +257,12 @@ def test_two_sandbox_up_of_one_vm_at_once_give_one_working_host(_local_engine, t
 
 @pytest.fixture
 def ctrl_c_works():
-    """SIGINT raises KeyboardInterrupt here and in the processes started meanwhile, as in a terminal. Not a
-    given: a job a non-interactive shell starts in the background (`... &`, as CI runners and loops do)
-    ignores SIGINT from the start, and so does everything it starts; Python then installs no handler."""
+    """SIGINT raises KeyboardInterrupt in this process, as in a terminal. Not a given: a job a
+    non-interactive shell starts in the background (`... &`, as CI runners and loops do) ignores SIGINT
+    from the start, and so does everything it starts; Python then installs no handler."""
     import signal
 
-    old = signal.signal(signal.SIGINT, signal.default_int_handler)  # children start with SIG_DFL then
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
@@ -305,7 +305,7 @@ def _interrupted_up(state: Path, stage: str) -> tuple[int, str, list]:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("stage", ["creating host", "baseline"])
-def test_ctrl_c_in_sandbox_up_leaves_nothing_half_made(_local_engine, tmp_path, stage, ctrl_c_works):
+def test_ctrl_c_in_sandbox_up_leaves_nothing_half_made(_local_engine, tmp_path, stage):
     """SIGINT while `sandbox up` makes its host (``creating host``: the engine's own clean-up) or provisions
     it (``baseline``: the sandbox removes the host it made): one line, exit 130, no traceback, no host left."""
     for attempt in range(5):
