@@ -446,7 +446,7 @@ def _children(pid: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def _interrupts_deferred():
+def interrupts_deferred():
     """A Ctrl-C (SIGINT) arriving inside the block takes effect when the block ends (only the main thread
     gets signals; elsewhere this does nothing). For steps that must not be cut in half."""
     if threading.current_thread() is not threading.main_thread():
@@ -597,7 +597,7 @@ class Engine:
         try:
             # From `ip netns add` until the record is on disk nothing (down(), another process) knows the
             # namespace is ours: a Ctrl-C in between would leave it behind, so it takes effect after that.
-            with _interrupts_deferred():
+            with interrupts_deferred():
                 host = self._new_host(
                     name=name, user=user or "root", scrub=scrub, sshd_delay=float(sshd_delay),
                     root_mb=int(root_mb) if root_mb else None, firewall=firewall is not None,

@@ -43,7 +43,7 @@ from polyvm.firewall import render_nftables
 from polyvm.fleet import FleetSpec, LbSources
 from polyvm.spec import IngressRule
 
-from .engine import Engine, Host, ifindex, pids_in_netns, run, which
+from .engine import Engine, Host, ifindex, interrupts_deferred, pids_in_netns, run, which
 
 NETNS_PREFIX = "pvlb-"
 #: Load balancer i owns 198.18.<BLOCK_BASE + i>.0/24.
@@ -204,23 +204,26 @@ class LocalLoadBalancer:
             raise SandboxError("the local load balancer must run as root (network namespaces)")
         state = Path(engine.state_dir)
         state.mkdir(parents=True, exist_ok=True, mode=0o700)
-        index = cls._allocate(state)
-        ns = f"{NETNS_PREFIX}{index}"
-        host_ip, address = front_addresses(index)
-        d = state / ns
-        inode = _ns_inode(f"/run/netns/{ns}")
+        self: LocalLoadBalancer | None = None
         try:
-            shutil.rmtree(d, ignore_errors=True)
-            d.mkdir(mode=0o700)
-        except BaseException:
-            run(["ip", "netns", "del", ns], check=False)  # nothing else exists yet
-            raise
-        rec = LbRecord(id=ns, index=index, fleet=fleet.name, state_dir=str(state), address=address,
-                       host_ip=host_ip, veth=f"pvlb{index}", netns_inode=list(inode) if inode else None,
-                       boot_id=_boot_id(), ports=[ln.port for ln in fleet.load_balancer.listeners])
-        self = cls(rec, fleet)
-        self._save()
-        try:
+            # Until the record names the namespace, a Ctrl-C would leave it behind (as in Engine.up).
+            with interrupts_deferred():
+                index = cls._allocate(state)
+                ns = f"{NETNS_PREFIX}{index}"
+                host_ip, address = front_addresses(index)
+                d = state / ns
+                inode = _ns_inode(f"/run/netns/{ns}")
+                try:
+                    shutil.rmtree(d, ignore_errors=True)
+                    d.mkdir(mode=0o700)
+                except BaseException:
+                    run(["ip", "netns", "del", ns], check=False)  # nothing else exists yet
+                    raise
+                rec = LbRecord(id=ns, index=index, fleet=fleet.name, state_dir=str(state), address=address,
+                               host_ip=host_ip, veth=f"pvlb{index}", netns_inode=list(inode) if inode else None,
+                               boot_id=_boot_id(), ports=[ln.port for ln in fleet.load_balancer.listeners])
+                self = cls(rec, fleet)
+                self._save()
             run(["ip", "link", "add", rec.veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
             rec.veth_ifindex = ifindex(rec.veth)
             self._save()
@@ -235,7 +238,8 @@ class LocalLoadBalancer:
             (d / "firewall.nft").write_text(render_nftables(rules))
             run(["ip", "netns", "exec", ns, "nft", "-f", str(d / "firewall.nft")])
         except BaseException:
-            self.down()
+            if self is not None:
+                self.down()
             raise
         return self
 

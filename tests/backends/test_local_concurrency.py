@@ -324,29 +324,45 @@ def test_ctrl_c_in_sandbox_up_leaves_nothing_half_made(_local_engine, tmp_path, 
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("what", ["host", "load balancer"])
 def test_ctrl_c_just_after_the_namespace_is_taken_leaves_no_namespace(_local_engine, client_key, monkeypatch,
-                                                                     ctrl_c_works):
-    """The moment between `ip netns add` and the host's first record (no record names the namespace yet):
-    a Ctrl-C there still raises KeyboardInterrupt, and removes the namespace. A real `sandbox up` hit it
-    in 6 of 30 runs when interrupted within 15 ms of "creating host" (a pvm-* namespace no record knew)."""
+                                                                     ctrl_c_works, what):
+    """The moment between `ip netns add` and the first record (no record names the namespace yet): a Ctrl-C
+    there still raises KeyboardInterrupt, and removes the namespace. A real `sandbox up` hit it in 6 of 30
+    runs when interrupted within 15 ms of "creating host" (a pvm-* namespace no record knew)."""
     import signal
 
     from polyvm.backends.local import engine as local_engine
+    from polyvm.backends.local import loadbalancer as llb
 
     taken = []
-    real_run = local_engine._run
 
-    def run(argv, **kw):  # noqa: ANN001, ANN003
-        proc = real_run(argv, **kw)
-        if list(argv[:3]) == ["ip", "netns", "add"] and proc.returncode == 0:
-            st = os.stat(f"/run/netns/{argv[3]}")
-            taken.append((argv[3], (st.st_dev, st.st_ino)))
-            signal.raise_signal(signal.SIGINT)  # Ctrl-C, delivered to this (the main) thread
-        return proc
+    def interrupting(real):  # noqa: ANN001, ANN202
+        def run(argv, **kw):  # noqa: ANN001, ANN003
+            proc = real(argv, **kw)
+            if list(argv[:3]) == ["ip", "netns", "add"] and proc.returncode == 0:
+                st = os.stat(f"/run/netns/{argv[3]}")
+                taken.append((argv[3], (st.st_dev, st.st_ino)))
+                signal.raise_signal(signal.SIGINT)  # Ctrl-C, delivered to this (the main) thread
+            return proc
+        return run
 
-    monkeypatch.setattr(local_engine, "_run", run)
+    if what == "host":
+        monkeypatch.setattr(local_engine, "_run", interrupting(local_engine._run))
+        make = lambda: _local_engine.up(authorized_keys=client_key.public_key, labels={"owner": "pytest"})  # noqa: E731
+    else:
+        if local_engine.which("haproxy") is None:
+            pytest.skip("haproxy is needed (scripts/setup installs it)")
+        from polyvm.fleet import parse_fleet
+
+        fleet = parse_fleet({"name": "ctrl-c", "count": 2, "vm": {"size": "small", "image": {
+            "family": "debian", "version": "12"}, "ssh": {"public_key": client_key.public_key}},
+            "load_balancer": {"allowed_cidrs": ["198.18.0.0/15"],
+                              "listeners": [{"protocol": "http", "port": 80, "target_port": 8080}]}})
+        monkeypatch.setattr(llb, "run", interrupting(llb.run))
+        make = lambda: llb.LocalLoadBalancer.create(_local_engine, fleet)  # noqa: E731
     with pytest.raises(KeyboardInterrupt):
-        _local_engine.up(authorized_keys=client_key.public_key, labels={"owner": "pytest"})
+        make()
     monkeypatch.undo()
     assert len(taken) == 1, taken
     ns, inode = taken[0]
@@ -358,4 +374,4 @@ def test_ctrl_c_just_after_the_namespace_is_taken_leaves_no_namespace(_local_eng
     if left:
         subprocess.run(["ip", "netns", "del", ns], check=False)
     assert not left, f"namespace {ns} was left behind"
-    assert not (_local_engine.state_dir / ns).exists(), "the host's directory was left behind"
+    assert not (_local_engine.state_dir / ns).exists(), "its directory was left behind"
