@@ -203,8 +203,9 @@ def test_concurrent_processes_get_distinct_hosts(testhosts, client_key, tmp_path
         addrs = [ip for _, ip in live]
         assert len(addrs) == 11 and len(set(addrs)) == 11, addrs
     finally:
-        for p in procs:
+        for i, p in enumerate(procs):
             p.communicate("\n", timeout=120)
+            local_engine.Engine(tmp_path / f"s{i}").down_all()  # what a process that failed left running
     assert all(p.returncode == 0 for p in procs)
 
 
