@@ -362,7 +362,8 @@ def test_ctrl_c_just_after_the_namespace_is_taken_leaves_no_namespace(_local_eng
         monkeypatch.setattr(llb, "run", interrupting(llb.run))
         make = lambda: llb.LocalLoadBalancer.create(_local_engine, fleet)  # noqa: E731
     with pytest.raises(KeyboardInterrupt):
-        make()
+        made = make()  # not interrupted (the test fails): remove what it made
+        _local_engine.down(made) if what == "host" else made.down()
     monkeypatch.undo()
     assert len(taken) == 1, taken
     ns, inode = taken[0]
