@@ -173,6 +173,25 @@ class LbRecord:
         return rec
 
 
+@contextlib.contextmanager
+def _netns_of(host: Host):
+    """A path to ``host``'s own network namespace, held open while it is used. Not its name: another run
+    takes a freed name at once (and a freed namespace's inode number too), so the namespace is taken from
+    the host's running PID 1 inside: a member that is gone is an error, never another host's namespace."""
+    fd: int | None = None
+    with contextlib.suppress(OSError, TypeError):
+        if host.status == "up" and host.init_pid and host.boot_id == _boot_id():
+            fd = os.open(f"/proc/{int(host.init_pid)}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd) if fd is not None else None
+        if st is None or [st.st_dev, st.st_ino] != list(host.netns_inode or []):
+            raise SandboxError(f"host {host.id} is not running (its processes and network namespace are gone)")
+        yield f"/proc/{os.getpid()}/fd/{fd}"
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def _boot_id() -> str:
     with contextlib.suppress(OSError):
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
@@ -277,8 +296,9 @@ class LocalLoadBalancer:
                 lb_ip, member_ip = member_addresses(rec.index, j)
                 link = f"m{j}"
                 peer = f"lb{rec.index}"
-                run(["ip", "-n", rec.id, "link", "add", link, "type", "veth", "peer", "name", peer,
-                      "netns", host.netns])
+                with _netns_of(host) as netns:
+                    run(["ip", "-n", rec.id, "link", "add", link, "type", "veth", "peer", "name", peer,
+                          "netns", netns])
                 rec.members.append(LbMember(name=name, host_id=host.id, address=member_ip, lb_address=lb_ip,
                                             link=link))
                 self._save()
