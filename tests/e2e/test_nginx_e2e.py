@@ -122,8 +122,8 @@ def test_a_stamped_rerun_repairs_what_changed_on_the_host(testhosts):
     run(host, index_html="<h1>stamped</h1>\n")
     again = run(host, index_html="<h1>stamped</h1>\n")
     assert all("stamp" in r.detail and not r.changed for r in again.values())
-    testhosts.exec(host, "kill $(cat /run/nginx.pid); for i in $(seq 100); do [ -s /run/nginx.pid ] || exit 0; "
-                         "sleep 0.1; done")
+    testhosts.exec(host, "kill $(cat /run/nginx.pid); for i in $(seq 600); do [ -s /run/nginx.pid ] || exit 0; "
+                         "sleep 0.1; done; echo 'nginx still running 60 s after SIGTERM' >&2; exit 1")
     assert "started nginx" in run(host, index_html="<h1>stamped</h1>\n")["nginx"].detail
     testhosts.exec(host, "rm /var/www/polyvm/index.html")  # the default root
     assert run(host, index_html="<h1>stamped</h1>\n")["site"].changed
