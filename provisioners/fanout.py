@@ -197,6 +197,15 @@ def detect_facts(conn: Connection) -> "Facts":
     return parse_facts(conn.run(FACTS_COMMAND, name="detect OS", sudo=False).stdout)
 
 
+def merged_facts(known: "Facts | None", found: "Facts") -> "Facts":
+    """The facts a run uses: those known without asking the host (a spec's), else the ``found`` ones; the RAM
+    found on the host when the known facts lack it."""
+    from dataclasses import replace
+
+    facts = known or found
+    return facts if facts.memory_mb is not None else replace(facts, memory_mb=found.memory_mb)
+
+
 def recipe_steps(host: "Host", conn: Connection, recipe: "Recipe | None" = None, inputs: "BaseModel | None" = None,
                  *, source: str | None = None) -> list[Step]:
     """What provisioning ``host`` means: the guest baseline, then the recipe's steps (if a recipe is given).
@@ -207,12 +216,7 @@ def recipe_steps(host: "Host", conn: Connection, recipe: "Recipe | None" = None,
     if recipe is None and not host.disks:
         return baseline_steps(host, facts, source=source)  # the firewall needs no facts
     if facts is None or (recipe is not None and facts.memory_mb is None):
-        found = detect_facts(conn)
-        facts = found if facts is None else facts
-        if facts.memory_mb is None:
-            from dataclasses import replace
-
-            facts = replace(facts, memory_mb=found.memory_mb)
+        facts = merged_facts(facts, detect_facts(conn))
     steps = baseline_steps(host, facts, source=source)
     if recipe is not None:
         steps += list(recipe.steps(inputs if inputs is not None else recipe.parse_inputs({}), host, facts))
@@ -235,8 +239,6 @@ def stamped_steps(host: "Host", conn: Connection, recipe: "Recipe", inputs: "Bas
     stamp for these inputs. One command checks the stamp and returns the OS facts: when the host is as the last
     successful run left it, every step comes back as unchanged without being run; else the steps, then the
     step writing the new stamp."""
-    from dataclasses import replace
-
     from polyvm.host import parse_facts
     from polyvm.recipe import Recipe as _Recipe
 
@@ -246,17 +248,16 @@ def stamped_steps(host: "Host", conn: Connection, recipe: "Recipe", inputs: "Bas
     if type(recipe).stamp_probe is _Recipe.stamp_probe:
         return None
     values = inputs if inputs is not None else recipe.parse_inputs({})
-    if host.facts is not None and host.facts.memory_mb is not None and \
-            recipe.stamp_probe(values, host, host.facts) is None:
+    known = host.facts if host.facts is not None and host.facts.memory_mb is not None else None
+    probe = recipe.stamp_probe(values, host, known) if known is not None else None
+    if known is not None and probe is None:
         return None
     digest = _stamp.run_digest(recipe, values, host)
     r = conn.run(_stamp.check_command(recipe.name, digest), name="check the run stamp")
     matched, facts_out = _stamp.parse_check(r.stdout)
-    found = parse_facts(facts_out)
-    facts = host.facts or found
-    if facts.memory_mb is None:
-        facts = replace(facts, memory_mb=found.memory_mb)
-    probe = recipe.stamp_probe(values, host, facts)
+    facts = merged_facts(host.facts, parse_facts(facts_out))
+    if known is None:
+        probe = recipe.stamp_probe(values, host, facts)
     steps = recipe_steps(host.with_facts(facts), conn, recipe, values, source=source)
     if probe is None:
         return steps

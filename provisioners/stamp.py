@@ -68,11 +68,10 @@ def _tree_digest(root: str) -> str:
     h = hashlib.sha256()
     base = Path(root)
     for p in sorted(base.rglob("*")):
-        if "__pycache__" in p.parts or p.suffix in (".pyc", ".pyo"):
+        if "__pycache__" in p.parts or p.suffix in (".pyc", ".pyo") or not p.is_file():
             continue
         st = p.stat()
-        if p.is_file():
-            h.update(f"{p.relative_to(base)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        h.update(f"{p.relative_to(base)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     return h.hexdigest()
 
 

@@ -457,16 +457,14 @@ class Script(Step):
             return None
         args = " ".join(shlex.quote(a) for a in self.args)
         env = (encode_env(self.env) + "\n") if self.env else ""
-        tag = _secrets.token_hex(8)
-        tmp = f'"${{TMPDIR:-/tmp}}/.polyvm-script-{tag}"'
-        if stdin is None:
-            program = (f"{env}__polyvm_t={tmp}; trap 'rm -f -- \"$__polyvm_t\"' EXIT\n"
-                       + _printf_to('"$__polyvm_t"', text) + f'\n{self.interpreter} "$__polyvm_t" {args}'.rstrip())
-        else:  # the step's stdin (it may hold secrets: the program goes on stdin) in a private file of its own
-            program = (f"{env}__polyvm_t={tmp}; __polyvm_i=\"$__polyvm_t.in\"; "
-                       "trap 'rm -f -- \"$__polyvm_t\" \"$__polyvm_i\"' EXIT\n"
-                       + _printf_to('"$__polyvm_t"', text) + "\n" + _printf_to('"$__polyvm_i"', stdin_text)
-                       + f'\n{self.interpreter} "$__polyvm_t" {args}'.rstrip() + ' <"$__polyvm_i"')
+        tmp = f'"${{TMPDIR:-/tmp}}/.polyvm-script-{_secrets.token_hex(8)}"'
+        # The step's stdin (it may hold secrets: the program then goes on stdin) in a private file of its own.
+        files, write, redirect = '"$__polyvm_t"', "", ""
+        if stdin is not None:
+            files += ' "$__polyvm_t.in"'
+            write, redirect = "\n" + _printf_to('"$__polyvm_t.in"', stdin_text), ' <"$__polyvm_t.in"'
+        program = (f"{env}__polyvm_t={tmp}; trap 'rm -f -- {files}' EXIT\n" + _printf_to('"$__polyvm_t"', text)
+                   + write + f'\n{self.interpreter} "$__polyvm_t" {args}'.rstrip() + redirect)
         return Piece(program, self.name, self._finish, self.secrets,
                      private=bool(self.env or self.secrets or stdin is not None), timeout=self.timeout)
 
