@@ -1,4 +1,4 @@
-"""Helpers shared by the PostgreSQL backup and replication e2e tests (not a test module)."""
+"""Helpers shared by the PostgreSQL e2e tests (not a test module)."""
 
 from __future__ import annotations
 

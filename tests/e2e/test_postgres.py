@@ -13,19 +13,15 @@ import pytest
 from polyvm.errors import RecipeError
 from polyvm.host import Host, HostDisk
 from polyvm.spec import IngressRule
-from polyvm.provisioners.connection import Connection
 from polyvm.recipes.postgres import apply_postgres, parse_inputs
+
+from pg_e2e import connect
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is needed for client-side logins")
 
 pytestmark = pytest.mark.e2e
 
 APP_PASSWORD = "correct-horse-battery-staple"
-
-
-def connect(host) -> Connection:
-    return Connection(host.address, host.user, private_key_path=host.private_key_path, host_key=host.host_key,
-                      deadline=60)
 
 
 def inputs_for(host, *, disk=True, **overrides):

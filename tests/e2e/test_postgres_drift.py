@@ -10,20 +10,16 @@ import pytest
 from click.testing import CliRunner
 
 from polyvm.host import Host
-from polyvm.provisioners.connection import Connection
 from polyvm.recipes.postgres import apply_postgres, parse_inputs
 from polyvm.recipes.postgres.recipe import PostgresRecipe
 from polyvm.spec import IngressRule
+
+from pg_e2e import connect
 
 pytestmark = pytest.mark.e2e
 
 APP_PW = "app-password-0123456789"
 CONF = "/etc/postgresql/15/main"
-
-
-def connect(host) -> Connection:
-    return Connection(host.address, host.user, private_key_path=host.private_key_path, host_key=host.host_key,
-                      deadline=60)
 
 
 def inputs_data(host):

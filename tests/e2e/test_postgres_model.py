@@ -8,8 +8,9 @@ import pytest
 
 from polyvm.errors import RecipeError
 from polyvm.host import Host
-from polyvm.provisioners.connection import Connection
 from polyvm.recipes.postgres import apply_postgres, parse_inputs
+
+from pg_e2e import connect
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is needed for client-side logins")
 
@@ -17,11 +18,6 @@ pytestmark = pytest.mark.e2e
 
 APP_PW = "app-password-0123456789"
 RO_PW = "reader-password-0123456789"
-
-
-def connect(host) -> Connection:
-    return Connection(host.address, host.user, private_key_path=host.private_key_path, host_key=host.host_key,
-                      deadline=60)
 
 
 def model(host, **overrides):
