@@ -132,9 +132,10 @@ def run_digest(recipe: "Recipe", inputs: BaseModel | None, host: "Host") -> str:
 # --- the host side -----------------------------------------------------------------------------------------
 
 def _paths(name: str) -> tuple[str, str]:
-    if not name.replace("-", "").replace("_", "").isalnum():
-        raise ValueError(f"a recipe name for a stamp must be letters, digits, - and _: {name!r}")
-    return f"{STAMP_DIR}/{name}", f"{STAMP_DIR}/{name}.state"
+    """The stamp and state script of recipe ``name``: ASCII letters, digits, - and _ kept, anything else (a
+    plugin's "my.recipe", a "/") as %xx, so every name gets its own two files inside STAMP_DIR."""
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else f"%{ord(c):02x}" for c in name)
+    return f"{STAMP_DIR}/{safe}", f"{STAMP_DIR}/{safe}.state"
 
 
 def check_command(name: str, digest: str) -> str:
@@ -185,7 +186,6 @@ class StampWrite(Step):
         self.recipe = recipe
         self.digest = digest
         self.script = script
-        _paths(recipe)
 
     def _program(self) -> str:
         stamp, state = _paths(self.recipe)

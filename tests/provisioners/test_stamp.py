@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import subprocess
 
-import pytest
 
 from polyvm.host import Facts, Host, HostDisk
 from polyvm.provisioners import stamp
@@ -55,8 +54,20 @@ def test_the_digest_is_keyed_by_the_secrets_and_holds_none():
 def test_the_check_goes_in_the_exec_request_and_holds_no_secret():
     cmd = stamp.check_command("postgres", digest())
     assert PW not in cmd and len(cmd) < INLINE_LIMIT
-    with pytest.raises(ValueError):
-        stamp.check_command("../etc", "x")
+
+
+
+def test_any_recipe_name_gets_its_own_files_inside_the_stamp_dir():
+    """A plugin may call its recipe "my.recipe" (or worse): its stamp stays in STAMP_DIR, apart from others'."""
+    assert stamp._paths("postgres") == (f"{stamp.STAMP_DIR}/postgres", f"{stamp.STAMP_DIR}/postgres.state")
+    odd = [stamp._paths(n) for n in ("../etc", "my.recipe", "my%2erecipe", "x.state", "x")]
+    files = [f for pair in odd for f in pair]
+    assert len(set(files)) == len(files)
+    assert all(f.startswith(stamp.STAMP_DIR + "/") and "/" not in f[len(stamp.STAMP_DIR) + 1:] and ".." not in f
+               for f in files)
+    cmd = stamp.check_command("../etc", "a" * 64)
+    assert "../" not in cmd
+    subprocess.run(["sh", "-n"], input=cmd, text=True, check=True)
 
 
 def test_the_kept_state_script_lists_the_copied_files_and_the_probes_and_no_secret():
