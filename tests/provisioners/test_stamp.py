@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import subprocess
 
-
 from polyvm.host import Facts, Host, HostDisk
 from polyvm.provisioners import stamp
 from polyvm.provisioners.exec import INLINE_LIMIT
